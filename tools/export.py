@@ -1,0 +1,182 @@
+"""Export a checkpoint from tools/train.py as a Hugging Face Optimum-style model directory.
+
+    /usr/bin/python3 tools/export.py tools/out/ckpt.pt models/tiny-shakespeare
+
+Writes config.json, generation_config.json, tokenizer.json, tokenizer_config.json,
+onnx/model.onnx (float32) and onnx/model_fp16.onnx (float16 weights, KV cache and logits;
+arithmetic stays float32 inside the graph), plus reference.json: logits computed by
+PyTorch for a fixed text, which the test suite compares with onnxruntime's.
+"""
+import argparse
+import json
+import os
+import torch
+from torch import nn
+from llama import Llama, LlamaConfig
+
+EOT_ID = 256
+EOT = "<|endoftext|>"
+OPSET = 17
+REFERENCE_TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?"
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ message['role'] | upper }}:\n{{ message['content'] }}\n\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:\n{% endif %}"
+)
+
+
+def bytes_to_unicode():
+    """GPT-2's reversible byte -> printable character map, as the ByteLevel pre-tokenizer uses."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+def tokenizer_json():
+    # Token id == byte value: a BPE with the 256 byte symbols and no merges.
+    byte_map = bytes_to_unicode()
+    vocab = {byte_map[b]: b for b in range(256)}
+    vocab[EOT] = EOT_ID
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [{"id": EOT_ID, "content": EOT, "single_word": False, "lstrip": False,
+                          "rstrip": False, "normalized": False, "special": True}],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
+        "post_processor": None,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+                  "ignore_merges": False, "vocab": vocab, "merges": []},
+    }
+
+
+class OnnxDecoder(nn.Module):
+    """Flat-argument wrapper: (ids, mask, positions, k0, v0, k1, v1, ...) -> (logits, k0', v0', ...)."""
+
+    def __init__(self, model: Llama, io_dtype: torch.dtype):
+        super().__init__()
+        self.model = model
+        self.io_dtype = io_dtype
+
+    def forward(self, input_ids, attention_mask, position_ids, *flat_past):
+        past = [(flat_past[i].float(), flat_past[i + 1].float()) for i in range(0, len(flat_past), 2)]
+        logits, presents = self.model(input_ids, attention_mask, position_ids, past)
+        out = [logits.to(self.io_dtype)]
+        for k, v in presents:
+            out += [k.to(self.io_dtype), v.to(self.io_dtype)]
+        return tuple(out)
+
+
+class HalfWeights(nn.Module):
+    """Keeps a module's weights in float16 and casts them to float32 at use."""
+
+    def __init__(self, linear_or_embedding):
+        super().__init__()
+        self.inner = linear_or_embedding
+        self.w16 = nn.Parameter(linear_or_embedding.weight.detach().half(), requires_grad=False)
+        del self.inner.weight
+
+    def forward(self, x):
+        self.inner.weight = self.w16.float()
+        return self.inner(x)
+
+
+def export(model, path, io_dtype, cfg, fold):
+    L = cfg.num_hidden_layers
+    names_in = ["input_ids", "attention_mask", "position_ids"]
+    names_out = ["logits"]
+    axes = {"input_ids": {0: "batch_size", 1: "sequence_length"},
+            "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
+            "position_ids": {0: "batch_size", 1: "sequence_length"},
+            "logits": {0: "batch_size", 1: "sequence_length"}}
+    for i in range(L):
+        for kv in ("key", "value"):
+            names_in.append(f"past_key_values.{i}.{kv}")
+            names_out.append(f"present.{i}.{kv}")
+            axes[f"past_key_values.{i}.{kv}"] = {0: "batch_size", 2: "past_sequence_length"}
+            axes[f"present.{i}.{kv}"] = {0: "batch_size", 2: "total_sequence_length"}
+    b, s, p = 2, 3, 4
+    ids = torch.randint(0, 256, (b, s))
+    mask = torch.ones(b, p + s, dtype=torch.long)
+    pos = torch.arange(p, p + s)[None].expand(b, s).contiguous()
+    past = [torch.zeros(b, cfg.num_key_value_heads, p, cfg.head_dim, dtype=io_dtype) for _ in range(2 * L)]
+    torch.onnx.export(OnnxDecoder(model, io_dtype), (ids, mask, pos, *past), path,
+                      input_names=names_in, output_names=names_out, dynamic_axes=axes,
+                      opset_version=OPSET, do_constant_folding=fold)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("checkpoint")
+    ap.add_argument("outdir")
+    args = ap.parse_args()
+    ck = torch.load(args.checkpoint)
+    cfg = LlamaConfig(**ck["config"])
+    model = Llama(cfg)
+    model.load_state_dict(ck["state_dict"])
+    model.eval()
+    os.makedirs(os.path.join(args.outdir, "onnx"), exist_ok=True)
+
+    def write(name, obj):
+        with open(os.path.join(args.outdir, name), "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+
+    write("config.json", {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size, "num_hidden_layers": cfg.num_hidden_layers,
+        "num_attention_heads": cfg.num_attention_heads, "num_key_value_heads": cfg.num_key_value_heads,
+        "head_dim": cfg.head_dim, "max_position_embeddings": cfg.max_position_embeddings,
+        "rms_norm_eps": cfg.rms_norm_eps, "rope_theta": cfg.rope_theta, "hidden_act": "silu",
+        "tie_word_embeddings": True, "bos_token_id": EOT_ID, "eos_token_id": EOT_ID,
+        "torch_dtype": "float32", "use_cache": True,
+    })
+    write("generation_config.json", {"bos_token_id": EOT_ID, "eos_token_id": EOT_ID, "do_sample": True,
+                                     "temperature": 0.8, "top_k": 40,
+                                     "max_length": cfg.max_position_embeddings})
+    write("tokenizer.json", tokenizer_json())
+    write("tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": EOT,
+                                    "eos_token": EOT, "unk_token": None, "add_bos_token": False,
+                                    "model_max_length": cfg.max_position_embeddings,
+                                    "clean_up_tokenization_spaces": False, "chat_template": CHAT_TEMPLATE})
+
+    with torch.no_grad():
+        export(model, os.path.join(args.outdir, "onnx", "model.onnx"), torch.float32, cfg, fold=True)
+        half = Llama(cfg)
+        half.load_state_dict(ck["state_dict"])
+        half.eval()
+        half.lm_head.weight = None
+        for mod_name, mod in list(half.named_modules()):
+            for child_name, child in list(mod.named_children()):
+                if isinstance(child, (nn.Linear, nn.Embedding)) and child.weight is not None:
+                    setattr(mod, child_name, HalfWeights(child))
+        half.lm_head = HalfWeights(nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False))
+        half.lm_head.w16 = half.embed_tokens.w16  # stay tied: one float16 copy
+        for layer in half.layers:
+            layer.self_attn.kv_round_dtype = torch.float16
+        # No constant folding, so the Cast(float16 -> float32) of each weight stays in the
+        # graph and the file holds float16 weights.
+        export(half, os.path.join(args.outdir, "onnx", "model_fp16.onnx"), torch.float16, cfg, fold=False)
+
+        ids = torch.tensor([list(REFERENCE_TEXT.encode("utf-8"))])
+        n = ids.shape[1]
+        logits, _ = model(ids, torch.ones_like(ids), torch.arange(n)[None])
+        positions = [0, n // 2, n - 1]
+        write("reference.json", {"text": REFERENCE_TEXT, "input_ids": ids[0].tolist(), "positions": positions,
+                                 "logits": [[round(x, 6) for x in logits[0, i].tolist()] for i in positions]})
+    print("exported", args.outdir)
+
+
+if __name__ == "__main__":
+    main()

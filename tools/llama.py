@@ -1,0 +1,159 @@
+"""A small Llama-architecture decoder in plain PyTorch (no transformers dependency).
+
+RMSNorm, rotary position embeddings driven by position_ids, SwiGLU MLP and
+grouped-query attention, with the Hugging Face Optimum decoder I/O contract:
+(input_ids, attention_mask, position_ids, past K/V per layer) -> (logits, present K/V).
+The same module is used for training (empty past) and for ONNX export.
+"""
+from dataclasses import dataclass, asdict
+import math
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+@dataclass
+class LlamaConfig:
+    vocab_size: int = 257
+    hidden_size: int = 256
+    intermediate_size: int = 768
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 8
+    num_key_value_heads: int = 4
+    max_position_embeddings: int = 2048
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def to_dict(self):
+        return asdict(self)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        var = x.pow(2).mean(-1, keepdim=True)
+        return self.weight * (x * torch.rsqrt(var + self.eps))
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads
+        self.hd = cfg.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, self.n_heads * self.hd, bias=False)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=False)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=False)
+        self.o_proj = nn.Linear(self.n_heads * self.hd, cfg.hidden_size, bias=False)
+        # Set to torch.float16 for a float16-KV export: new keys/values are rounded to the
+        # cache's precision before use, so attention sees the same numbers whether they come
+        # from the cache or were just computed (cached decoding == recomputation).
+        self.kv_round_dtype = None
+
+    def forward(self, x, cos, sin, bias, past_k, past_v):
+        b, s, _ = x.shape
+        q = self.q_proj(x).view(b, s, self.n_heads, self.hd).transpose(1, 2)
+        k = self.k_proj(x).view(b, s, self.n_kv, self.hd).transpose(1, 2)
+        v = self.v_proj(x).view(b, s, self.n_kv, self.hd).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        if self.kv_round_dtype is not None:
+            k = k.to(self.kv_round_dtype).float()
+            v = v.to(self.kv_round_dtype).float()
+        if past_k is not None:
+            k = torch.cat([past_k, k], dim=2)
+            v = torch.cat([past_v, v], dim=2)
+        present_k, present_v = k, v
+        rep = self.n_heads // self.n_kv
+        t = k.shape[2]
+        # GQA: each KV head serves `rep` query heads (expand + reshape exports cleanly).
+        k = k[:, :, None].expand(b, self.n_kv, rep, t, self.hd).reshape(b, self.n_heads, t, self.hd)
+        v = v[:, :, None].expand(b, self.n_kv, rep, t, self.hd).reshape(b, self.n_heads, t, self.hd)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.hd)) + bias
+        att = torch.softmax(att, dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(b, s, self.n_heads * self.hd)
+        return self.o_proj(y), present_k, present_v
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, bias, past_k, past_v):
+        h, pk, pv = self.self_attn(self.input_layernorm(x), cos, sin, bias, past_k, past_v)
+        x = x + h
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return x, pk, pv
+
+
+class Llama(nn.Module):
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList([Block(cfg) for _ in range(cfg.num_hidden_layers)])
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.embed_tokens.weight  # tied embeddings
+        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2).float() / cfg.head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.apply(self._init)
+        for name, p in self.named_parameters():
+            if name.endswith("o_proj.weight") or name.endswith("down_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.num_hidden_layers))
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    def forward(self, input_ids, attention_mask, position_ids, past=None):
+        """past: list of (k, v) per layer, each [batch, kv_heads, past_len, head_dim], or None."""
+        b, s = input_ids.shape
+        x = self.embed_tokens(input_ids)
+        freqs = position_ids[:, :, None].float() * self.inv_freq[None, None, :]
+        emb = torch.cat([freqs, freqs], dim=-1)[:, None]  # [b, 1, s, head_dim]
+        cos, sin = emb.cos(), emb.sin()
+        p = past[0][0].shape[2] if past is not None else 0
+        t = p + s
+        # Query i sits at absolute slot p+i and sees slots <= p+i that the mask keeps.
+        # A finite large negative, not -inf: a fully masked (padding) row must not NaN.
+        q_slot = torch.arange(s)[:, None] + p
+        k_slot = torch.arange(t)[None, :]
+        allowed = (k_slot <= q_slot)[None, None] & (attention_mask[:, None, None, :] > 0)
+        bias = torch.zeros(allowed.shape, dtype=x.dtype).masked_fill(~allowed, -1e9)
+        presents = []
+        for i, layer in enumerate(self.layers):
+            pk, pv = (past[i] if past is not None else (None, None))
+            x, nk, nv = layer(x, cos, sin, bias, pk, pv)
+            presents.append((nk, nv))
+        logits = self.lm_head(self.norm(x))
+        return logits, presents
