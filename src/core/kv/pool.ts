@@ -1,0 +1,199 @@
+// The KV memory pool: one byte budget over every KV cache the service holds — running
+// sequences, named sessions and shared prefix blocks. Entries are ref-counted; only entries
+// with no pins sit in the LRU list and can be evicted. The pool never blocks and never
+// throws on pressure: makeRoom() answers "not enough" and the caller decides.
+//
+//   bytesInUse ─────────────────────────────────────────────┐
+//   [ pinned: running sequences, blocks they read ][ LRU: oldest → newest ]  ≤ maxBytes
+//                                                    ▲ evicted from here first
+
+export type EntryKind = 'session' | 'prefix' | 'active';
+export type RemovalReason = 'lru' | 'ttl' | 'deleted' | 'released';
+
+/** An entry as the pool's users see it; the pool alone changes its fields. */
+export interface PoolEntry<P> {
+  readonly kind: EntryKind;
+  /** What the entry holds (a session's cache, a prefix block, a running sequence). */
+  readonly payload: P;
+  /** Sum of the byteLength of the K/V buffers the payload references. */
+  readonly bytes: number;
+  readonly refs: number;
+  readonly lastUsedMs: number;
+  readonly createdMs: number;
+}
+
+class Entry<P> implements PoolEntry<P> {
+  constructor(
+    readonly kind: EntryKind,
+    readonly payload: P,
+    public bytes: number,
+    public refs: number,
+    public lastUsedMs: number,
+    readonly createdMs: number,
+  ) {}
+}
+
+export interface KvPoolOptions<P> {
+  maxBytes: number;
+  /** Called after an entry leaves the pool, with why. */
+  onRemove?: (entry: PoolEntry<P>, reason: RemovalReason) => void;
+  now?: () => number;
+}
+
+export class KvPool<P> {
+  readonly maxBytes: number;
+  readonly #onRemove: ((entry: PoolEntry<P>, reason: RemovalReason) => void) | undefined;
+  readonly #now: () => number;
+  readonly #entries = new Set<Entry<P>>();
+  /** Unpinned entries in least-recently-used-first order (a Map keeps insertion order; re-insert = move to the end). */
+  readonly #lru = new Map<Entry<P>, true>();
+  #bytesInUse = 0;
+  #evictableBytes = 0;
+
+  constructor(options: KvPoolOptions<P>) {
+    const { maxBytes } = options;
+    if (!Number.isSafeInteger(maxBytes) || maxBytes <= 0) {
+      throw new RangeError(`maxBytes must be a positive integer (an unbounded pool is a bug), got ${maxBytes}`);
+    }
+    this.maxBytes = maxBytes;
+    this.#onRemove = options.onRemove;
+    this.#now = options.now ?? Date.now;
+  }
+
+  get bytesInUse(): number {
+    return this.#bytesInUse;
+  }
+
+  /** Bytes that eviction could free now (entries with no pins). */
+  get evictableBytes(): number {
+    return this.#evictableBytes;
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  has(entry: PoolEntry<P>): boolean {
+    return this.#entries.has(entry as Entry<P>);
+  }
+
+  entries(): IterableIterator<PoolEntry<P>> {
+    return this.#entries.values();
+  }
+
+  /** Unpinned entries, least recently used first. */
+  lruOrder(): PoolEntry<P>[] {
+    return [...this.#lru.keys()];
+  }
+
+  /**
+   * Frees least-recently-used unpinned entries until `bytes` more fit. Returns false — and
+   * evicts nothing — when even evicting every unpinned entry would not be enough.
+   */
+  makeRoom(bytes: number): boolean {
+    return this.#makeRoom(bytes, undefined);
+  }
+
+  /** makeRoom that never evicts `keep` (an entry growing in place counts as if pinned). */
+  #makeRoom(bytes: number, keep: Entry<P> | undefined): boolean {
+    checkBytes(bytes);
+    const kept = keep && keep.refs === 0 ? keep.bytes : 0;
+    if (this.#bytesInUse - this.#evictableBytes + kept + bytes > this.maxBytes) return false;
+    for (const entry of [...this.#lru.keys()]) {
+      if (this.#bytesInUse + bytes <= this.maxBytes) break;
+      if (entry !== keep) this.remove(entry, 'lru');
+    }
+    return true;
+  }
+
+  /**
+   * Adds an entry with `refs` pins (0 = evictable at once). Returns undefined when it does
+   * not fit: call makeRoom first.
+   */
+  add(kind: EntryKind, payload: P, bytes: number, refs = 0): PoolEntry<P> | undefined {
+    checkBytes(bytes);
+    if (this.#bytesInUse + bytes > this.maxBytes) return undefined;
+    const now = this.#now();
+    const entry = new Entry(kind, payload, bytes, refs, now, now);
+    this.#entries.add(entry);
+    this.#bytesInUse += bytes;
+    if (refs === 0) this.#toLru(entry);
+    return entry;
+  }
+
+  /** Changes an entry's size (a running sequence's cache grows each step). False if the growth does not fit. */
+  resize(handle: PoolEntry<P>, bytes: number): boolean {
+    checkBytes(bytes);
+    const entry = this.#member(handle);
+    const delta = bytes - entry.bytes;
+    if (delta > 0 && !this.#makeRoom(delta, entry)) return false;
+    entry.bytes = bytes;
+    this.#bytesInUse += delta;
+    if (entry.refs === 0) this.#evictableBytes += delta;
+    return true;
+  }
+
+  pin(handle: PoolEntry<P>): void {
+    const entry = this.#member(handle);
+    if (entry.refs++ === 0) {
+      this.#lru.delete(entry);
+      this.#evictableBytes -= entry.bytes;
+    }
+    entry.lastUsedMs = this.#now();
+  }
+
+  unpin(handle: PoolEntry<P>): void {
+    const entry = this.#member(handle);
+    if (entry.refs === 0) throw new Error('unpin of an entry with no pins');
+    entry.lastUsedMs = this.#now();
+    if (--entry.refs === 0) this.#toLru(entry);
+  }
+
+  /** Marks an entry most recently used. */
+  touch(handle: PoolEntry<P>): void {
+    const entry = this.#member(handle);
+    entry.lastUsedMs = this.#now();
+    if (entry.refs === 0) {
+      this.#lru.delete(entry);
+      this.#lru.set(entry, true);
+    }
+  }
+
+  /** Removes an entry whatever its pins ('deleted' by a user, 'released' by its owner) or an unpinned one ('lru', 'ttl'). */
+  remove(handle: PoolEntry<P>, reason: RemovalReason): void {
+    const entry = handle as Entry<P>;
+    if (!this.#entries.has(entry)) return;
+    if ((reason === 'lru' || reason === 'ttl') && entry.refs > 0) throw new Error(`cannot ${reason}-evict a pinned entry`);
+    this.#entries.delete(entry);
+    if (this.#lru.delete(entry)) this.#evictableBytes -= entry.bytes;
+    this.#bytesInUse -= entry.bytes;
+    this.#onRemove?.(entry, reason);
+  }
+
+  /** Evicts unpinned entries of `kind` idle since before `cutoffMs`. Returns how many. */
+  expire(kind: EntryKind, cutoffMs: number): number {
+    let n = 0;
+    for (const entry of [...this.#lru.keys()]) {
+      if (entry.kind === kind && entry.lastUsedMs < cutoffMs) {
+        this.remove(entry, 'ttl');
+        n++;
+      }
+    }
+    return n;
+  }
+
+  #toLru(entry: Entry<P>): void {
+    this.#lru.set(entry, true);
+    this.#evictableBytes += entry.bytes;
+  }
+
+  #member(handle: PoolEntry<P>): Entry<P> {
+    const entry = handle as Entry<P>;
+    if (!this.#entries.has(entry)) throw new Error('entry is not in the pool');
+    return entry;
+  }
+}
+
+function checkBytes(bytes: number): void {
+  if (!Number.isSafeInteger(bytes) || bytes < 0) throw new RangeError(`bytes must be a non-negative integer, got ${bytes}`);
+}

@@ -1,0 +1,78 @@
+// Automatic prefix caching: full blocks of BLOCK tokens, each keyed by a hash chained over
+// every block before it (and the tenant), as vLLM does:
+//
+//   key(b0) = H(tenant, tokens[0..16))     key(b1) = H(key(b0), tokens[16..32))  …
+//
+// Why hash-chained blocks rather than a radix tree (SGLang): a block's key alone names its
+// whole prefix, so lookup is one map probe per block and eviction can take any unpinned
+// block without tree surgery; blocks are fixed-size pool entries, so accounting and LRU stay
+// uniform. The cost is granularity: at most BLOCK-1 prompt tokens are recomputed. Tokens are
+// compared on every hit, so a hash collision can never serve another prompt's cache.
+import { createHash } from 'node:crypto';
+import { type KvData, type KvLayout, allocKv } from './layout.js';
+
+export interface PrefixBlock {
+  readonly key: string;
+  /** This block's own tokens (BLOCK of them). */
+  readonly tokens: Int32Array;
+  /** 2 × layers tensors [kv_heads, blockSize, head_dim]: this block's keys and values only. */
+  readonly tensors: KvData[];
+}
+
+export function blockKey(parentKey: string, tokens: ArrayLike<number>): string {
+  const h = createHash('sha256').update(parentKey);
+  h.update(new Uint8Array(Int32Array.from(tokens as ArrayLike<number>).buffer));
+  return h.digest('base64url').slice(0, 22);
+}
+
+/** The tenant's root key: folding it into every chain keeps tenants' caches apart. */
+export function rootKey(tenant: string): string {
+  return createHash('sha256').update(`kvserve-tenant\u0000${tenant}`).digest('base64url').slice(0, 22);
+}
+
+/** Keys of every full block of `tokens` (up to `maxTokens`), chained from the tenant's root. */
+export function chainKeys(tenant: string, tokens: readonly number[], blockSize: number, maxTokens = tokens.length): string[] {
+  const keys: string[] = [];
+  let parent = rootKey(tenant);
+  for (let start = 0; start + blockSize <= maxTokens; start += blockSize) {
+    parent = blockKey(parent, tokens.slice(start, start + blockSize));
+    keys.push(parent);
+  }
+  return keys;
+}
+
+/** Copies tokens [start, start+blockSize) of a contiguous cache into a block's own tensors. */
+export function cutBlock(layout: KvLayout, tensors: readonly KvData[], length: number, start: number, blockSize: number): KvData[] {
+  const { kvHeads, headDim, dtype } = layout;
+  return tensors.map((src) => {
+    const dst = allocKv(dtype, kvHeads * blockSize * headDim);
+    for (let h = 0; h < kvHeads; h++) {
+      const from = (h * length + start) * headDim;
+      dst.set(src.subarray(from, from + blockSize * headDim), h * blockSize * headDim);
+    }
+    return dst;
+  });
+}
+
+/** Lays blocks end to end into contiguous tensors [1, kv_heads, blocks × blockSize, head_dim]. */
+export function joinBlocks(layout: KvLayout, blocks: readonly PrefixBlock[], blockSize: number): KvData[] {
+  const { kvHeads, headDim, dtype, layers } = layout;
+  const length = blocks.length * blockSize;
+  const out: KvData[] = [];
+  for (let t = 0; t < 2 * layers; t++) {
+    const dst = allocKv(dtype, kvHeads * length * headDim);
+    blocks.forEach((block, b) => {
+      const src = block.tensors[t]!;
+      for (let h = 0; h < kvHeads; h++) {
+        dst.set(src.subarray(h * blockSize * headDim, (h + 1) * blockSize * headDim), (h * length + b * blockSize) * headDim);
+      }
+    });
+    out.push(dst);
+  }
+  return out;
+}
+
+export function sameTokens(block: PrefixBlock, tokens: readonly number[], start: number): boolean {
+  for (let i = 0; i < block.tokens.length; i++) if (block.tokens[i] !== tokens[start + i]) return false;
+  return true;
+}
