@@ -1,0 +1,131 @@
+// Service configuration: config/default.json, overridden by environment variables, checked by
+// one zod schema and frozen. A bad value stops start-up with one line naming the key.
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+
+const projectRoot = resolve(dirname(fileURLToPath(import.meta.url)), import.meta.url.includes('/dist/') ? '../..' : '..');
+export const defaultConfigPath = resolve(projectRoot, 'config/default.json');
+
+const schema = z.strictObject({
+  host: z.string().min(1),
+  port: z.number().int().min(0).max(65535),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  model: z.strictObject({
+    /** Model directory; relative paths resolve against the project root. */
+    dir: z.string().min(1),
+    /** ONNX file inside the directory (e.g. onnx/model_fp16.onnx); default: discovered. */
+    file: z.string().min(1).optional(),
+    /** onnxruntime intra-op threads; default: number of cores. */
+    threads: z.number().int().positive().optional(),
+  }),
+  kvCache: z.strictObject({
+    /** Byte budget of the KV pool: running, session and prefix caches together. */
+    maxBytes: z.number().int().positive(),
+    /** Prefix-cache granularity in tokens. */
+    blockSize: z.number().int().positive().max(1024),
+    /** Sessions idle longer than this are evicted. */
+    sessionTtlMs: z.number().int().positive(),
+    /** How long a request may wait for KV room (all held by running requests) before a 503. */
+    admissionTimeoutMs: z.number().int().min(0),
+  }),
+  limits: z.strictObject({
+    /** Larger request bodies get 413. */
+    bodyLimitBytes: z.number().int().positive(),
+    /** max_tokens when a request names none (bounded by the room left in the context). */
+    defaultMaxTokens: z.number().int().positive(),
+  }),
+  sse: z.strictObject({
+    /** `: ping` comment interval while a stream waits for its first token. */
+    heartbeatMs: z.number().int().positive(),
+    /** A stream reader that takes no bytes for this long is dropped (and its generation aborted). */
+    writeTimeoutMs: z.number().int().positive(),
+  }),
+  shutdown: z.strictObject({
+    /** On SIGTERM/SIGINT running streams get this long to finish before they are ended. */
+    graceMs: z.number().int().min(0),
+  }),
+});
+
+export type Config = z.infer<typeof schema>;
+
+/** Environment variable → config key path, with how to read the string. */
+const ENV: Record<string, { path: string[]; type: 'string' | 'int' }> = {
+  HOST: { path: ['host'], type: 'string' },
+  PORT: { path: ['port'], type: 'int' },
+  LOG_LEVEL: { path: ['logLevel'], type: 'string' },
+  MODEL_DIR: { path: ['model', 'dir'], type: 'string' },
+  MODEL_FILE: { path: ['model', 'file'], type: 'string' },
+  ORT_THREADS: { path: ['model', 'threads'], type: 'int' },
+  KV_CACHE_MAX_BYTES: { path: ['kvCache', 'maxBytes'], type: 'int' },
+  KV_CACHE_BLOCK_SIZE: { path: ['kvCache', 'blockSize'], type: 'int' },
+  SESSION_TTL_MS: { path: ['kvCache', 'sessionTtlMs'], type: 'int' },
+  KV_ADMISSION_TIMEOUT_MS: { path: ['kvCache', 'admissionTimeoutMs'], type: 'int' },
+  BODY_LIMIT_BYTES: { path: ['limits', 'bodyLimitBytes'], type: 'int' },
+  DEFAULT_MAX_TOKENS: { path: ['limits', 'defaultMaxTokens'], type: 'int' },
+  SSE_HEARTBEAT_MS: { path: ['sse', 'heartbeatMs'], type: 'int' },
+  SSE_WRITE_TIMEOUT_MS: { path: ['sse', 'writeTimeoutMs'], type: 'int' },
+  SHUTDOWN_GRACE_MS: { path: ['shutdown', 'graceMs'], type: 'int' },
+};
+
+/** The environment variables, for the README and error messages. */
+export const ENV_VARS = Object.freeze(Object.fromEntries(Object.entries(ENV).map(([k, v]) => [k, v.path.join('.')])));
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+function setPath(obj: Record<string, unknown>, path: string[], value: unknown): void {
+  let node = obj;
+  for (const key of path.slice(0, -1)) {
+    node[key] ??= {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[path[path.length - 1]!] = value;
+}
+
+function keyName(path: PropertyKey[]): string {
+  const dotted = path.map(String).join('.');
+  const env = Object.entries(ENV).find(([, v]) => v.path.join('.') === dotted)?.[0];
+  return env ? `${dotted} (${env})` : dotted;
+}
+
+/** Reads the defaults file, applies `env` overrides, validates. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, file = defaultConfigPath): Readonly<Config> {
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+  } catch (err) {
+    throw new ConfigError(`config: cannot read ${file}: ${(err as Error).message}`);
+  }
+  for (const [name, { path, type }] of Object.entries(ENV)) {
+    const value = env[name];
+    if (value === undefined || value === '') continue;
+    if (type === 'int') {
+      if (!/^-?\d+$/.test(value.trim())) throw new ConfigError(`config: ${name}=${JSON.stringify(value)} is not an integer`);
+      setPath(raw, path, Number(value));
+    } else {
+      setPath(raw, path, value);
+    }
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new ConfigError(`config: ${keyName(issue.path)}: ${issue.message}`);
+  }
+  const config = parsed.data;
+  const fromEnv = env.MODEL_DIR !== undefined && env.MODEL_DIR !== '';
+  if (!isAbsolute(config.model.dir)) {
+    config.model.dir = resolve(fromEnv ? process.cwd() : projectRoot, config.model.dir);
+  }
+  return deepFreeze(config);
+}
+
+function deepFreeze<T>(obj: T): Readonly<T> {
+  if (obj && typeof obj === 'object') {
+    for (const v of Object.values(obj)) deepFreeze(v);
+    Object.freeze(obj);
+  }
+  return obj;
+}

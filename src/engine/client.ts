@@ -1,0 +1,172 @@
+// The main thread's handle on the engine worker: starts it, tokenizes on this side (cheap,
+// and lets the HTTP layer check context limits before queueing), and exposes each
+// generation as an async iterable of events that an AbortSignal cancels.
+import { randomUUID } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
+import type { Config } from '../config.js';
+import type { EngineEvent } from '../core/generation/engine.js';
+import type { GenerateRequest } from '../core/generation/sequence.js';
+import type { ModelInfo } from '../runtime/load-model.js';
+import { readModelDir } from '../runtime/model-dir.js';
+import { TextTokenizer } from '../runtime/tokenizer.js';
+import type { SessionInfo } from '../core/kv/cache-manager.js';
+import type { EngineStats } from '../metrics/metrics.js';
+import type { FromWorker, Rpc, RpcMethod, ToWorker, WorkerConfig } from './protocol.js';
+
+// The built service runs dist/*.js; from the .ts sources (dev, tests) the worker needs a
+// TypeScript loader of its own (tsx, a dev dependency), whatever loader the parent used.
+const fromSource = import.meta.url.endsWith('.ts');
+const workerUrl = new URL(fromSource ? './worker-from-source.mjs' : './worker.js', import.meta.url);
+
+type Listener = (event: EngineEvent) => void;
+
+/** The worker's share of the service configuration. */
+export function workerConfigOf(config: Readonly<Config>): WorkerConfig {
+  return { modelDir: config.model.dir, onnxFile: config.model.file, threads: config.model.threads, kvCache: { ...config.kvCache } };
+}
+
+export class EngineClient {
+  readonly info: ModelInfo;
+  readonly tokenizer: TextTokenizer;
+  readonly #worker: Worker;
+  readonly #listeners = new Map<string, Listener>();
+  readonly #calls = new Map<string, (result: unknown) => void>();
+  #exited = false;
+
+  private constructor(worker: Worker, info: ModelInfo, tokenizer: TextTokenizer) {
+    this.#worker = worker;
+    this.info = info;
+    this.tokenizer = tokenizer;
+    worker.on('message', (msg: FromWorker) => {
+      if (msg.type === 'result') this.#calls.get(msg.id)?.(msg.result);
+      else if (msg.type === 'delta' || msg.type === 'done') this.#listeners.get(msg.id)?.(msg);
+    });
+    // An uncaught exception in the worker must not crash the HTTP thread (an 'error' event
+    // with no listener would): running requests end with an error, readiness turns 503.
+    let failure = 'engine worker exited';
+    worker.on('error', (err) => {
+      failure = `engine worker failed: ${err.message}`;
+    });
+    worker.on('exit', () => {
+      this.#exited = true;
+      const usage = { promptTokens: 0, completionTokens: 0, cachedTokens: 0 };
+      for (const [id, listener] of this.#listeners) {
+        listener({ type: 'done', id, finishReason: 'error', text: '', usage, error: failure, errorCode: 'internal' });
+      }
+    });
+  }
+
+  /** Starts the worker and resolves once the model is loaded; rejects with the loader's one-line error. */
+  static async start(config: WorkerConfig): Promise<EngineClient> {
+    const files = readModelDir(config.modelDir, config.onnxFile);
+    const tokenizer = new TextTokenizer(files.tokenizerJson, files.tokenizerConfig);
+    const worker = new Worker(workerUrl, { workerData: config, execArgv: [] });
+    const cleanup: Array<() => void> = [];
+    const info = await new Promise<ModelInfo>((resolve, reject) => {
+      const onMessage = (msg: FromWorker): void => {
+        if (msg.type === 'ready') resolve(msg.info);
+        else if (msg.type === 'fatal') reject(new Error(msg.message));
+      };
+      const onExit = (code: number): void => reject(new Error(`engine worker exited with code ${code} during start-up`));
+      worker.on('message', onMessage).once('error', reject).once('exit', onExit);
+      cleanup.push(() => worker.off('message', onMessage).off('error', reject).off('exit', onExit));
+    })
+      .catch(async (err: unknown) => {
+        await worker.terminate();
+        throw err;
+      })
+      .finally(() => cleanup.forEach((fn) => fn()));
+    return new EngineClient(worker, info, tokenizer);
+  }
+
+  get alive(): boolean {
+    return !this.#exited;
+  }
+
+  /** Round trip to the worker: true when it answers within `timeoutMs` (readiness probe). */
+  async ping(timeoutMs = 1000): Promise<boolean> {
+    return (await this.#call('ping', [], timeoutMs)) === true;
+  }
+
+  /** KV cache and scheduler figures, for /metrics. */
+  async stats(): Promise<EngineStats> {
+    return this.#required(await this.#call('stats', []));
+  }
+
+  async sessions(tenant: string): Promise<SessionInfo[]> {
+    return this.#required(await this.#call('sessions', [tenant]));
+  }
+
+  async session(tenant: string, id: string): Promise<SessionInfo | null> {
+    return this.#required(await this.#call('session', [tenant, id]));
+  }
+
+  async deleteSession(tenant: string, id: string): Promise<boolean> {
+    return this.#required(await this.#call('deleteSession', [tenant, id]));
+  }
+
+  /** Resolves with the worker's answer, or undefined if it gives none within `timeoutMs`. */
+  #call<M extends RpcMethod>(method: M, args: Rpc[M][0], timeoutMs = 5000): Promise<Rpc[M][1] | undefined> {
+    if (this.#exited) return Promise.resolve(undefined);
+    const id = randomUUID();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#calls.delete(id);
+        resolve(undefined);
+      }, timeoutMs);
+      this.#calls.set(id, (result) => {
+        clearTimeout(timer);
+        this.#calls.delete(id);
+        resolve(result as Rpc[M][1]);
+      });
+      this.#post({ type: 'call', id, method, args } as ToWorker);
+    });
+  }
+
+  #required<T>(value: T | undefined): T {
+    if (value === undefined) throw new Error('the engine worker did not answer');
+    return value;
+  }
+
+  /**
+   * Runs one generation. Yields `delta` events and ends with exactly one `done` event.
+   * Aborting `signal`, or leaving the loop early, stops the work in the worker at its next step.
+   */
+  async *generate(request: GenerateRequest, signal?: AbortSignal): AsyncGenerator<EngineEvent, void, undefined> {
+    const id = randomUUID();
+    const queue: EngineEvent[] = [];
+    let wake: (() => void) | undefined;
+    this.#listeners.set(id, (event) => {
+      queue.push(event);
+      wake?.();
+    });
+    const onAbort = (): void => this.#post({ type: 'abort', id });
+    let finished = false;
+    try {
+      if (this.#exited) throw new Error('engine worker is not running');
+      this.#post({ type: 'generate', id, request });
+      signal?.addEventListener('abort', onAbort, { once: true });
+      if (signal?.aborted) onAbort();
+      while (!finished) {
+        if (queue.length === 0) await new Promise<void>((r) => (wake = r));
+        wake = undefined;
+        for (const event of queue.splice(0)) {
+          finished ||= event.type === 'done';
+          yield event;
+        }
+      }
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      if (!finished) onAbort();
+      this.#listeners.delete(id);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#worker.terminate();
+  }
+
+  #post(msg: ToWorker): void {
+    if (!this.#exited) this.#worker.postMessage(msg);
+  }
+}

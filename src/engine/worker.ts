@@ -1,0 +1,56 @@
+// Engine worker entry: onnxruntime's run() blocks its calling thread (~6 ms per step at a
+// 1024-token past, design §2), so the model and the generation loop live here, off the
+// HTTP thread. It loads the model, then serves generate/abort/ping messages.
+import { parentPort, workerData } from 'node:worker_threads';
+import { Engine } from '../core/generation/engine.js';
+import { KvCacheManager } from '../core/kv/cache-manager.js';
+import { loadModel } from '../runtime/load-model.js';
+import type { FromWorker, Rpc, RpcMethod, ToWorker, WorkerConfig } from './protocol.js';
+
+const port = parentPort!;
+const post = (msg: FromWorker): void => port.postMessage(msg);
+const config = workerData as WorkerConfig;
+
+try {
+  const { decoder, tokenizer, info } = await loadModel(config.modelDir, config);
+  const { kvCache } = config;
+  const cache = new KvCacheManager({ layout: info.layout, ...kvCache });
+  const engine = new Engine(
+    decoder,
+    tokenizer,
+    { eosIds: info.eosIds, contextLength: info.contextLength, cache, admissionTimeoutMs: kvCache.admissionTimeoutMs },
+    post,
+  );
+  // Idle sessions expire even when no request arrives to trigger the sweep.
+  setInterval(() => cache.expireSessions(), Math.min(kvCache.sessionTtlMs, 1000)).unref();
+  const methods: { [M in RpcMethod]: (...args: Rpc[M][0]) => Rpc[M][1] } = {
+    ping: () => true,
+    stats: () => ({ cache: cache.snapshot(), running: engine.running, waiting: engine.waiting }),
+    sessions: (tenant) => cache.sessions(tenant),
+    session: (tenant, id) => cache.session(tenant, id) ?? null,
+    deleteSession: (tenant, id) => cache.deleteSession(tenant, id),
+  };
+  port.on('message', (msg: ToWorker) => {
+    switch (msg.type) {
+      case 'generate':
+        try {
+          engine.submit(msg.id, msg.request);
+        } catch (err) {
+          const usage = { promptTokens: msg.request.promptIds.length, completionTokens: 0, cachedTokens: 0 };
+          post({ type: 'done', id: msg.id, finishReason: 'error', text: '', usage, error: (err as Error).message, errorCode: 'internal' });
+        }
+        break;
+      case 'abort':
+        engine.abort(msg.id);
+        break;
+      case 'call': {
+        const call = methods[msg.method] as (...args: unknown[]) => unknown;
+        post({ type: 'result', id: msg.id, result: call(...msg.args) });
+        break;
+      }
+    }
+  });
+  post({ type: 'ready', info });
+} catch (err) {
+  post({ type: 'fatal', message: (err as Error).message });
+}

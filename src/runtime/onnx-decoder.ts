@@ -1,0 +1,145 @@
+// The only module that talks to onnxruntime-node: loads a decoder graph, discovers its KV
+// layout from the graph's own inputs and outputs, and runs one forward step.
+import * as ort from 'onnxruntime-node';
+import { availableParallelism } from 'node:os';
+import type { DecoderModel, ForwardInput, ForwardOutput } from '../core/generation/model.js';
+import type { KvData, KvDType, KvLayout } from '../core/kv/layout.js';
+import { halfArrayToFloat32 } from './float16.js';
+import { ModelLoadError } from './model-dir.js';
+
+export interface SessionOptions {
+  /** Threads inside one operator; defaults to the number of cores (measured best, design §2). */
+  threads?: number;
+}
+
+const PAST_KEY = /^past_key_values\.(\d+)\.key$/;
+
+interface GraphInfo {
+  layout: KvLayout;
+  vocabSize: number | undefined;
+  hasPositionIds: boolean;
+  hasAttentionMask: boolean;
+}
+
+function discover(session: ort.InferenceSession, file: string): GraphInfo {
+  const inputs = new Map(session.inputMetadata.map((m) => [m.name, m]));
+  const outputs = new Map(session.outputMetadata.map((m) => [m.name, m]));
+  if (!inputs.has('input_ids')) throw new ModelLoadError(file, 'graph has no input_ids input: not a decoder');
+  if (!outputs.has('logits')) throw new ModelLoadError(file, 'graph has no logits output: not a decoder');
+  const layers = [...inputs.keys()].filter((n) => PAST_KEY.test(n)).length;
+  if (layers === 0) {
+    throw new ModelLoadError(file, 'graph has no past_key_values.{i}.key inputs: exported without KV cache');
+  }
+  const first = inputs.get('past_key_values.0.key');
+  if (!first?.isTensor) throw new ModelLoadError(file, 'past_key_values.0.key is not a tensor input');
+  const [, kvHeads, , headDim] = first.shape;
+  if (typeof kvHeads !== 'number' || typeof headDim !== 'number') {
+    throw new ModelLoadError(file, `past_key_values.0.key has no static kv_heads/head_dim (shape ${JSON.stringify(first.shape)})`);
+  }
+  if (first.type !== 'float32' && first.type !== 'float16') {
+    throw new ModelLoadError(file, `KV cache dtype ${first.type} is not supported (float32 or float16)`);
+  }
+  for (let i = 0; i < layers; i++) {
+    for (const kind of ['key', 'value']) {
+      if (!inputs.has(`past_key_values.${i}.${kind}`) || !outputs.has(`present.${i}.${kind}`)) {
+        throw new ModelLoadError(file, `graph lacks past_key_values.${i}.${kind} or present.${i}.${kind}`);
+      }
+    }
+  }
+  const logits = outputs.get('logits');
+  const vocab = logits?.isTensor ? logits.shape[2] : undefined;
+  return {
+    layout: { layers, kvHeads, headDim, dtype: first.type as KvDType },
+    vocabSize: typeof vocab === 'number' ? vocab : undefined,
+    hasPositionIds: inputs.has('position_ids'),
+    hasAttentionMask: inputs.has('attention_mask'),
+  };
+}
+
+function int64(values: ArrayLike<number>): BigInt64Array {
+  const out = new BigInt64Array(values.length);
+  for (let i = 0; i < values.length; i++) out[i] = BigInt(values[i]!);
+  return out;
+}
+
+export class OnnxDecoder implements DecoderModel {
+  readonly layout: KvLayout;
+  readonly vocabSize: number;
+  readonly #session: ort.InferenceSession;
+  readonly #graph: GraphInfo;
+  readonly #pastNames: string[];
+  readonly #presentNames: string[];
+  #scratch: Float32Array;
+
+  private constructor(session: ort.InferenceSession, graph: GraphInfo, vocabSize: number) {
+    this.#session = session;
+    this.#graph = graph;
+    this.layout = graph.layout;
+    this.vocabSize = vocabSize;
+    this.#pastNames = [];
+    this.#presentNames = [];
+    for (let i = 0; i < graph.layout.layers; i++) {
+      this.#pastNames.push(`past_key_values.${i}.key`, `past_key_values.${i}.value`);
+      this.#presentNames.push(`present.${i}.key`, `present.${i}.value`);
+    }
+    this.#scratch = new Float32Array(vocabSize);
+  }
+
+  /** Opens the graph; `configVocab` (config.json) is used only when the logits shape is dynamic. */
+  static async load(file: string, options: SessionOptions = {}, configVocab?: number): Promise<OnnxDecoder> {
+    let session: ort.InferenceSession;
+    try {
+      session = await ort.InferenceSession.create(file, {
+        intraOpNumThreads: options.threads ?? availableParallelism(),
+        interOpNumThreads: 1,
+        executionMode: 'sequential',
+        graphOptimizationLevel: 'all',
+        logSeverityLevel: 3,
+      });
+    } catch (err) {
+      const reason = String((err as Error).message ?? err).split('\n')[0];
+      throw new ModelLoadError(file, `not a loadable ONNX model (${reason})`);
+    }
+    const graph = discover(session, file);
+    const vocabSize = graph.vocabSize ?? configVocab;
+    if (vocabSize === undefined) {
+      throw new ModelLoadError(file, 'vocabulary size unknown: logits shape is dynamic and config.json has no vocab_size');
+    }
+    return new OnnxDecoder(session, graph, vocabSize);
+  }
+
+  async forward(input: ForwardInput): Promise<ForwardOutput> {
+    const { batch, seqLen, pastLength } = input;
+    const { kvHeads, headDim, dtype } = this.layout;
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', int64(input.inputIds), [batch, seqLen]),
+    };
+    if (this.#graph.hasAttentionMask) {
+      feeds.attention_mask = new ort.Tensor('int64', int64(input.attentionMask), [batch, pastLength + seqLen]);
+    }
+    if (this.#graph.hasPositionIds) {
+      feeds.position_ids = new ort.Tensor('int64', int64(input.positionIds), [batch, seqLen]);
+    }
+    const pastShape = [batch, kvHeads, pastLength, headDim];
+    for (let i = 0; i < this.#pastNames.length; i++) {
+      feeds[this.#pastNames[i]!] = new ort.Tensor(dtype, input.past[i]!, pastShape);
+    }
+    const out = await this.#session.run(feeds);
+    const logits = out.logits!.data as Float32Array | Uint16Array;
+    const present = this.#presentNames.map((n) => out[n]!.data as KvData);
+    const vocab = this.vocabSize;
+    const scratch = this.#scratch;
+    return {
+      present,
+      logits(b: number, s: number): Float32Array {
+        const start = (b * seqLen + s) * vocab;
+        const row = logits.subarray(start, start + vocab);
+        return row instanceof Float32Array ? row : halfArrayToFloat32(row, scratch);
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.#session.release();
+  }
+}

@@ -1,0 +1,38 @@
+// The tokenizer the engine speaks through: Hugging Face tokenizer.json via
+// @huggingface/tokenizers (pure JS, the same implementation Transformers.js uses).
+import { Tokenizer } from '@huggingface/tokenizers';
+import type { TokenDecoder } from '../core/generation/detokenizer.js';
+
+export class TextTokenizer implements TokenDecoder {
+  readonly #tok: Tokenizer;
+  /** Number of distinct ids the tokenizer can produce (base vocabulary plus added tokens). */
+  readonly vocabSize: number;
+  readonly eosToken: string | undefined;
+  readonly specialIds: ReadonlySet<number>;
+
+  constructor(tokenizerJson: object, tokenizerConfig: Record<string, unknown>) {
+    this.#tok = new Tokenizer(tokenizerJson, tokenizerConfig);
+    let maxId = -1;
+    for (const id of this.#tok.get_vocab(true).values()) maxId = Math.max(maxId, id);
+    this.vocabSize = maxId + 1;
+    this.specialIds = new Set(
+      [...this.#tok.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id),
+    );
+    const eos = tokenizerConfig.eos_token;
+    this.eosToken =
+      typeof eos === 'string' ? eos : typeof (eos as { content?: unknown } | null)?.content === 'string' ? (eos as { content: string }).content : undefined;
+  }
+
+  encode(text: string): number[] {
+    return this.#tok.encode(text).ids;
+  }
+
+  /** Decodes ids to text, dropping special tokens such as end-of-text. */
+  decode(ids: readonly number[]): string {
+    return this.#tok.decode(ids as number[], { skip_special_tokens: true });
+  }
+
+  tokenToId(token: string): number | undefined {
+    return this.#tok.token_to_id(token);
+  }
+}

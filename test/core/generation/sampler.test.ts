@@ -1,0 +1,417 @@
+// Sampling decides every generated token, and its filters must agree with vLLM/HF/OpenAI
+// semantics. Empirical draws are checked against the exact truncated softmax, each filter
+// and penalty against a hand-built case where it must change the outcome.
+import t, { type Test } from 'tap';
+import fc from 'fast-check';
+import { Sampler, defaultSampling, selectNucleus, validateSampling, type SamplingParams } from '../../../src/core/generation/sampler.js';
+
+function params(over: Partial<SamplingParams> = {}): SamplingParams {
+  return { ...defaultSampling, seed: 1, ...over };
+}
+
+function softmax(logits: ArrayLike<number>, temperature = 1): number[] {
+  const xs = Array.from(logits, (x) => x / temperature);
+  const m = Math.max(...xs);
+  const e = xs.map((x) => Math.exp(x - m));
+  const z = e.reduce((a, b) => a + b, 0);
+  return e.map((x) => x / z);
+}
+
+function logitsOf(probs: number[]): Float32Array {
+  return Float32Array.from(probs, (p) => Math.log(p));
+}
+
+function refArgmax(x: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i]! > x[best]!) best = i;
+  return best;
+}
+
+/** Token counts over n draws from a fresh sampler (penalties off, so draws are i.i.d.). */
+function histogram(p: SamplingParams, logits: Float32Array, n: number): number[] {
+  const s = new Sampler(p, []);
+  const counts = new Array<number>(logits.length).fill(0);
+  for (let i = 0; i < n; i++) {
+    const tok = s.sample(logits);
+    counts[tok] = counts[tok]! + 1;
+  }
+  return counts;
+}
+
+// chi-square critical values at p = 0.001, by degrees of freedom.
+const CHI_001 = [NaN, 10.83, 13.82, 16.27, 18.47, 20.52, 22.46, 24.32, 26.12, 27.88];
+
+/** Asserts counts match `expected` probabilities; tokens with expected 0 must never appear. */
+function checkFrequencies(t: Test, counts: number[], expected: number[], label: string): void {
+  const n = counts.reduce((a, b) => a + b, 0);
+  let chi = 0;
+  let df = -1;
+  counts.forEach((c, i) => {
+    const e = expected[i]! * n;
+    if (e === 0) {
+      t.equal(c, 0, `${label}: token ${i} is filtered out`);
+      return;
+    }
+    chi += (c - e) ** 2 / e;
+    df++;
+  });
+  if (df > 0) t.ok(chi < CHI_001[df]!, `${label}: chi-square ${chi.toFixed(2)} < ${CHI_001[df]} (df ${df})`);
+  else t.equal(counts.filter((c) => c > 0).length, 1, `${label}: single surviving token`);
+}
+
+function truncated(probs: number[], keep: number[]): number[] {
+  const z = keep.reduce((s, i) => s + probs[i]!, 0);
+  return probs.map((p, i) => (keep.includes(i) ? p / z : 0));
+}
+
+t.test('defaultSampling disables every filter and penalty', async (t) => {
+  t.same(defaultSampling, {
+    temperature: 1,
+    topK: 0,
+    topP: 1,
+    minP: 0,
+    repetitionPenalty: 1,
+    frequencyPenalty: 0,
+    presencePenalty: 0,
+  });
+  t.doesNotThrow(() => validateSampling(defaultSampling));
+});
+
+t.test('validateSampling rejects each bad field by name', async (t) => {
+  const bad: Array<[keyof SamplingParams, unknown[]]> = [
+    ['temperature', [-0.1, NaN, Infinity, '1']],
+    ['topK', [-1, 1.5, NaN]],
+    ['topP', [0, -0.5, 1.01, NaN]],
+    ['minP', [-0.01, 1.01, NaN]],
+    ['repetitionPenalty', [0, -1, Infinity, NaN]],
+    ['frequencyPenalty', [2.01, -2.01, NaN]],
+    ['presencePenalty', [3, -3, NaN]],
+    ['seed', [-1, 1.5, 2 ** 53, NaN]],
+  ];
+  for (const [field, values] of bad) {
+    for (const v of values) {
+      const p = { ...defaultSampling, [field]: v } as SamplingParams;
+      t.throws(() => validateSampling(p), { name: 'RangeError', message: new RegExp(`^${field}\\b`) }, `${field}=${String(v)}`);
+      t.throws(() => new Sampler(p, []), RangeError, `Sampler constructor also rejects ${field}=${String(v)}`);
+    }
+  }
+  const edges: Array<Partial<SamplingParams>> = [
+    { temperature: 0 },
+    { topK: 1 },
+    { topP: 1e-9 },
+    { minP: 1 },
+    { repetitionPenalty: 1e-3 },
+    { frequencyPenalty: -2, presencePenalty: 2 },
+    { seed: 0 },
+    { seed: Number.MAX_SAFE_INTEGER },
+  ];
+  for (const e of edges) t.doesNotThrow(() => validateSampling(params(e)), `accepts ${JSON.stringify(e)}`);
+});
+
+t.test('greedy picks the argmax, lowest id on ties, without touching logits', async (t) => {
+  const s = new Sampler(params({ temperature: 0 }), []);
+  t.equal(s.sample(Float32Array.of(0.1, 3, 2, 3)), 1, 'tie -> lowest id');
+  t.equal(s.sample(Float32Array.of(-5, -Infinity, -4)), 2, 'negative logits and masked tokens');
+  t.throws(() => s.sample(Float32Array.of(-Infinity, -Infinity)), RangeError, 'all masked');
+  t.throws(() => s.sample(new Float32Array(0)), RangeError, 'empty');
+  fc.assert(
+    fc.property(fc.array(fc.float({ noNaN: true, min: -50, max: 50 }), { minLength: 1, maxLength: 300 }), (xs) => {
+      const logits = Float32Array.from(xs);
+      const copy = logits.slice();
+      const tok = new Sampler(params({ temperature: 0 }), []).sample(logits);
+      return tok === refArgmax(logits) && copy.every((v, i) => Object.is(v, logits[i]));
+    }),
+  );
+});
+
+t.test('seeded sampling is reproducible and seeds differ', async (t) => {
+  const steps = Array.from({ length: 200 }, (_, i) => Float32Array.from({ length: 50 }, (_, j) => Math.sin(i * 7 + j * 3)));
+  const run = (p: SamplingParams) => {
+    const s = new Sampler(p, [1, 2, 3]);
+    return steps.map((l) => s.sample(l));
+  };
+  const configs: Array<Partial<SamplingParams>> = [
+    {},
+    { topK: 10 },
+    { topP: 0.8 },
+    { minP: 0.3 },
+    { topK: 20, topP: 0.9, minP: 0.05, temperature: 0.7 },
+    { repetitionPenalty: 1.3, frequencyPenalty: 0.5, presencePenalty: 0.4 },
+  ];
+  for (const c of configs) {
+    const a = run(params({ ...c, seed: 99 }));
+    t.same(run(params({ ...c, seed: 99 })), a, `same seed, same tokens: ${JSON.stringify(c)}`);
+    t.not(run(params({ ...c, seed: 100 })).join(), a.join(), `different seed, different tokens: ${JSON.stringify(c)}`);
+  }
+  const unseeded = new Sampler({ ...defaultSampling }, []);
+  t.ok(Number.isSafeInteger(unseeded.seed), 'a seed is drawn when none is given');
+  t.not(new Sampler({ ...defaultSampling }, []).seed, unseeded.seed, 'drawn seeds differ');
+});
+
+t.test('empirical frequencies match softmax(logits / T)', async (t) => {
+  const logits = Float32Array.of(1.5, 0.2, -0.7, 2.1, 0, -3, 1.1, 0.4);
+  for (const temperature of [1, 0.6, 2.5]) {
+    const counts = histogram(params({ temperature, seed: 7 }), logits, 100_000);
+    checkFrequencies(t, counts, softmax(logits, temperature), `T=${temperature}`);
+  }
+  const masked = Float32Array.of(0, -Infinity, 0.5, -Infinity);
+  checkFrequencies(t, histogram(params({ seed: 3 }), masked, 20_000), softmax(masked), '-Infinity is never drawn');
+});
+
+t.test('top-k', async (t) => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.float({ noNaN: true, noDefaultInfinity: true, min: -20, max: 20 }), { minLength: 1, maxLength: 200 }),
+      fc.nat(),
+      (xs, seed) => {
+        const logits = Float32Array.from(xs);
+        return new Sampler(params({ topK: 1, seed }), []).sample(logits) === refArgmax(logits);
+      },
+    ),
+  );
+  t.pass('top-k = 1 equals greedy');
+
+  const V = 2000;
+  const logits = Float32Array.from({ length: V }, (_, i) => Math.sin(i * 12.9898) * 4);
+  const k = 5;
+  const topIds = Array.from(logits.keys()).sort((a, b) => logits[b]! - logits[a]!).slice(0, k);
+  const s = new Sampler(params({ topK: k, temperature: 3 }), []);
+  const outside = new Set<number>();
+  const drawn = new Set<number>();
+  for (let i = 0; i < 5000; i++) {
+    const tok = s.sample(logits);
+    drawn.add(tok);
+    if (!topIds.includes(tok)) outside.add(tok);
+  }
+  t.same([...outside], [], 'never outside the k largest');
+  t.equal(drawn.size, k, 'every one of the k largest is drawn (high temperature)');
+
+  const flat = new Float32Array(10);
+  const tied = new Set<number>();
+  const st = new Sampler(params({ topK: 3 }), []);
+  for (let i = 0; i < 500; i++) tied.add(st.sample(flat));
+  t.same([...tied].sort(), [0, 1, 2], 'ties at the cut keep the lowest ids');
+  const evict = new Set<number>();
+  const se = new Sampler(params({ topK: 3 }), []);
+  for (let i = 0; i < 500; i++) evict.add(se.sample(Float32Array.of(0, 0, 0, 1, 0, 0)));
+  t.same([...evict].sort(), [0, 1, 3], 'a larger logit evicts the highest id among the tied');
+
+  const probs = [0.1, 0.4, 0.05, 0.3, 0.15];
+  checkFrequencies(t, histogram(params({ topK: 3 }), logitsOf(probs), 50_000), truncated(probs, [1, 3, 4]), 'top-k=3 renormalises');
+  checkFrequencies(t, histogram(params({ topK: 99 }), logitsOf(probs), 50_000), probs, 'top-k >= V is no filter');
+});
+
+t.test('top-p keeps the smallest set whose mass >= p', async (t) => {
+  const probs = [0.05, 0.5, 0.15, 0.3];
+  const logits = logitsOf(probs);
+  checkFrequencies(t, histogram(params({ topP: 0.4 }), logits, 5_000), [0, 1, 0, 0], 'p=0.4 -> top token only');
+  checkFrequencies(t, histogram(params({ topP: 0.75 }), logits, 50_000), truncated(probs, [1, 3]), 'p=0.75 -> {0.5, 0.3}');
+  checkFrequencies(t, histogram(params({ topP: 0.85 }), logits, 50_000), truncated(probs, [1, 3, 2]), 'p=0.85 -> {0.5, 0.3, 0.15}');
+  checkFrequencies(t, histogram(params({ topP: 0.99 }), logits, 50_000), probs, 'p=0.99 -> everything');
+  // With top-k, mass is measured on the top-k renormalised distribution (vLLM order):
+  // among {0.5, 0.3} the top token holds 0.625.
+  checkFrequencies(t, histogram(params({ topK: 2, topP: 0.6 }), logits, 5_000), [0, 1, 0, 0], 'top-k=2, p=0.6 -> 0.625 suffices');
+  checkFrequencies(t, histogram(params({ topK: 2, topP: 0.7 }), logits, 50_000), truncated(probs, [1, 3]), 'top-k=2, p=0.7 -> both');
+  // Ties at the nucleus boundary resolve towards the lowest id, like top-k.
+  const tied = Float32Array.of(0, 1, 1, 1, 1);
+  const tp = softmax(tied);
+  checkFrequencies(t, histogram(params({ topP: 0.5 }), tied, 20_000), truncated(tp, [1, 2, 3]), 'ties at the boundary');
+
+  // Many comparable candidates: the nucleus boundary is found by selection, not a sort, so
+  // check the exact kept set. Each nucleus token holds > 1/200 of the kept mass, so 10k
+  // draws hit every one of them.
+  const ramps: Array<[string, Float32Array]> = [
+    ['distinct', Float32Array.from({ length: 400 }, (_, i) => -i * 0.01)],
+    ['tied in threes', Float32Array.from({ length: 400 }, (_, i) => -Math.floor(i / 3) * 0.03)],
+  ];
+  for (const [name, ramp] of ramps) {
+    const rp = softmax(ramp);
+    for (const [topP, topK] of [[0.5, 0], [0.31, 0], [0.5, 300]] as const) {
+      const base = topK > 0 ? truncated(rp, Array.from({ length: topK }, (_, i) => i)) : rp;
+      let acc = 0;
+      let size = 0;
+      while (acc < topP) acc += base[size++]!;
+      const drawn = new Set<number>();
+      const s = new Sampler(params({ topP, topK, seed: 17 }), []);
+      for (let i = 0; i < 10_000; i++) drawn.add(s.sample(ramp));
+      const sorted = [...drawn].sort((a, b) => a - b);
+      t.same(sorted, Array.from({ length: size }, (_, i) => i), `${name}, p=${topP}, k=${topK}: exactly the first ${size} tokens`);
+    }
+  }
+
+  // Large vocabulary with a long tail: every draw must lie in the reference nucleus.
+  const V = 5_000;
+  const big = Float32Array.from({ length: V }, (_, i) => -Math.log(i + 1) * 1.1 + Math.sin(i) * 0.3);
+  const sp = softmax(big);
+  const order = Array.from(big.keys()).sort((a, b) => sp[b]! - sp[a]! || a - b);
+  for (const topP of [0.3, 0.9, 0.995]) {
+    const nucleus = new Set<number>();
+    let acc = 0;
+    for (const i of order) {
+      nucleus.add(i);
+      acc += sp[i]!;
+      if (acc >= topP) break;
+    }
+    const s = new Sampler(params({ topP, seed: 11 }), []);
+    let outside = 0;
+    let deepest = 0;
+    const rank = new Map(order.map((id, r) => [id, r]));
+    for (let i = 0; i < 2000; i++) {
+      const tok = s.sample(big);
+      if (!nucleus.has(tok)) outside++;
+      deepest = Math.max(deepest, rank.get(tok)!);
+    }
+    t.equal(outside, 0, `p=${topP}: no draw outside the ${nucleus.size}-token nucleus`);
+    t.ok(deepest > nucleus.size / 4, `p=${topP}: draws reach deep into the nucleus (rank ${deepest})`);
+  }
+});
+
+t.test('selectNucleus finds exactly the sorted-prefix nucleus', async (t) => {
+  // Integer logits force many ties; weights 2^logit are integers, so every sum is exact and the
+  // reference cannot disagree by rounding. Every boundary rank is tried, with the target both
+  // exactly at a prefix sum and just below it, so each pivot is at some point the boundary.
+  const arb = fc.record({
+    logits: fc.array(fc.integer({ min: 0, max: 6 }), { minLength: 1, maxLength: 200, size: 'max' }),
+    shuffle: fc.nat(),
+    maxRounds: fc.constantFrom(0, 1, 64),
+  });
+  fc.assert(
+    fc.property(arb, ({ logits, shuffle, maxRounds }) => {
+      const src = Float32Array.from(logits);
+      const n = src.length;
+      const start = Int32Array.from({ length: n }, (_, i) => i);
+      for (let i = n - 1; i > 0; i--) {
+        const j = (shuffle + i * 7919) % (i + 1);
+        [start[i], start[j]] = [start[j]!, start[i]!];
+      }
+      const weight = (id: number) => 2 ** src[id]!;
+      const ref = Array.from({ length: n }, (_, i) => i).sort((a, b) => src[b]! - src[a]! || a - b);
+      let cum = 0;
+      for (let size = 1; size <= n; size++) {
+        cum += weight(ref[size - 1]!);
+        const want = ref.slice(0, size).sort((a, b) => a - b).join();
+        for (const target of [cum, cum - 0.5]) {
+          const ids = start.slice();
+          const w = Float64Array.from(ids, weight);
+          const got = selectNucleus(src, ids, w, n, target, maxRounds);
+          if (got !== size) return false;
+          if (Array.from(ids.subarray(0, got)).sort((a, b) => a - b).join() !== want) return false;
+          if (!Array.from(ids).every((id, j) => w[j] === weight(id))) return false; // w stays paired
+          if (new Set(ids).size !== n) return false; // still a permutation
+        }
+      }
+      return true;
+    }),
+    { numRuns: 150 },
+  );
+  t.pass('matches the reference at every boundary for 150 random inputs');
+});
+
+t.test('min-p keeps tokens with p >= minP * pMax', async (t) => {
+  const probs = [0.05, 0.5, 0.15, 0.3];
+  const logits = logitsOf(probs);
+  checkFrequencies(t, histogram(params({ minP: 0.2 }), logits, 50_000), truncated(probs, [1, 2, 3]), 'minP=0.2 -> p >= 0.1');
+  checkFrequencies(t, histogram(params({ minP: 0.5 }), logits, 50_000), truncated(probs, [1, 3]), 'minP=0.5 -> p >= 0.25');
+  checkFrequencies(t, histogram(params({ minP: 1 }), logits, 2_000), [0, 1, 0, 0], 'minP=1 -> argmax');
+  checkFrequencies(t, histogram(params({ minP: 0.5, topK: 3 }), logits, 50_000), truncated(probs, [1, 3]), 'with top-k');
+  checkFrequencies(t, histogram(params({ minP: 0.5, topP: 0.95 }), logits, 50_000), truncated(probs, [1, 3]), 'with top-p');
+  // Temperature flattens the distribution first, so more tokens pass the same minP.
+  const hot = softmax(logits, 4);
+  const keep = [0, 1, 2, 3].filter((i) => hot[i]! >= 0.6 * Math.max(...hot));
+  checkFrequencies(t, histogram(params({ minP: 0.6, temperature: 4 }), logits, 50_000), truncated(hot, keep), 'after temperature');
+});
+
+t.test('repetition penalty (HF style, prompt + generated)', async (t) => {
+  const greedy = (over: Partial<SamplingParams>, prompt: number[]) => new Sampler(params({ temperature: 0, ...over }), prompt);
+  t.equal(greedy({}, [0]).sample(Float32Array.of(2, 1.9, 0)), 0, 'no penalty -> 0');
+  t.equal(greedy({ repetitionPenalty: 1.2 }, [0]).sample(Float32Array.of(2, 1.9, 0)), 1, 'positive logit divided: 2/1.2 < 1.9');
+  t.equal(greedy({ repetitionPenalty: 1.2 }, [0]).sample(Float32Array.of(-1, -1.1)), 1, 'negative logit multiplied: -1.2 < -1.1');
+  t.equal(greedy({ repetitionPenalty: 1.2 }, [0, 0, 0]).sample(Float32Array.of(2, 1.6)), 0, 'applied once per id, not per occurrence');
+  t.equal(greedy({ repetitionPenalty: 0.5 }, [1]).sample(Float32Array.of(2, 1.5)), 1, 'penalty < 1 encourages repeats');
+  const s = greedy({ repetitionPenalty: 1.2 }, []);
+  const row = Float32Array.of(2, 1.9);
+  t.same([s.sample(row), s.sample(row)], [0, 1], 'generated tokens are penalised too');
+  t.equal(greedy({ repetitionPenalty: 1.2 }, [5000, -1, 0.5]).sample(Float32Array.of(2, 1)), 0, 'out-of-range prompt ids are ignored');
+});
+
+t.test('frequency and presence penalties (OpenAI style, generated only)', async (t) => {
+  const run = (over: Partial<SamplingParams>, prompt: number[], n: number, row = Float32Array.of(2, 1.5)) => {
+    const s = new Sampler(params({ temperature: 0, ...over }), prompt);
+    return Array.from({ length: n }, () => s.sample(row));
+  };
+  t.same(run({}, [], 4), [0, 0, 0, 0], 'no penalty');
+  t.same(run({ frequencyPenalty: 0.3 }, [], 4), [0, 0, 1, 0], 'frequency grows with count: 2-0.6 < 1.5');
+  t.same(run({ presencePenalty: 0.3 }, [], 4), [0, 0, 0, 0], 'presence is flat: 2-0.3 > 1.5 forever');
+  t.same(run({ presencePenalty: 0.6 }, [], 4), [0, 1, 0, 0], 'presence 0.6: 1.4 < 1.5, then both penalised');
+  t.same(run({ frequencyPenalty: 2, presencePenalty: 2 }, [0, 0, 0], 1), [0], 'prompt tokens are not counted');
+  t.same(run({ frequencyPenalty: -0.5 }, [], 3, Float32Array.of(1.5, 2)), [1, 1, 1], 'negative penalty favours repeats');
+  const combined = run({ repetitionPenalty: 2, frequencyPenalty: 0.5 }, [], 2, Float32Array.of(4, 1.8));
+  t.same(combined, [0, 1], 'repetition then frequency: 4/2 - 0.5 = 1.5 < 1.8');
+  const logits = Float32Array.of(1, 2, 3, -1);
+  const copy = logits.slice();
+  const s = new Sampler(params({ repetitionPenalty: 1.5, frequencyPenalty: 1, presencePenalty: 1, topP: 0.9 }), [0, 1, 2, 3]);
+  for (let i = 0; i < 20; i++) s.sample(logits);
+  t.same(Array.from(logits), Array.from(copy), 'logits are never mutated');
+});
+
+t.test('penalties change the sampled distribution, not just greedy', async (t) => {
+  const logits = Float32Array.of(1, 1);
+  const s = new Sampler(params({ presencePenalty: 2, seed: 5 }), []);
+  const first = s.sample(logits);
+  let same = 0;
+  for (let i = 0; i < 2000; i++) {
+    const p = new Sampler(params({ presencePenalty: 2, seed: 1000 + i }), []);
+    const a = p.sample(logits);
+    if (p.sample(logits) === a) same++;
+  }
+  t.ok(first === 0 || first === 1);
+  // P(repeat) = e^-2 / (1 + e^-2) = 0.119
+  t.ok(Math.abs(same / 2000 - 0.119) < 0.03, `repeat rate ${(same / 2000).toFixed(3)} ~ 0.119`);
+});
+
+t.test('logprob reports the penalised, tempered distribution', async (t) => {
+  t.throws(() => new Sampler(params(), []).logprob(0), 'before sample()');
+  const logits = Float32Array.of(0.5, 2, -1, 1);
+  for (const over of [{}, { temperature: 0.5 }, { temperature: 2, topK: 2 }, { topP: 0.5 }, { minP: 0.1 }]) {
+    const s = new Sampler(params(over), []);
+    s.sample(logits);
+    const want = softmax(logits, over.temperature ?? 1);
+    for (let i = 0; i < 4; i++) {
+      t.ok(Math.abs(s.logprob(i) - Math.log(want[i]!)) < 1e-6, `${JSON.stringify(over)} token ${i}`);
+    }
+  }
+  const g = new Sampler(params({ temperature: 0, repetitionPenalty: 2 }), [1]);
+  t.equal(g.sample(logits), 1, 'greedy with penalty: 2/2 ties token 3, lowest id wins');
+  const pen = softmax([0.5, 1, -1, 1]);
+  t.ok(Math.abs(g.logprob(1) - Math.log(pen[1]!)) < 1e-6, 'greedy reports temperature-1 logprobs of penalised logits');
+  t.throws(() => g.logprob(4), RangeError);
+});
+
+t.test('large vocabulary: all paths stay fast', async (t) => {
+  const V = 151_936;
+  // Flat rows (huge nucleus) are the worst case for top-p; peaked rows look like real LLM output.
+  const flat = Array.from({ length: 2 }, (_, r) => Float32Array.from({ length: V }, (_, i) => Math.sin(i * 0.37 + r) * 3 + Math.cos(i * 1.3) * 2));
+  const peaked = Array.from({ length: 2 }, (_, r) =>
+    Float32Array.from({ length: V }, (_, i) => Math.sin(i * 0.37 + r) * 3 + (Math.cos(i * 1.3 + r) > 0.9995 ? 14 : 0)),
+  );
+  const prompt = Array.from({ length: 2000 }, (_, i) => (i * 7919) % V);
+  const configs: Array<Partial<SamplingParams>> = [
+    { temperature: 0 },
+    {},
+    { topK: 50 },
+    { topP: 0.9 },
+    { minP: 0.1 },
+    { topK: 50, topP: 0.9, minP: 0.05, repetitionPenalty: 1.1, frequencyPenalty: 0.2, presencePenalty: 0.2 },
+  ];
+  for (const [label, rows] of [['flat', flat], ['peaked', peaked]] as const) {
+    for (const c of configs) {
+      const s = new Sampler(params(c), prompt);
+      const n = 100;
+      const start = performance.now();
+      for (let i = 0; i < n; i++) s.sample(rows[i % rows.length]!);
+      const ms = (performance.now() - start) / n;
+      // Generous bound: catches an accidental O(V log V) or per-token allocation blow-up, not jitter.
+      t.ok(ms < 50, `${label} ${JSON.stringify(c)}: ${ms.toFixed(3)} ms/token`);
+    }
+  }
+});
