@@ -1,0 +1,56 @@
+// Every error the API can return, made once: HTTP status, OpenAI error `type` and `code`,
+// and a message template. Routes throw `errors.X(...)`; the app's error handler renders
+// {"error":{"message","type","param","code"}} and never leaks internals on a 5xx.
+
+export interface ErrorBody {
+  error: { message: string; type: string; param: string | null; code: string | null };
+}
+
+export class ApiError extends Error {
+  override name = 'ApiError';
+  constructor(
+    readonly status: number,
+    readonly type: string,
+    readonly code: string | null,
+    message: string,
+    readonly param: string | null = null,
+    /** Extra response headers, e.g. Retry-After. */
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+
+  toBody(): ErrorBody {
+    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
+  }
+}
+
+export interface CatalogEntry {
+  status: number;
+  type: string;
+  code: string | null;
+  description: string;
+}
+
+/** The catalog: documented in the README (a test keeps the two in step). */
+export const catalog = {
+  invalid_request: { status: 400, type: 'invalid_request_error', code: null, description: 'A body field is missing, of the wrong type or out of range; `param` names it.' },
+  invalid_json: { status: 400, type: 'invalid_request_error', code: 'invalid_json', description: 'The body is not valid JSON.' },
+  unsupported_media_type: { status: 415, type: 'invalid_request_error', code: 'unsupported_media_type', description: 'The body is not application/json.' },
+  context_length_exceeded: { status: 400, type: 'invalid_request_error', code: 'context_length_exceeded', description: "Prompt tokens plus max_tokens exceed the model's context length; the message states both numbers." },
+  model_not_found: { status: 404, type: 'invalid_request_error', code: 'model_not_found', description: 'The `model` named is not the one this server serves.' },
+  not_found: { status: 404, type: 'invalid_request_error', code: 'not_found', description: 'No such route.' },
+  body_too_large: { status: 413, type: 'invalid_request_error', code: 'body_too_large', description: 'The request body is over `limits.bodyLimitBytes`.' },
+  kv_budget_exceeded: { status: 400, type: 'invalid_request_error', code: 'kv_budget_exceeded', description: "The request's KV cache at full length (prompt + max_tokens) would exceed the whole KV budget." },
+  session_not_found: { status: 404, type: 'invalid_request_error', code: 'session_not_found', description: 'No session with that id (never created, expired or evicted).' },
+  kv_cache_full: { status: 503, type: 'server_overloaded', code: 'kv_cache_full', description: 'Running requests hold the whole KV budget and none freed room within `kvCache.admissionTimeoutMs`; retry after `Retry-After` seconds.' },
+  not_ready: { status: 503, type: 'server_error', code: 'not_ready', description: 'The engine is not ready (starting, shutting down, or its worker stopped).' },
+  internal: { status: 500, type: 'server_error', code: 'internal_error', description: 'An unexpected failure; details are in the server log, never in the response.' },
+} as const satisfies Record<string, CatalogEntry>;
+
+export type ErrorCode = keyof typeof catalog;
+
+export function apiError(code: ErrorCode, message: string, param: string | null = null, headers?: Record<string, string>): ApiError {
+  const entry: CatalogEntry = catalog[code];
+  return new ApiError(entry.status, entry.type, entry.code, message, param, headers);
+}

@@ -1,0 +1,116 @@
+// Request and response shapes of the API, declared once with zod: they validate bodies,
+// type the handlers and generate /openapi.json. Unknown fields are ignored, as OpenAI and
+// other OpenAI-compatible servers do; known fields are checked strictly.
+import { z } from 'zod';
+
+const samplingFields = {
+  model: z.string().min(1).optional().describe('The served model id; optional, defaults to it.'),
+  max_tokens: z.number().int().min(1).nullish().describe('Most tokens to generate.'),
+  temperature: z.number().min(0).max(2).nullish().describe('0 = greedy. Default 1.'),
+  top_p: z.number().gt(0).max(1).nullish(),
+  top_k: z.number().int().min(-1).nullish().describe('0 or -1 disables.'),
+  min_p: z.number().min(0).max(1).nullish(),
+  frequency_penalty: z.number().min(-2).max(2).nullish(),
+  presence_penalty: z.number().min(-2).max(2).nullish(),
+  repetition_penalty: z.number().gt(0).max(10).nullish(),
+  seed: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).nullish().describe('Same seed and request, same text.'),
+  stop: z
+    .union([z.string(), z.array(z.string()).max(16)])
+    .nullish()
+    .describe('Up to 16 strings; generation ends before the first match, which is not returned.'),
+  stream: z.boolean().nullish(),
+  stream_options: z.object({ include_usage: z.boolean().optional() }).nullish(),
+  n: z.literal(1, { error: 'only n=1 is supported' }).nullish(),
+  user: z.string().nullish(),
+  ignore_eos: z.boolean().nullish().describe('Keep generating past end-of-sequence tokens (as vLLM).'),
+  session_id: z
+    .string()
+    .min(1)
+    .max(256)
+    .nullish()
+    .describe("kvserve: names a session; its KV cache is kept after the request and reused by the next request whose prompt starts with the session's tokens."),
+};
+
+export const completionRequest = z.object({
+  ...samplingFields,
+  prompt: z
+    .union([z.string(), z.array(z.string()).length(1, { error: 'only a single prompt is supported' })])
+    .describe('The text to continue.'),
+  logprobs: z.null({ error: 'logprobs are not supported' }).optional(),
+  echo: z.literal(false, { error: 'echo is not supported' }).nullish(),
+  best_of: z.literal(1, { error: 'only best_of=1 is supported' }).nullish(),
+  suffix: z.null({ error: 'suffix is not supported' }).optional(),
+});
+export type CompletionRequest = z.infer<typeof completionRequest>;
+
+const textPart = z.object({ type: z.literal('text'), text: z.string() });
+const message = z.object({
+  role: z.enum(['system', 'developer', 'user', 'assistant']),
+  content: z.union([z.string(), z.array(textPart)]),
+  name: z.string().optional(),
+});
+
+export const chatRequest = z.object({
+  ...samplingFields,
+  messages: z.array(message).min(1),
+  max_completion_tokens: z.number().int().min(1).nullish().describe('Alias of max_tokens (newer OpenAI name).'),
+  logprobs: z.literal(false, { error: 'logprobs are not supported' }).nullish(),
+  top_logprobs: z.null({ error: 'logprobs are not supported' }).optional(),
+});
+export type ChatRequest = z.infer<typeof chatRequest>;
+export type ChatMessage = z.infer<typeof message>;
+
+export const tokenizeRequest = z.object({
+  model: z.string().optional(),
+  prompt: z.string().optional(),
+  messages: z.array(message).min(1).optional(),
+  add_generation_prompt: z.boolean().optional(),
+});
+export const detokenizeRequest = z.object({
+  model: z.string().optional(),
+  tokens: z.array(z.number().int().min(0)),
+});
+
+const usage = z.object({
+  prompt_tokens: z.number().int(),
+  completion_tokens: z.number().int(),
+  total_tokens: z.number().int(),
+  prompt_tokens_details: z.object({ cached_tokens: z.number().int() }),
+});
+const finishReason = z.enum(['stop', 'length', 'abort', 'error']).nullable();
+
+export const completionResponse = z.object({
+  id: z.string(),
+  object: z.literal('text_completion'),
+  created: z.number().int(),
+  model: z.string(),
+  choices: z.array(z.object({ index: z.number().int(), text: z.string(), finish_reason: finishReason, logprobs: z.null() })),
+  usage: usage.optional(),
+});
+
+export const chatResponse = z.object({
+  id: z.string(),
+  object: z.literal('chat.completion'),
+  created: z.number().int(),
+  model: z.string(),
+  choices: z.array(
+    z.object({
+      index: z.number().int(),
+      message: z.object({ role: z.literal('assistant'), content: z.string() }),
+      finish_reason: finishReason,
+      logprobs: z.null(),
+    }),
+  ),
+  usage,
+});
+
+export const errorResponse = z.object({
+  error: z.object({ message: z.string(), type: z.string(), param: z.string().nullable(), code: z.string().nullable() }),
+});
+
+/** "messages[0].content" from a zod issue path. */
+export function paramOf(path: readonly PropertyKey[]): string | null {
+  let out = '';
+  for (const key of path) out += typeof key === 'number' ? `[${key}]` : out ? `.${String(key)}` : String(key);
+  return out || null;
+}

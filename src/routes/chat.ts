@@ -1,0 +1,43 @@
+// POST /v1/chat/completions — OpenAI's chat API; messages are rendered with the model's
+// chat template, then generated like a completion.
+import type { FastifyInstance } from 'fastify';
+import { type ChoiceFormat, planRequest, respond } from '../http/generation.js';
+import { type ChatMessage, chatRequest } from '../http/schemas.js';
+import { DEFAULT_TENANT } from '../http/services.js';
+import { parseBody } from '../http/validate.js';
+import type { ChatTurn } from '../runtime/chat-template.js';
+import { checkModel } from './completions.js';
+
+const format: ChoiceFormat = {
+  idPrefix: 'chatcmpl',
+  object: 'chat.completion',
+  chunkObject: 'chat.completion.chunk',
+  promptParam: 'messages',
+  choice: (text, finishReason) => ({ index: 0, message: { role: 'assistant', content: text }, finish_reason: finishReason, logprobs: null }),
+  chunkChoice: (text, finishReason, first) => ({
+    index: 0,
+    // OpenAI sends the role in the first chunk, even when no text precedes the finish.
+    delta: first ? { role: 'assistant', content: text } : finishReason ? {} : { content: text },
+    finish_reason: finishReason,
+    logprobs: null,
+  }),
+};
+
+export function toTurns(messages: readonly ChatMessage[]): ChatTurn[] {
+  return messages.map((m) => ({
+    role: m.role === 'developer' ? 'system' : m.role,
+    content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
+  }));
+}
+
+export default async function chat(app: FastifyInstance): Promise<void> {
+  app.post('/v1/chat/completions', async (request, reply) => {
+    const body = parseBody(chatRequest, request.body);
+    const services = app.services;
+    const engine = services.engine();
+    checkModel(body.model, engine.info.id);
+    const prompt = services.chatTemplate().render(toTurns(body.messages));
+    const genRequest = planRequest(body, engine.tokenizer.encode(prompt), services, format, DEFAULT_TENANT);
+    await respond(request, reply, services, body, genRequest, format);
+  });
+}

@@ -1,0 +1,35 @@
+// POST /v1/completions — OpenAI's text completion API.
+import type { FastifyInstance } from 'fastify';
+import { apiError } from '../errors.js';
+import { type ChoiceFormat, planRequest, respond } from '../http/generation.js';
+import { completionRequest } from '../http/schemas.js';
+import { DEFAULT_TENANT } from '../http/services.js';
+import { parseBody } from '../http/validate.js';
+
+const format: ChoiceFormat = {
+  idPrefix: 'cmpl',
+  object: 'text_completion',
+  chunkObject: 'text_completion',
+  promptParam: 'prompt',
+  choice: (text, finishReason) => ({ index: 0, text, finish_reason: finishReason, logprobs: null }),
+  chunkChoice: (text, finishReason) => ({ index: 0, text, finish_reason: finishReason, logprobs: null }),
+};
+
+export default async function completions(app: FastifyInstance): Promise<void> {
+  app.post('/v1/completions', async (request, reply) => {
+    const body = parseBody(completionRequest, request.body);
+    const services = app.services;
+    const engine = services.engine();
+    checkModel(body.model, engine.info.id);
+    const prompt = typeof body.prompt === 'string' ? body.prompt : body.prompt[0]!;
+    if (prompt.length === 0) throw apiError('invalid_request', 'prompt must not be empty', 'prompt');
+    const genRequest = planRequest(body, engine.tokenizer.encode(prompt), services, format, DEFAULT_TENANT);
+    await respond(request, reply, services, body, genRequest, format);
+  });
+}
+
+export function checkModel(requested: string | undefined, served: string): void {
+  if (requested !== undefined && requested !== served) {
+    throw apiError('model_not_found', `The model '${requested}' does not exist; this server serves '${served}'.`, 'model');
+  }
+}

@@ -1,0 +1,120 @@
+// /metrics tells the truth: a known sequence of requests moves each cache counter by exactly
+// the expected amount, KV bytes follow the formula, and the exposition passes promtool.
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { postJson, scrape } from '../helpers/http.js';
+import { startServer } from '../helpers/server.js';
+
+const BLOCK = 16;
+const BYTES_PER_TOKEN = 2 * 4 * 4 * 32 * 4; // 2 × layers × kv_heads × head_dim × 4 bytes (config.json)
+const BLOCK_BYTES = BLOCK * BYTES_PER_TOKEN;
+const greedy = { temperature: 0, ignore_eos: true, max_tokens: 8 };
+const delta = (after: Map<string, number>, before: Map<string, number>, key: string) => (after.get(key) ?? 0) - (before.get(key) ?? 0);
+
+t.test('cache counters move by exact amounts and bytes follow the formula', async (t) => {
+  const server = await startServer({ env: { KV_CACHE_BLOCK_SIZE: String(BLOCK) } });
+  t.teardown(() => server.close());
+  const url = `${server.url}/v1/completions`;
+  const before = await scrape(server.url);
+
+  const p = 'DUKE ORSINO:\nIf music be the food of love, play on; give me excess of it, that, surfeiting,\n'; // 85 tokens
+  const q = `${p.slice(0, 40)}the appetite may sicken, and so die.\n`;
+  t.equal(p.length, 85);
+  const a = await postJson(url, { prompt: p, ...greedy }); // miss: 85 computed; keeps floor((85+8-1)/16) = 5 blocks
+  const b = await postJson(url, { prompt: p, ...greedy }); // hit: floor(84/16)*16 = 80 reused, 5 computed
+  const c = await postJson(url, { prompt: q, ...greedy }); // partial: shares 2 full blocks (32 tokens) with p
+  t.same(
+    [a, b, c].map((r) => r.json.usage.prompt_tokens_details.cached_tokens),
+    [0, 80, 32],
+  );
+  const after = await scrape(server.url);
+  t.equal(delta(after, before, 'kvserve_kv_cache_lookups_total{result="miss"}'), 1);
+  t.equal(delta(after, before, 'kvserve_kv_cache_lookups_total{result="hit"}'), 1);
+  t.equal(delta(after, before, 'kvserve_kv_cache_lookups_total{result="partial"}'), 1);
+  t.equal(delta(after, before, 'kvserve_kv_cache_reused_tokens_total'), 80 + 32);
+  t.equal(delta(after, before, 'kvserve_kv_cache_computed_tokens_total'), 85 + 5 + (q.length - 32));
+  t.equal(delta(after, before, 'kvserve_prompt_tokens_total'), 85 + 85 + q.length);
+  t.equal(delta(after, before, 'kvserve_generated_tokens_total'), 24);
+  t.equal(delta(after, before, 'kvserve_request_finish_total{reason="length"}'), 3);
+  t.equal(delta(after, before, 'kvserve_requests_total{route="/v1/completions",status="200"}'), 3);
+  // Blocks kept: p's 5, plus q's own full blocks beyond the 2 it shares with p.
+  const qBlocks = Math.floor((q.length + 8 - 1) / BLOCK);
+  const blocks = 5 + (qBlocks - 2);
+  t.equal(after.get('kvserve_kv_cache_entries{kind="prefix"}'), blocks);
+  t.equal(after.get('kvserve_kv_cache_bytes'), blocks * BLOCK_BYTES, 'bytes = blocks × 16 tokens × 2 × layers × kv_heads × head_dim × 4');
+  t.equal(after.get('kvserve_kv_cache_entries{kind="active"}'), 0);
+  t.equal(after.get('kvserve_kv_cache_pinned_entries'), 0);
+  t.equal(after.get('kvserve_kv_cache_capacity_bytes'), server.config.kvCache.maxBytes);
+  t.equal(delta(after, before, 'kvserve_time_to_first_token_seconds_count'), 3);
+  t.equal(delta(after, before, 'kvserve_inter_token_latency_seconds_count'), 3 * 7, 'one gap between each of 8 tokens');
+});
+
+t.test('LRU evictions, deletions and their bytes are counted exactly', async (t) => {
+  // Room for 8 blocks (128 tokens): a second unrelated prompt must evict the first's blocks.
+  const server = await startServer({ env: { KV_CACHE_MAX_BYTES: String(8 * BLOCK_BYTES), KV_CACHE_BLOCK_SIZE: String(BLOCK) } });
+  t.teardown(() => server.close());
+  const url = `${server.url}/v1/completions`;
+  const before = await scrape(server.url);
+  await postJson(url, { prompt: 'A'.repeat(70), ...greedy }); // keeps floor(77/16) = 4 blocks
+  await postJson(url, { prompt: 'B'.repeat(70), ...greedy }); // needs 78 tokens of room while running
+  await postJson(url, { prompt: 'C'.repeat(20), session_id: 's', ...greedy });
+  const mid = await scrape(server.url);
+  const evicted = delta(mid, before, 'kvserve_kv_cache_evictions_total{reason="lru"}');
+  t.ok(evicted > 0, `${evicted} blocks evicted under pressure`);
+  t.equal(delta(mid, before, 'kvserve_kv_cache_evicted_bytes_total{reason="lru"}'), evicted * BLOCK_BYTES);
+  t.ok(mid.get('kvserve_kv_cache_bytes')! <= 8 * BLOCK_BYTES, 'never over the budget');
+  const sessionBytes = (20 + 8 - 1) * BYTES_PER_TOKEN;
+  t.equal(mid.get('kvserve_kv_cache_entries{kind="session"}'), 1);
+  t.equal(mid.get('kvserve_kv_cache_bytes'), mid.get('kvserve_kv_cache_entries{kind="prefix"}')! * BLOCK_BYTES + sessionBytes);
+
+  await fetch(`${server.url}/v1/sessions/s`, { method: 'DELETE' });
+  const after = await scrape(server.url);
+  t.equal(delta(after, mid, 'kvserve_kv_cache_evictions_total{reason="deleted"}'), 1);
+  t.equal(delta(after, mid, 'kvserve_kv_cache_evicted_bytes_total{reason="deleted"}'), sessionBytes);
+  t.equal(delta(mid, after, 'kvserve_kv_cache_bytes'), sessionBytes, 'deletion frees exactly the session');
+});
+
+t.test('idle sessions expire and are counted as ttl evictions', async (t) => {
+  const server = await startServer({ env: { SESSION_TTL_MS: '200' } });
+  t.teardown(() => server.close());
+  const before = await scrape(server.url);
+  await postJson(`${server.url}/v1/completions`, { prompt: 'IAGO:\nI am not what I am.\n', session_id: 'idle', ...greedy });
+  await new Promise((r) => setTimeout(r, 1200));
+  const after = await scrape(server.url);
+  t.equal(delta(after, before, 'kvserve_kv_cache_evictions_total{reason="ttl"}'), 1);
+  t.equal(delta(after, before, 'kvserve_kv_cache_evicted_bytes_total{reason="ttl"}'), (23 + 8 - 1) * BYTES_PER_TOKEN);
+});
+
+t.test('the exposition passes promtool check metrics', async (t) => {
+  const server = await startServer();
+  t.teardown(() => server.close());
+  await postJson(`${server.url}/v1/completions`, { prompt: 'HAMLET:\n', ...greedy });
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const check = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+  t.equal(check.error, undefined, 'promtool is installed (Debian package prometheus; .ci/run installs it)');
+  t.equal(check.status, 0, `promtool: ${check.stdout}${check.stderr}`);
+  for (const name of [
+    'kvserve_kv_cache_lookups_total',
+    'kvserve_kv_cache_reused_tokens_total',
+    'kvserve_kv_cache_computed_tokens_total',
+    'kvserve_kv_cache_bytes',
+    'kvserve_kv_cache_capacity_bytes',
+    'kvserve_kv_cache_entries',
+    'kvserve_kv_cache_pinned_entries',
+    'kvserve_kv_cache_evictions_total',
+    'kvserve_kv_cache_evicted_bytes_total',
+    'kvserve_requests_total',
+    'kvserve_requests_running',
+    'kvserve_requests_queued',
+    'kvserve_requests_aborted_total',
+    'kvserve_request_finish_total',
+    'kvserve_time_to_first_token_seconds',
+    'kvserve_inter_token_latency_seconds',
+    'kvserve_request_duration_seconds',
+    'kvserve_queue_time_seconds',
+    'kvserve_prompt_tokens_total',
+    'kvserve_generated_tokens_total',
+  ]) {
+    t.match(text, new RegExp(`^# TYPE ${name} `, 'm'), name);
+  }
+});
