@@ -1,0 +1,227 @@
+// The service as a bench meets it: a separate process (`node --import tsx src/main.ts`, as the
+// service runs in production apart from the build step), started on a free loopback port with
+// environment overrides, polled until /health/ready answers 200, and stopped with SIGTERM.
+// Plus the two request shapes the benches send: a non-streamed completion and a streamed one
+// timed chunk by chunk (time to the first chunk carrying text, and to the end of the stream).
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+export interface ServerProcess {
+  /** http://127.0.0.1:<port> */
+  url: string;
+  /** The server process itself (node, not a wrapper): /proc/<pid> is the service. */
+  pid: number;
+  /** The process's last lines of stderr/stdout (warnings and errors at LOG_LEVEL=warn). */
+  output(): string;
+  /** False once the process has exited. */
+  alive(): boolean;
+  /** SIGTERM, then waits for the exit; SIGKILL after `timeoutMs`. Resolves with the exit code (or the signal that ended it). */
+  stop(timeoutMs?: number): Promise<number | NodeJS.Signals | null>;
+}
+
+/** A port nobody listens on right now (the kernel's pick for port 0). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const address = server.address();
+  server.close();
+  await once(server, 'close');
+  if (address === null || typeof address === 'string') throw new Error('no TCP address');
+  return address.port;
+}
+
+/**
+ * Starts the service with `env` on top of this process's environment (PORT, HOST and
+ * LOG_LEVEL=warn set here unless `env` names them) and resolves once it is ready.
+ */
+export async function startServerProcess(env: Record<string, string> = {}, readyTimeoutMs = 120_000): Promise<ServerProcess> {
+  const port = await freePort();
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: ROOT,
+    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let tail = '';
+  const keep = (chunk: Buffer): void => {
+    tail = (tail + chunk.toString('utf8')).slice(-8000);
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  let exitCode: number | NodeJS.Signals | null | undefined;
+  const exited = new Promise<number | NodeJS.Signals | null>((resolve) =>
+    child.once('exit', (code, signal) => {
+      exitCode = code ?? signal;
+      resolve(exitCode);
+    }),
+  );
+  const url = `http://127.0.0.1:${port}`;
+  const server: ServerProcess = {
+    url,
+    pid: child.pid!,
+    output: () => tail,
+    alive: () => exitCode === undefined,
+    async stop(timeoutMs = 20_000) {
+      if (exitCode !== undefined) return exitCode;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+      try {
+        return await exited;
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+  };
+  const deadline = performance.now() + readyTimeoutMs;
+  for (;;) {
+    if (exitCode !== undefined) throw new Error(`server exited with ${exitCode} before it was ready:\n${tail}`);
+    try {
+      const res = await fetch(`${url}/health/ready`);
+      await res.arrayBuffer();
+      if (res.status === 200) return server;
+    } catch {
+      // not listening yet
+    }
+    if (performance.now() > deadline) {
+      await server.stop();
+      throw new Error(`server not ready after ${readyTimeoutMs} ms:\n${tail}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Resident set size of a process in bytes, from /proc/<pid>/status (VmRSS); undefined where unavailable. */
+export function rssBytes(pid: number): number | undefined {
+  try {
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  prompt_tokens_details: { cached_tokens: number };
+}
+
+export interface CompletionResult {
+  status: number;
+  text: string;
+  usage: Usage | undefined;
+  finishReason: string | null | undefined;
+  /** The error body's code (e.g. kv_cache_full) for a non-200 answer. */
+  errorCode: string | null | undefined;
+  ms: number;
+}
+
+/**
+ * POST /v1/completions, non-streamed. Always greedy with EOS ignored, so a 200 answer has
+ * exactly max_tokens completion tokens. Rejects on a network error or after `timeoutMs`.
+ */
+export async function complete(url: string, body: Record<string, unknown>, timeoutMs?: number): Promise<CompletionResult> {
+  const start = performance.now();
+  const res = await fetch(`${url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ temperature: 0, ignore_eos: true, ...body, stream: false }),
+    ...(timeoutMs !== undefined ? { signal: AbortSignal.timeout(timeoutMs) } : {}),
+  });
+  const json = (await res.json()) as {
+    choices?: { text: string; finish_reason: string | null }[];
+    usage?: Usage;
+    error?: { code: string | null };
+  };
+  return {
+    status: res.status,
+    text: json.choices?.[0]?.text ?? '',
+    usage: json.usage,
+    finishReason: json.choices?.[0]?.finish_reason,
+    errorCode: json.error?.code,
+    ms: performance.now() - start,
+  };
+}
+
+export interface StreamResult {
+  text: string;
+  /** From sending the request to the first data chunk carrying text. */
+  ttftMs: number;
+  /** From sending the request to the end of the stream ([DONE] and the socket's end). */
+  totalMs: number;
+  /** The final usage chunk (stream_options.include_usage). */
+  usage: Usage;
+  finishReason: string | null;
+}
+
+/**
+ * POST /v1/completions with stream: true and the usage chunk requested; parses the SSE
+ * stream as it arrives. Throws on a non-200 status, an error event or a missing usage chunk.
+ */
+export async function streamCompletion(url: string, body: Record<string, unknown>): Promise<StreamResult> {
+  const start = performance.now();
+  const res = await fetch(`${url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ temperature: 0, ignore_eos: true, ...body, stream: true, stream_options: { include_usage: true } }),
+  });
+  if (res.status !== 200 || !res.body) throw new Error(`stream: HTTP ${res.status}: ${await res.text()}`);
+  let ttftMs: number | undefined;
+  let text = '';
+  let usage: Usage | undefined;
+  let finishReason: string | null = null;
+  let buffer = '';
+  const decoder = new TextDecoder();
+  for await (const bytes of res.body as unknown as AsyncIterable<Uint8Array>) {
+    buffer += decoder.decode(bytes, { stream: true });
+    for (let end = buffer.indexOf('\n\n'); end >= 0; end = buffer.indexOf('\n\n')) {
+      const event = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      for (const line of event.split('\n')) {
+        if (!line.startsWith('data: ')) continue; // ": ping" heartbeats
+        const data = line.slice(6);
+        if (data === '[DONE]') continue;
+        const chunk = JSON.parse(data) as {
+          choices?: { text: string; finish_reason: string | null }[];
+          usage?: Usage | null;
+          error?: { message: string };
+        };
+        if (chunk.error) throw new Error(`stream error event: ${chunk.error.message}`);
+        const choice = chunk.choices?.[0];
+        if (choice?.text) {
+          ttftMs ??= performance.now() - start;
+          text += choice.text;
+        }
+        if (choice?.finish_reason) finishReason = choice.finish_reason;
+        if (chunk.usage) usage = chunk.usage;
+      }
+    }
+  }
+  const totalMs = performance.now() - start;
+  if (!usage) throw new Error('stream ended without a usage chunk');
+  if (ttftMs === undefined) throw new Error('stream carried no text');
+  return { text, ttftMs, totalMs, usage, finishReason };
+}
+
+/** Prometheus text → sample name with labels (as written) → value. */
+export function parseMetrics(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const i = line.lastIndexOf(' ');
+    out.set(line.slice(0, i), Number(line.slice(i + 1)));
+  }
+  return out;
+}
+
+export async function scrapeMetrics(url: string): Promise<Map<string, number>> {
+  const res = await fetch(`${url}/metrics`);
+  if (res.status !== 200) throw new Error(`/metrics: HTTP ${res.status}`);
+  return parseMetrics(await res.text());
+}
