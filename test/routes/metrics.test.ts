@@ -17,29 +17,34 @@ t.test('cache counters move by exact amounts and bytes follow the formula', asyn
   const url = `${server.url}/v1/completions`;
   const before = await scrape(server.url);
 
-  const p = 'DUKE ORSINO:\nIf music be the food of love, play on; give me excess of it, that, surfeiting,\n'; // 85 tokens
+  const p = 'DUKE ORSINO:\nIf music be the food of love, play on; give me excess of it, that, surfeiting,\n';
   const q = `${p.slice(0, 40)}the appetite may sicken, and so die.\n`;
-  t.equal(p.length, 85);
-  const a = await postJson(url, { prompt: p, ...greedy }); // miss: 85 computed; keeps floor((85+8-1)/16) = 5 blocks
-  const b = await postJson(url, { prompt: p, ...greedy }); // hit: floor(84/16)*16 = 80 reused, 5 computed
-  const c = await postJson(url, { prompt: q, ...greedy }); // partial: shares 2 full blocks (32 tokens) with p
+  const P = p.length; // byte-level tokenizer, ASCII: one token per character
+  const Q = q.length;
+  const blocksOf = (tokens: number) => Math.floor(tokens / BLOCK);
+  // a: miss, P computed; keeps the full blocks of its P + 8 - 1 cached tokens.
+  // b: same prompt, hit: every full block of its first P - 1 tokens reused.
+  // c: partial: shares the first 40 characters, i.e. 2 full blocks, with p.
+  const hitTokens = blocksOf(P - 1) * BLOCK;
+  const a = await postJson(url, { prompt: p, ...greedy });
+  const b = await postJson(url, { prompt: p, ...greedy });
+  const c = await postJson(url, { prompt: q, ...greedy });
   t.same(
     [a, b, c].map((r) => r.json.usage.prompt_tokens_details.cached_tokens),
-    [0, 80, 32],
+    [0, hitTokens, 2 * BLOCK],
   );
   const after = await scrape(server.url);
   t.equal(delta(after, before, 'kvserve_kv_cache_lookups_total{result="miss"}'), 1);
   t.equal(delta(after, before, 'kvserve_kv_cache_lookups_total{result="hit"}'), 1);
   t.equal(delta(after, before, 'kvserve_kv_cache_lookups_total{result="partial"}'), 1);
-  t.equal(delta(after, before, 'kvserve_kv_cache_reused_tokens_total'), 80 + 32);
-  t.equal(delta(after, before, 'kvserve_kv_cache_computed_tokens_total'), 85 + 5 + (q.length - 32));
-  t.equal(delta(after, before, 'kvserve_prompt_tokens_total'), 85 + 85 + q.length);
+  t.equal(delta(after, before, 'kvserve_kv_cache_reused_tokens_total'), hitTokens + 2 * BLOCK);
+  t.equal(delta(after, before, 'kvserve_kv_cache_computed_tokens_total'), P + (P - hitTokens) + (Q - 2 * BLOCK));
+  t.equal(delta(after, before, 'kvserve_prompt_tokens_total'), 2 * P + Q);
   t.equal(delta(after, before, 'kvserve_generated_tokens_total'), 24);
   t.equal(delta(after, before, 'kvserve_request_finish_total{reason="length"}'), 3);
   t.equal(delta(after, before, 'kvserve_requests_total{route="/v1/completions",status="200"}'), 3);
-  // Blocks kept: p's 5, plus q's own full blocks beyond the 2 it shares with p.
-  const qBlocks = Math.floor((q.length + 8 - 1) / BLOCK);
-  const blocks = 5 + (qBlocks - 2);
+  // Blocks kept: p's, plus q's own full blocks beyond the 2 it shares with p.
+  const blocks = blocksOf(P + 8 - 1) + (blocksOf(Q + 8 - 1) - 2);
   t.equal(after.get('kvserve_kv_cache_entries{kind="prefix"}'), blocks);
   t.equal(after.get('kvserve_kv_cache_bytes'), blocks * BLOCK_BYTES, 'bytes = blocks × 16 tokens × 2 × layers × kv_heads × head_dim × 4');
   t.equal(after.get('kvserve_kv_cache_entries{kind="active"}'), 0);
@@ -78,11 +83,12 @@ t.test('idle sessions expire and are counted as ttl evictions', async (t) => {
   const server = await startServer({ env: { SESSION_TTL_MS: '200' } });
   t.teardown(() => server.close());
   const before = await scrape(server.url);
-  await postJson(`${server.url}/v1/completions`, { prompt: 'IAGO:\nI am not what I am.\n', session_id: 'idle', ...greedy });
+  const prompt = 'IAGO:\nI am not what I am.\n';
+  await postJson(`${server.url}/v1/completions`, { prompt, session_id: 'idle', ...greedy });
   await new Promise((r) => setTimeout(r, 1200));
   const after = await scrape(server.url);
   t.equal(delta(after, before, 'kvserve_kv_cache_evictions_total{reason="ttl"}'), 1);
-  t.equal(delta(after, before, 'kvserve_kv_cache_evicted_bytes_total{reason="ttl"}'), (23 + 8 - 1) * BYTES_PER_TOKEN);
+  t.equal(delta(after, before, 'kvserve_kv_cache_evicted_bytes_total{reason="ttl"}'), (prompt.length + 8 - 1) * BYTES_PER_TOKEN);
 });
 
 t.test('the exposition passes promtool check metrics', async (t) => {
