@@ -27,7 +27,7 @@ import { type KvData, type KvLayout, allocKv } from '../src/core/kv/layout.js';
 import { loadConfig } from '../src/config.js';
 import { EngineClient, workerConfigOf } from '../src/engine/client.js';
 import { loadModel } from '../src/runtime/load-model.js';
-import type { OnnxDecoder } from '../src/runtime/onnx-decoder.js';
+import { type OnnxDecoder, sessionOptions } from '../src/runtime/onnx-decoder.js';
 import { interleave, log, round1, round2 } from './lib/interleave.js';
 import { median } from './lib/stats.js';
 
@@ -155,12 +155,8 @@ class RawGreedy {
 
   static async create(onnxPath: string, layout: KvLayout): Promise<RawGreedy> {
     if (layout.dtype !== 'float32') throw new Error(`raw loop supports float32 models only (got ${layout.dtype})`);
-    const session = await ort.InferenceSession.create(onnxPath, {
-      intraOpNumThreads: THREADS,
-      interOpNumThreads: 1,
-      executionMode: 'sequential',
-      graphOptimizationLevel: 'all',
-    });
+    // The runtime's own session options: the baseline differs only in what the engine adds.
+    const session = await ort.InferenceSession.create(onnxPath, sessionOptions({ threads: THREADS }));
     return new RawGreedy(session, layout);
   }
 

@@ -14,6 +14,21 @@ export interface SessionOptions {
 
 const PAST_KEY = /^past_key_values\.(\d+)\.key$/;
 
+/** The onnxruntime session options kvserve runs with (benchmarks reuse them for a fair baseline). */
+export function sessionOptions(options: SessionOptions = {}): ort.InferenceSession.SessionOptions {
+  return {
+    intraOpNumThreads: options.threads ?? availableParallelism(),
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    graphOptimizationLevel: 'all',
+    logSeverityLevel: 3,
+    // Idle intra-op threads sleep instead of spin-waiting. Alone, spinning decodes faster;
+    // beside the HTTP thread and clients on the same cores it steals their CPU: bench:http
+    // served ~8% more tokens/s with spinning off (2 cores, 2026-11-29, four A/B runs).
+    extra: { session: { intra_op: { allow_spinning: '0' } } },
+  };
+}
+
 interface GraphInfo {
   layout: KvLayout;
   vocabSize: number | undefined;
@@ -89,13 +104,7 @@ export class OnnxDecoder implements DecoderModel {
   static async load(file: string, options: SessionOptions = {}, configVocab?: number): Promise<OnnxDecoder> {
     let session: ort.InferenceSession;
     try {
-      session = await ort.InferenceSession.create(file, {
-        intraOpNumThreads: options.threads ?? availableParallelism(),
-        interOpNumThreads: 1,
-        executionMode: 'sequential',
-        graphOptimizationLevel: 'all',
-        logSeverityLevel: 3,
-      });
+      session = await ort.InferenceSession.create(file, sessionOptions(options));
     } catch (err) {
       const reason = String((err as Error).message ?? err).split('\n')[0];
       throw new ModelLoadError(file, `not a loadable ONNX model (${reason})`);
