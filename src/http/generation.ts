@@ -38,7 +38,7 @@ const SAMPLING_PARAM: Record<string, string> = {
 };
 
 /** A streaming request whose engine answers within this long gets a plain HTTP status (e.g. 503) instead of an SSE error event. */
-const STREAM_FIRST_EVENT_WAIT_MS = 250;
+const STREAM_FIRST_EVENT_WAIT_MS = 50;
 
 export function planRequest(body: Body, promptIds: number[], services: Services, format: ChoiceFormat, tenant: string): GenerateRequest {
   const context = services.engine().info.contextLength;
