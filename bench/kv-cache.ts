@@ -27,7 +27,7 @@ import { type KvData, type KvLayout, allocKv } from '../src/core/kv/layout.js';
 import { loadConfig } from '../src/config.js';
 import { EngineClient, workerConfigOf } from '../src/engine/client.js';
 import { loadModel } from '../src/runtime/load-model.js';
-import { type OnnxDecoder, sessionOptions } from '../src/runtime/onnx-decoder.js';
+import { type OnnxDecoder, PREFILL_MIN_TOKENS, sessionOptions } from '../src/runtime/onnx-decoder.js';
 import { interleave, log, round1, round2 } from './lib/interleave.js';
 import { median } from './lib/stats.js';
 
@@ -40,6 +40,7 @@ const ENGINE_TOKENS = 256;
 const ENGINE_REPS = 5;
 const CONFIG = loadConfig({ MODEL_DIR });
 const THREADS = CONFIG.model.threads ?? availableParallelism();
+const DECODE_THREADS = CONFIG.model.decodeThreads ?? 1;
 
 /**
  * Recompute costs ~N² (N passes over up to N tokens; N = 1024 alone takes minutes on 2 busy
@@ -146,22 +147,31 @@ async function cachedVsRecompute(model: OnnxDecoder, prompt: readonly number[]):
 
 // ---- 2. engine vs a bare onnxruntime-node loop ----
 
-/** Greedy generation straight against onnxruntime-node, with the session options the runtime uses. */
+/**
+ * Greedy generation straight against onnxruntime-node with the runtime's own session options
+ * and prefill/decode split, so the baseline differs only in what the engine adds.
+ */
 class RawGreedy {
   private constructor(
-    readonly session: ort.InferenceSession,
+    readonly prefill: ort.InferenceSession,
+    readonly decode: ort.InferenceSession,
     readonly layout: KvLayout,
   ) {}
 
   static async create(onnxPath: string, layout: KvLayout): Promise<RawGreedy> {
     if (layout.dtype !== 'float32') throw new Error(`raw loop supports float32 models only (got ${layout.dtype})`);
-    // The runtime's own session options: the baseline differs only in what the engine adds.
-    const session = await ort.InferenceSession.create(onnxPath, sessionOptions({ threads: THREADS }));
-    return new RawGreedy(session, layout);
+    const prefill = await ort.InferenceSession.create(onnxPath, sessionOptions(THREADS));
+    const decode = DECODE_THREADS === THREADS ? prefill : await ort.InferenceSession.create(onnxPath, sessionOptions(DECODE_THREADS));
+    return new RawGreedy(prefill, decode, layout);
+  }
+
+  async release(): Promise<void> {
+    await this.prefill.release();
+    if (this.decode !== this.prefill) await this.decode.release();
   }
 
   async generate(prompt: readonly number[], n: number): Promise<number[]> {
-    const { session } = this;
+    const session = this.prefill;
     const { kvHeads, headDim } = this.layout;
     const int64 = (values: readonly number[]): ort.Tensor =>
       new ort.Tensor('int64', BigInt64Array.from(values, BigInt), [1, values.length]);
@@ -179,7 +189,7 @@ class RawGreedy {
         feeds.attention_mask = new ort.Tensor('int64', new BigInt64Array(total).fill(1n), [1, total]);
       }
       if (session.inputNames.includes('position_ids')) feeds.position_ids = int64(feed.map((_, i) => pastLength + i));
-      const res = await session.run(feeds);
+      const res = await (feed.length >= PREFILL_MIN_TOKENS ? this.prefill : this.decode).run(feeds);
       const logits = res.logits!;
       const vocab = logits.dims[2]!;
       const last = (feed.length - 1) * vocab;
@@ -239,7 +249,7 @@ async function engineVsRaw(client: EngineClient, prompt: readonly number[]) {
     const rawTps = (n / median(bare!.map((r) => r.ms))) * 1000;
     return { engine_tokens_per_s: round1(engineTps), raw_tokens_per_s: round1(rawTps), ratio: round2(engineTps / rawTps) };
   } finally {
-    await raw.session.release();
+    await raw.release();
   }
 }
 
@@ -273,6 +283,7 @@ const result = {
   date: new Date().toISOString(),
   machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), os: `${platform()} ${release()}` },
   threads: THREADS,
+  decode_threads: DECODE_THREADS,
   node: process.version,
   onnxruntime: ort.env.versions.node,
   model: { id: info.id, onnx: relative(info.dir, info.onnxPath), ...info.layout, vocabSize: info.vocabSize },

@@ -17,8 +17,10 @@ const schema = z.strictObject({
     dir: z.string().min(1),
     /** ONNX file inside the directory (e.g. onnx/model_fp16.onnx); default: discovered. */
     file: z.string().min(1).optional(),
-    /** onnxruntime intra-op threads; default: number of cores. */
+    /** onnxruntime intra-op threads for prefill steps; default: number of cores. */
     threads: z.number().int().positive().optional(),
+    /** onnxruntime intra-op threads for decode steps (few tokens); default 1. */
+    decodeThreads: z.number().int().positive().optional(),
   }),
   kvCache: z.strictObject({
     /** Byte budget of the KV pool: running, session and prefix caches together. */
@@ -58,6 +60,7 @@ const ENV: Record<string, { path: string[]; type: 'string' | 'int' }> = {
   MODEL_DIR: { path: ['model', 'dir'], type: 'string' },
   MODEL_FILE: { path: ['model', 'file'], type: 'string' },
   ORT_THREADS: { path: ['model', 'threads'], type: 'int' },
+  ORT_DECODE_THREADS: { path: ['model', 'decodeThreads'], type: 'int' },
   KV_CACHE_MAX_BYTES: { path: ['kvCache', 'maxBytes'], type: 'int' },
   KV_CACHE_BLOCK_SIZE: { path: ['kvCache', 'blockSize'], type: 'int' },
   SESSION_TTL_MS: { path: ['kvCache', 'sessionTtlMs'], type: 'int' },

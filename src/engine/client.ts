@@ -22,7 +22,8 @@ type Listener = (event: EngineEvent) => void;
 
 /** The worker's share of the service configuration. */
 export function workerConfigOf(config: Readonly<Config>): WorkerConfig {
-  return { modelDir: config.model.dir, onnxFile: config.model.file, threads: config.model.threads, kvCache: { ...config.kvCache } };
+  const { dir, file, threads, decodeThreads } = config.model;
+  return { modelDir: dir, onnxFile: file, threads, decodeThreads, kvCache: { ...config.kvCache } };
 }
 
 export class EngineClient {

@@ -9,6 +9,7 @@ export interface WorkerConfig {
   modelDir: string;
   onnxFile?: string | undefined;
   threads?: number | undefined;
+  decodeThreads?: number | undefined;
   kvCache: {
     maxBytes: number;
     blockSize: number;
