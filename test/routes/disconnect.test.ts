@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import { once } from 'node:events';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { waitFor } from '../helpers/poll.js';
 import { startServer } from '../helpers/server.js';
 import { readEvents } from '../helpers/sse-events.js';
@@ -30,6 +30,18 @@ function post(payload: string): { req: http.ClientRequest; reqId: string } {
 const requestLog = (reqId: string) =>
   waitFor(`the 'request' log line of ${reqId}`, () => logs.find((l) => l.msg === 'request' && l.reqId === reqId), { timeoutMs: 10_000 });
 
+/** The request's log line shows the engine stopped it early, and nothing is left running. */
+async function expectStopped(t: Test, reqId: string): Promise<void> {
+  const line = await requestLog(reqId);
+  t.equal(line.route, '/v1/completions');
+  t.equal(line.finishReason, 'abort', 'the generation ended because of the client');
+  t.type(line.completionTokens, 'number');
+  t.ok((line.completionTokens as number) < MAX_TOKENS / 2, `far fewer than ${MAX_TOKENS} tokens (${String(line.completionTokens)})`);
+  t.equal(line.status, 499, 'logged as client closed request');
+  await waitFor('no running generations', () => server.app.services.running === 0);
+  t.equal(server.app.services.running, 0);
+}
+
 t.test('a streaming client that aborts after 3 data events stops its generation', async (t) => {
   const { req, reqId } = post(body({ stream: true }));
   const [res] = (await once(req, 'response')) as [http.IncomingMessage];
@@ -44,14 +56,7 @@ t.test('a streaming client that aborts after 3 data events stops its generation'
   t.ok(outcome.events.length >= 3, 'received the 3 events');
   t.notOk(outcome.events.includes('[DONE]'), 'the stream never completed');
 
-  const line = await requestLog(reqId);
-  t.equal(line.route, '/v1/completions');
-  t.equal(line.finishReason, 'abort', 'the generation ended because of the client');
-  t.type(line.completionTokens, 'number');
-  t.ok((line.completionTokens as number) < MAX_TOKENS / 2, `far fewer than ${MAX_TOKENS} tokens (${String(line.completionTokens)})`);
-  t.equal(line.status, 499, 'logged as client closed request');
-  await waitFor('no running generations', () => server.app.services.running === 0);
-  t.equal(server.app.services.running, 0);
+  await expectStopped(t, reqId);
 });
 
 t.test('a non-streaming client that aborts before any response stops its generation', async (t) => {
@@ -65,14 +70,7 @@ t.test('a non-streaming client that aborts before any response stops its generat
   await failed;
   t.notOk(responded, 'no response was received');
 
-  const line = await requestLog(reqId);
-  t.equal(line.route, '/v1/completions');
-  t.equal(line.finishReason, 'abort', 'the generation ended because of the client');
-  t.type(line.completionTokens, 'number');
-  t.ok((line.completionTokens as number) < MAX_TOKENS / 2, `far fewer than ${MAX_TOKENS} tokens (${String(line.completionTokens)})`);
-  t.equal(line.status, 499, 'logged as client closed request');
-  await waitFor('no running generations', () => server.app.services.running === 0);
-  t.equal(server.app.services.running, 0);
+  await expectStopped(t, reqId);
 });
 
 t.test('after the disconnects the server serves normally (and logs them)', async (t) => {
