@@ -25,11 +25,6 @@ export class KvCache {
     return new KvCache(layout, tensors, length);
   }
 
-  /** Another cache over the same buffers: the two can then grow apart without copying. */
-  share(): KvCache {
-    return new KvCache(this.layout, this.#tensors, this.#length);
-  }
-
   /** Tokens whose keys and values are held. */
   get length(): number {
     return this.#length;
