@@ -50,9 +50,9 @@ export class Sequence {
     this.kv = kv;
     this.cachedTokens = kv.length;
     this.sampler = new Sampler(req.sampling, req.promptIds);
-    // A few prompt tokens seed the detokenizer: some tokenizers decode a token differently
+    // The prompt's last tokens seed the detokenizer: some tokenizers decode a token differently
     // at the start of a text (SentencePiece's leading space).
-    this.#detok = new IncrementalDetokenizer(decoder, req.promptIds.slice(-4));
+    this.#detok = new IncrementalDetokenizer(decoder, req.promptIds);
     this.#stop = new StopMatcher(req.stop ?? []);
   }
 

@@ -29,33 +29,33 @@ function failureFunction(pattern: string): number[] {
 }
 
 export class StopMatcher {
-  private readonly patterns: StopPattern[];
-  private readonly maxStopLength: number;
+  readonly #patterns: StopPattern[];
+  readonly #maxStopLength: number;
   /** Longest stream suffix that is still a prefix of some stop; never longer than maxStopLength - 1. */
-  private held = '';
-  private stopped = false;
+  #held = '';
+  #stopped = false;
 
   constructor(stops: readonly string[]) {
     const unique = [...new Set(stops.filter((s) => s.length > 0))];
-    this.patterns = unique.map((text) => ({ text, failure: failureFunction(text), state: 0 }));
-    this.maxStopLength = unique.reduce((max, s) => Math.max(max, s.length), 0);
+    this.#patterns = unique.map((text) => ({ text, failure: failureFunction(text), state: 0 }));
+    this.#maxStopLength = unique.reduce((max, s) => Math.max(max, s.length), 0);
   }
 
   /** Feeds newly decoded text. Returns text safe to emit now, and whether a stop sequence matched (the stop text and anything after it is never emitted). */
   push(text: string): StopPushResult {
-    if (this.stopped) return { text: '', stopped: true };
-    if (this.patterns.length === 0) return { text, stopped: false };
+    if (this.#stopped) return { text: '', stopped: true };
+    if (this.#patterns.length === 0) return { text, stopped: false };
 
     // Positions are indices into buffer = held + text. Every pattern state is at most
     // held.length, because held is the longest of them, so matches never start before 0.
-    const buffer = this.held + text;
+    const buffer = this.#held + text;
     let matchStart = Infinity;
-    for (let pos = this.held.length; pos < buffer.length; pos++) {
+    for (let pos = this.#held.length; pos < buffer.length; pos++) {
       // A match ending here or later starts at pos - maxStopLength + 1 at the earliest, so once
       // that is past the best match found, no other stop can occur earlier in the text.
-      if (pos - this.maxStopLength + 1 >= matchStart) break;
+      if (pos - this.#maxStopLength + 1 >= matchStart) break;
       const ch = buffer[pos];
-      for (const p of this.patterns) {
+      for (const p of this.#patterns) {
         let state = p.state;
         while (state > 0 && p.text[state] !== ch) state = p.failure[state - 1] ?? 0;
         if (p.text[state] === ch) state++;
@@ -68,23 +68,23 @@ export class StopMatcher {
     }
 
     if (matchStart !== Infinity) {
-      this.stopped = true;
-      this.held = '';
+      this.#stopped = true;
+      this.#held = '';
       return { text: buffer.slice(0, matchStart), stopped: true };
     }
 
     // Everything before the longest still-possible partial match can never become part of a
     // stop; releasing it now keeps streaming latency at a few characters.
-    const hold = this.patterns.reduce((max, p) => Math.max(max, p.state), 0);
-    this.held = buffer.slice(buffer.length - hold);
+    const hold = this.#patterns.reduce((max, p) => Math.max(max, p.state), 0);
+    this.#held = buffer.slice(buffer.length - hold);
     return { text: buffer.slice(0, buffer.length - hold), stopped: false };
   }
 
   /** End of generation without a stop: returns the held-back tail. */
   flush(): string {
-    const tail = this.held;
-    this.held = '';
-    for (const p of this.patterns) p.state = 0;
+    const tail = this.#held;
+    this.#held = '';
+    for (const p of this.#patterns) p.state = 0;
     return tail;
   }
 }
