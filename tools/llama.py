@@ -79,12 +79,14 @@ class Attention(nn.Module):
         present_k, present_v = k, v
         rep = self.n_heads // self.n_kv
         t = k.shape[2]
-        # GQA: each KV head serves `rep` query heads (expand + reshape exports cleanly).
-        k = k[:, :, None].expand(b, self.n_kv, rep, t, self.hd).reshape(b, self.n_heads, t, self.hd)
-        v = v[:, :, None].expand(b, self.n_kv, rep, t, self.hd).reshape(b, self.n_heads, t, self.hd)
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.hd)) + bias
-        att = torch.softmax(att, dim=-1)
-        y = (att @ v).transpose(1, 2).reshape(b, s, self.n_heads * self.hd)
+        # GQA without repeating K/V: the `rep` query heads that share a KV head are stacked
+        # along the query axis, so one matmul per KV head reads the cache once instead of
+        # materialising `rep` copies of it (the copies dominated long-context decode steps).
+        q = q.reshape(b, self.n_kv, rep * s, self.hd)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.hd))  # [b, kv, rep*s, t]
+        att = att.view(b, self.n_kv, rep, s, t) + bias[:, :, None]
+        att = torch.softmax(att, dim=-1).view(b, self.n_kv, rep * s, t)
+        y = (att @ v).view(b, self.n_heads, s, self.hd).transpose(1, 2).reshape(b, s, self.n_heads * self.hd)
         return self.o_proj(y), present_k, present_v
 
 
