@@ -71,7 +71,6 @@ function step(ids: readonly number[], pastLength: number, past: readonly KvData[
     pastLength,
     inputIds: ids,
     positionIds: ids.map((_, i) => pastLength + i),
-    attentionMask: new Uint8Array(pastLength + ids.length).fill(1),
     past,
   };
 }

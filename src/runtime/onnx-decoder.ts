@@ -141,7 +141,10 @@ export class OnnxDecoder implements DecoderModel {
       input_ids: new ort.Tensor('int64', int64(input.inputIds), [batch, seqLen]),
     };
     if (this.#graph.hasAttentionMask) {
-      feeds.attention_mask = new ort.Tensor('int64', int64(input.attentionMask), [batch, pastLength + seqLen]);
+      const total = pastLength + seqLen;
+      const mask = new BigInt64Array(batch * total).fill(1n);
+      for (let b = 0; b < batch && input.padding; b++) mask.fill(0n, b * total, b * total + input.padding[b]!);
+      feeds.attention_mask = new ort.Tensor('int64', mask, [batch, total]);
     }
     if (this.#graph.hasPositionIds) {
       feeds.position_ids = new ort.Tensor('int64', int64(input.positionIds), [batch, seqLen]);

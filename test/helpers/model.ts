@@ -22,7 +22,6 @@ export async function runAll(model: DecoderModel, tokens: number[], cache = KvCa
     pastLength: past,
     inputIds: tokens,
     positionIds: tokens.map((_, i) => past + i),
-    attentionMask: new Array(past + tokens.length).fill(1),
     past: cache.tensors,
   });
   cache.replace(out.present, past + tokens.length);

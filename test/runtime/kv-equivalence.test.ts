@@ -60,3 +60,27 @@ for (const variant of variants) {
     t.ok(tokenizer.decode(cached).trim().length > 0, 'generated some text');
   });
 }
+
+t.test('left-padded rows in one batch give the same logits as each row alone', async (t) => {
+  const { decoder, tokenizer } = await loadModel(MODEL_DIR);
+  t.teardown(() => decoder.close());
+  const rows = ['ROMEO:\nWhat', 'JULIET:\nO Romeo, Romeo!'].map((s) => tokenizer.encode(s));
+  const width = Math.max(...rows.map((r) => r.length));
+  const padding = rows.map((r) => width - r.length);
+  const empty = KvCache.empty(decoder.layout).tensors;
+  const out = await decoder.forward({
+    batch: rows.length,
+    seqLen: width,
+    pastLength: 0,
+    inputIds: rows.flatMap((r, b) => [...new Array<number>(padding[b]!).fill(0), ...r]),
+    // Padding slots get position 0; real tokens count from 0 (cumsum(mask) - 1).
+    positionIds: rows.flatMap((r, b) => [...new Array<number>(padding[b]!).fill(0), ...r.map((_, i) => i)]),
+    padding,
+    past: empty.map((e) => e),
+  });
+  for (const [b, row] of rows.entries()) {
+    const alone = (await runAll(decoder, row)).rows.at(-1)!;
+    const diff = maxAbsDiff(Float32Array.from(out.logits(b, width - 1)), alone);
+    t.ok(diff <= 1e-5, `row ${b} (${padding[b]} padding slots): max |Δlogit| ${diff.toExponential(2)}`);
+  }
+});

@@ -176,7 +176,6 @@ export class Engine {
       pastLength: past,
       inputIds: tokens,
       positionIds: tokens.map((_, i) => past + i),
-      attentionMask: new Uint8Array(total).fill(1),
       past: seq.kv.tensors,
     });
     seq.kv.replace(out.present, total);

@@ -16,8 +16,12 @@ export interface ForwardInput {
   inputIds: ArrayLike<number>;
   /** batch × seqLen positions, row-major. */
   positionIds: ArrayLike<number>;
-  /** batch × (pastLength + seqLen) ones and zeros, row-major. */
-  attentionMask: ArrayLike<number>;
+  /**
+   * Left-padding slots per row: the first padding[b] of row b's pastLength + seqLen positions
+   * are masked out. Omitted: no padding. (The runtime builds the mask itself, so a step never
+   * spends work proportional to the whole context on it.)
+   */
+  padding?: ArrayLike<number>;
   /** 2 × layers tensors [batch, kv_heads, pastLength, head_dim]; layer i: key 2i, value 2i+1. */
   past: readonly KvData[];
 }
