@@ -99,7 +99,9 @@ export class KvPool<P> {
     checkBytes(bytes);
     const kept = keep && keep.refs === 0 ? keep.bytes : 0;
     if (this.#bytesInUse - this.#evictableBytes + kept + bytes > this.maxBytes) return false;
-    for (const entry of [...this.#lru.keys()]) {
+    // Runs on every decode step (a running cache grows): iterate the LRU map in place — a Map
+    // tolerates deleting the entry being visited — rather than copying thousands of keys.
+    for (const entry of this.#lru.keys()) {
       if (this.#bytesInUse + bytes <= this.maxBytes) break;
       if (entry !== keep) this.remove(entry, 'lru');
     }
@@ -173,7 +175,7 @@ export class KvPool<P> {
   /** Evicts unpinned entries of `kind` idle since before `cutoffMs`. Returns how many. */
   expire(kind: EntryKind, cutoffMs: number): number {
     let n = 0;
-    for (const entry of [...this.#lru.keys()]) {
+    for (const entry of this.#lru.keys()) {
       if (entry.kind === kind && entry.lastUsedMs < cutoffMs) {
         this.remove(entry, 'ttl');
         n++;
