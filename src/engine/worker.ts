@@ -25,7 +25,7 @@ try {
   setInterval(() => cache.expireSessions(), Math.min(kvCache.sessionTtlMs, 1000)).unref();
   const methods: { [M in RpcMethod]: (...args: Rpc[M][0]) => Rpc[M][1] } = {
     ping: () => true,
-    stats: () => ({ cache: cache.snapshot(), running: engine.running, waiting: engine.waiting }),
+    stats: () => ({ cache: cache.snapshot(), running: engine.running, waiting: engine.waiting, steps: engine.stepStats() }),
     sessions: (tenant) => cache.sessions(tenant),
     session: (tenant, id) => cache.session(tenant, id) ?? null,
     deleteSession: (tenant, id) => cache.deleteSession(tenant, id),

@@ -4,14 +4,14 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { CacheSnapshot } from '../core/kv/cache-manager.js';
 import type { FinishReason } from '../core/generation/sequence.js';
-
-// Latency buckets that resolve single milliseconds up to a minute.
-const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 30, 60];
+import { BATCH_SIZE_BUCKETS, type BucketSnapshot, LATENCY_BUCKETS, newObservations } from '../core/stats/buckets.js';
 
 export interface EngineStats {
   cache: CacheSnapshot;
   running: number;
   waiting: number;
+  /** Per model step, cumulative since the worker started. */
+  steps: { batchSize: BucketSnapshot; durationSeconds: BucketSnapshot };
 }
 
 export class Metrics {
@@ -28,6 +28,8 @@ export class Metrics {
   readonly queueTime: Histogram;
   readonly promptTokens: Counter;
   readonly generatedTokens: Counter;
+  readonly batchSize: Histogram;
+  readonly stepDuration: Histogram;
 
   readonly #cacheLookups: Counter<'result'>;
   readonly #cacheReused: Counter;
@@ -39,7 +41,7 @@ export class Metrics {
   readonly #evictions: Counter<'reason'>;
   readonly #evictedBytes: Counter<'reason'>;
   /** The engine's counters are cumulative; the last values seen turn them into increments. */
-  #last: CacheSnapshot | undefined;
+  #last: EngineStats | undefined;
 
   constructor() {
     const registers = [this.registry];
@@ -52,7 +54,7 @@ export class Metrics {
     const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) =>
       new Counter<L>({ name, help, labelNames, registers });
     const gauge = <L extends string>(name: string, help: string, labelNames: L[] = []) => new Gauge<L>({ name, help, labelNames, registers });
-    const histogram = (name: string, help: string) => new Histogram({ name, help, buckets: LATENCY_BUCKETS, registers });
+    const histogram = (name: string, help: string, buckets = LATENCY_BUCKETS) => new Histogram({ name, help, buckets, registers });
 
     this.#cacheLookups = counter('kvserve_kv_cache_lookups_total', 'KV cache lookups at admission, by result: hit (whole reusable prompt cached), partial, miss.', ['result']);
     this.#cacheReused = counter('kvserve_kv_cache_reused_tokens_total', 'Prompt tokens whose keys and values came from the cache.');
@@ -76,6 +78,8 @@ export class Metrics {
     this.queueTime = histogram('kvserve_queue_time_seconds', 'Time a generation waited for admission (KV room) before it ran.');
     this.promptTokens = counter('kvserve_prompt_tokens_total', 'Prompt tokens of generation requests.');
     this.generatedTokens = counter('kvserve_generated_tokens_total', 'Tokens generated.');
+    this.batchSize = histogram('kvserve_batch_size', 'Sequences advanced by one decode step (continuous batching).', BATCH_SIZE_BUCKETS);
+    this.stepDuration = histogram('kvserve_step_duration_seconds', 'Duration of one scheduler step: the batched decode plus any prefill chunks run with it.');
 
     for (const result of ['hit', 'partial', 'miss']) this.#cacheLookups.inc({ result }, 0);
     for (const reason of ['lru', 'ttl', 'deleted']) {
@@ -88,7 +92,7 @@ export class Metrics {
   /** Brings the engine-side metrics up to date from a stats snapshot (called at scrape time). */
   update(stats: EngineStats): void {
     const now = stats.cache;
-    const last = this.#last;
+    const last = this.#last?.cache;
     const delta = (a: number, b: number | undefined) => Math.max(0, a - (b ?? 0));
     for (const result of ['hit', 'partial', 'miss'] as const) this.#cacheLookups.inc({ result }, delta(now.lookups[result], last?.lookups[result]));
     this.#cacheReused.inc(delta(now.reusedTokens, last?.reusedTokens));
@@ -97,7 +101,13 @@ export class Metrics {
       this.#evictions.inc({ reason }, delta(now.evictions[reason], last?.evictions[reason]));
       this.#evictedBytes.inc({ reason }, delta(now.evictedBytes[reason], last?.evictedBytes[reason]));
     }
-    this.#last = now;
+    for (const [value, count] of newObservations(stats.steps.batchSize, this.#last?.steps.batchSize)) {
+      for (let i = 0; i < count; i++) this.batchSize.observe(value);
+    }
+    for (const [value, count] of newObservations(stats.steps.durationSeconds, this.#last?.steps.durationSeconds)) {
+      for (let i = 0; i < count; i++) this.stepDuration.observe(value);
+    }
+    this.#last = stats;
     this.#cacheBytes.set(now.bytes);
     this.#cacheCapacity.set(now.capacityBytes);
     for (const kind of ['session', 'prefix', 'active'] as const) this.#cacheEntries.set({ kind }, now.entries[kind]);

@@ -120,6 +120,9 @@ t.test('the exposition passes promtool check metrics', async (t) => {
     'kvserve_queue_time_seconds',
     'kvserve_prompt_tokens_total',
     'kvserve_generated_tokens_total',
+    'kvserve_batch_size',
+    'kvserve_step_duration_seconds',
+    'kvserve_requests_rejected_total',
   ]) {
     t.match(text, new RegExp(`^# TYPE ${name} `, 'm'), name);
   }

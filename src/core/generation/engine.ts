@@ -4,6 +4,7 @@
 // its cache back when it ends. Results leave through an event sink so the same engine runs
 // in a worker or in-process.
 import type { KvCacheManager, Lease } from '../kv/cache-manager.js';
+import { BATCH_SIZE_BUCKETS, BucketHistogram, type BucketSnapshot, LATENCY_BUCKETS } from '../stats/buckets.js';
 import type { TokenDecoder } from './detokenizer.js';
 import type { DecoderModel } from './model.js';
 import { type FinishReason, type GenerateRequest, Sequence, type Usage } from './sequence.js';
@@ -56,6 +57,8 @@ export class Engine {
   /** Admitted in arrival order once KV room frees up. */
   readonly #waiting = new Map<string, Waiting>();
   #loop: Promise<void> | undefined;
+  readonly #batchSizes = new BucketHistogram(BATCH_SIZE_BUCKETS);
+  readonly #stepSeconds = new BucketHistogram(LATENCY_BUCKETS);
 
   constructor(model: DecoderModel, decoder: TokenDecoder, options: EngineOptions, sink: (e: EngineEvent) => void) {
     this.#model = model;
@@ -71,6 +74,11 @@ export class Engine {
 
   get waiting(): number {
     return this.#waiting.size;
+  }
+
+  /** Batch size and duration of every step so far, for /metrics. */
+  stepStats(): { batchSize: BucketSnapshot; durationSeconds: BucketSnapshot } {
+    return { batchSize: this.#batchSizes.snapshot(), durationSeconds: this.#stepSeconds.snapshot() };
   }
 
   get cache(): KvCacheManager {
@@ -152,7 +160,10 @@ export class Engine {
             continue;
           }
           try {
+            const start = performance.now();
             await this.#step(r);
+            this.#batchSizes.observe(1);
+            this.#stepSeconds.observe((performance.now() - start) / 1000);
           } catch (err) {
             this.#finish(r, 'error', '', (err as Error).message);
           }
