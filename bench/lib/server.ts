@@ -1,6 +1,8 @@
 // The service as a bench meets it: a separate process (`node --import tsx src/main.ts`, as the
 // service runs in production apart from the build step), started on a free loopback port with
 // environment overrides, polled until /health/ready answers 200, and stopped with SIGTERM.
+// (Another server script that honours PORT/HOST and answers /health/ready starts the same way:
+// bench/concurrency.ts starts its Transformers.js baseline so.)
 // Plus the two request shapes the benches send: a non-streamed completion and a streamed one
 // timed chunk by chunk (time to the first chunk carrying text, and to the end of the stream).
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -37,12 +39,17 @@ export async function freePort(): Promise<number> {
 }
 
 /**
- * Starts the service with `env` on top of this process's environment (PORT, HOST and
- * LOG_LEVEL=warn set here unless `env` names them) and resolves once it is ready.
+ * Starts the service (or `script`, relative to the project root) with `env` on top of this
+ * process's environment (PORT, HOST and LOG_LEVEL=warn set here unless `env` names them) and
+ * resolves once it is ready.
  */
-export async function startServerProcess(env: Record<string, string> = {}, readyTimeoutMs = 120_000): Promise<ServerProcess> {
+export async function startServerProcess(
+  env: Record<string, string> = {},
+  readyTimeoutMs = 120_000,
+  script = 'src/main.ts',
+): Promise<ServerProcess> {
   const port = await freePort();
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', script], {
     cwd: ROOT,
     env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
