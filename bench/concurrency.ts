@@ -1,0 +1,372 @@
+// `npm run bench:concurrency` (issue #5): what kvserve serves to 1, 4, 8, 16 and 32 concurrent
+// streaming clients, against the shipped model behind Transformers.js' generate(), one request
+// at a time (bench/lib/transformers-server.ts — what a Node user would otherwise pick).
+//
+//   bench (this process) ──starts/stops──▶ server process (kvserve: src/main.ts, or the baseline)
+//          │                                        ▲
+//          └──runs──▶ load generator process ───────┘ N closed-loop streaming clients over HTTP
+//
+// For each level, each server is started fresh (kvserve's prefix cache then holds nothing from
+// the level before), driven by bench/lib/load.ts in a separate process and stopped; the two
+// servers take turns level by level (kvserve first on odd levels, the baseline first on even
+// ones), so a disturbance on the shared machine hits both. Only one server runs at a time.
+// Every request: POST /v1/completions, streamed with the usage chunk, greedy, EOS ignored,
+// max_tokens CONCURRENCY_MAX_TOKENS (128). Prompts: CONCURRENCY_PROMPTS (4096) windows of
+// 64–128 characters (= tokens: byte-level model) of the training text from distinct word
+// starts (bench/lib/prompts.ts), the k-th request sent at a level using prompt k — the same
+// sequence at every level and for both servers. Per level: a warm-up of at least
+// CONCURRENCY_WARMUP_MS (2 s) and until every client finished one request, a measured window of
+// CONCURRENCY_WINDOW_MS (15 s), then a drain in which no request is sent and the running ones
+// finish (see bench/lib/load.ts for what is counted where). tokens/s = completion tokens that
+// arrived in the window ÷ its length; TTFT over the requests sent in it; ITL over the gaps
+// that ended in it; p50 and p99 (R-7 interpolation).
+//
+// Before its first level each server answers the last 4 prompts (never sent by the load) one
+// at a time, and the texts are compared: same model, same runtime, greedy — both should write
+// the same words, a check that both do the same work.
+//
+// Goal (issue #5): kvserve's tokens/s at 16 clients ≥ 3× its single-client tokens/s, with
+// p99 ITL at 16 clients ≤ 4× the single-client p99.
+//
+// BENCH_QUICK=1: a smoke run (1 s warm-up, 2 s window, 32 tokens). CONCURRENCY_LEVELS
+// ("1,4,8,16,32") and CONCURRENCY_SERVERS ("kvserve,transformers.js") pick a subset; TJS_THREADS
+// (1) sets the baseline's onnxruntime threads; BENCH_TEXT the corpus (../shared/data/…).
+// `--plot-only` redraws bench/results/concurrency.svg and reprints the table from the JSON.
+//
+// Writes bench/results/concurrency.json: {"rows": [{clients, tokens_per_s, ttft_p50_ms,
+// ttft_p99_ms, itl_p50_ms, itl_p99_ms}] (kvserve), "transformers_js": {"rows": [same]},
+// "advantage": [{clients, tokens_per_s, ttft_p50, ttft_p99, itl_p50, itl_p99}] (factors in
+// kvserve's favour: its tokens/s ÷ the baseline's, the baseline's latencies ÷ kvserve's),
+// "goal", "same_greedy_text", "details" (every load generator result), settings,
+// "kvserve_commit" (the commit whose src/ ran, "+dirty" if src/ had changes), date, machine,
+// versions}, and bench/results/concurrency.svg (bench/lib/plot.ts).
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, platform, release } from 'node:os';
+import { dirname, join, relative } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { loadConfig } from '../src/config.js';
+import { envInt, log, round1, round2 } from './lib/interleave.js';
+import { type LoadResult, runLoadProcess } from './lib/load-runner.js';
+import { type Chart, renderChart } from './lib/plot.js';
+import { readShakespeare, shakespearePrompts } from './lib/prompts.js';
+import { ROOT, startServerProcess, streamCompletion } from './lib/server.js';
+
+const OUT_JSON = join(ROOT, 'bench/results/concurrency.json');
+const OUT_SVG = join(ROOT, 'bench/results/concurrency.svg');
+const QUICK = process.env.BENCH_QUICK === '1';
+const LEVELS = (process.env.CONCURRENCY_LEVELS ?? '1,4,8,16,32').split(',').map((s) => {
+  const n = Number(s);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`CONCURRENCY_LEVELS: ${JSON.stringify(s)} is not a client count`);
+  return n;
+});
+const SERVERS = (process.env.CONCURRENCY_SERVERS ?? 'kvserve,transformers.js').split(',');
+const MAX_TOKENS = envInt('CONCURRENCY_MAX_TOKENS', QUICK ? 32 : 128);
+const WARMUP_MS = envInt('CONCURRENCY_WARMUP_MS', QUICK ? 1000 : 2000);
+const WINDOW_MS = envInt('CONCURRENCY_WINDOW_MS', QUICK ? 2000 : 15_000);
+const DRAIN_TIMEOUT_MS = envInt('CONCURRENCY_DRAIN_TIMEOUT_MS', 120_000);
+const PROMPT_COUNT = envInt('CONCURRENCY_PROMPTS', 4096);
+const PROMPT_MIN_CHARS = 64;
+const PROMPT_MAX_CHARS = 128;
+const SEED = envInt('CONCURRENCY_SEED', 1);
+const TJS_THREADS = envInt('TJS_THREADS', 1);
+const GOAL_CLIENTS = 16;
+const GOAL_TOKENS_X = 3;
+const GOAL_ITL_X = 4;
+
+interface Row {
+  clients: number;
+  tokens_per_s: number;
+  ttft_p50_ms: number;
+  ttft_p99_ms: number;
+  itl_p50_ms: number;
+  itl_p99_ms: number;
+}
+
+interface Results {
+  rows: Row[];
+  transformers_js: { rows: Row[] };
+  advantage: { clients: number; tokens_per_s: number; ttft_p50: number; ttft_p99: number; itl_p50: number; itl_p99: number }[];
+  goal: {
+    clients: number;
+    tokens_per_s_ratio: number;
+    tokens_per_s_goal: number;
+    itl_p99_ratio: number;
+    itl_p99_goal: number;
+    met: boolean;
+  } | null;
+  [key: string]: unknown;
+}
+
+const rowOf = (r: LoadResult): Row => ({
+  clients: r.clients,
+  tokens_per_s: round1(r.tokens_per_s),
+  ttft_p50_ms: round1(r.ttft_ms.p50),
+  ttft_p99_ms: round1(r.ttft_ms.p99),
+  itl_p50_ms: round2(r.itl_ms.p50),
+  itl_p99_ms: round2(r.itl_ms.p99),
+});
+
+// ---- the servers ----
+
+interface Target {
+  name: 'kvserve' | 'transformers.js';
+  script: string;
+  env: Record<string, string>;
+}
+const ALL_TARGETS: Target[] = [
+  { name: 'kvserve', script: 'src/main.ts', env: {} },
+  { name: 'transformers.js', script: 'bench/lib/transformers-server.ts', env: { TJS_THREADS: String(TJS_THREADS) } },
+];
+const TARGETS = ALL_TARGETS.filter((t) => SERVERS.includes(t.name));
+
+/** Prompts never reached by the load (the end of the list): both servers' greedy texts for them are compared. */
+const CHECK_PROMPTS = 4;
+const checkTexts = new Map<string, string[]>();
+
+async function measure(target: Target, clients: number, prompts: string[]): Promise<LoadResult> {
+  const server = await startServerProcess(target.env, 120_000, target.script);
+  try {
+    if (!checkTexts.has(target.name)) {
+      const texts: string[] = [];
+      for (const prompt of prompts.slice(-CHECK_PROMPTS)) texts.push((await streamCompletion(server.url, { prompt, max_tokens: MAX_TOKENS })).text);
+      checkTexts.set(target.name, texts);
+    }
+    const result = await runLoadProcess({
+      url: server.url,
+      clients,
+      prompts,
+      maxTokens: MAX_TOKENS,
+      warmupMs: WARMUP_MS,
+      warmupTimeoutMs: 180_000,
+      windowMs: WINDOW_MS,
+      drainTimeoutMs: DRAIN_TIMEOUT_MS,
+    });
+    if (result.requests.failed > 0) throw new Error(`${result.requests.failed} requests failed, e.g. ${result.errors.join(' | ')}`);
+    if (result.requests.aborted_at_drain_timeout > 0) log(`  WARNING: ${result.requests.aborted_at_drain_timeout} requests still running after the ${DRAIN_TIMEOUT_MS} ms drain were aborted`);
+    if (result.chunk_token_mismatches > 0) log(`  WARNING: ${result.chunk_token_mismatches} streams had a chunk count different from usage.completion_tokens`);
+    if (result.prompts_wrapped) log(`  WARNING: more requests than prompts (${prompts.length}): prompts repeated, the prefix cache may have served some`);
+    if (!server.alive()) throw new Error(`${target.name} exited during the run:\n${server.output()}`);
+    return result;
+  } finally {
+    const code = await server.stop();
+    if (code !== 0) log(`  WARNING: ${target.name} exited with ${code}:\n${server.output()}`);
+  }
+}
+
+// ---- output ----
+
+function table(results: Results): string {
+  const tjs = new Map(results.transformers_js.rows.map((r) => [r.clients, r]));
+  const kv = new Map(results.rows.map((r) => [r.clients, r]));
+  const levels = [...new Set([...kv.keys(), ...tjs.keys()])].sort((a, b) => a - b);
+  const cell = (r: Row | undefined, f: (r: Row) => string): string => (r ? f(r) : '–');
+  const lat = (a: number, b: number, d: number): string => `${a.toFixed(d)} / ${b.toFixed(d)}`;
+  const lines = [
+    '| clients | kvserve tok/s | TTFT p50 / p99 ms | ITL p50 / p99 ms | Transformers.js tok/s | TTFT p50 / p99 ms | ITL p50 / p99 ms | kvserve ÷ Transformers.js tok/s |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const c of levels) {
+    const k = kv.get(c);
+    const t = tjs.get(c);
+    lines.push(
+      `| ${c} | ${cell(k, (r) => r.tokens_per_s.toFixed(1))} | ${cell(k, (r) => lat(r.ttft_p50_ms, r.ttft_p99_ms, 1))} | ${cell(k, (r) => lat(r.itl_p50_ms, r.itl_p99_ms, 2))} ` +
+        `| ${cell(t, (r) => r.tokens_per_s.toFixed(1))} | ${cell(t, (r) => lat(r.ttft_p50_ms, r.ttft_p99_ms, 1))} | ${cell(t, (r) => lat(r.itl_p50_ms, r.itl_p99_ms, 2))} ` +
+        `| ${k && t ? `${(k.tokens_per_s / t.tokens_per_s).toFixed(2)}×` : '–'} |`,
+    );
+  }
+  const g = results.goal;
+  if (g) {
+    lines.push(
+      '',
+      `Goal at ${g.clients} clients vs 1: tokens/s ×${g.tokens_per_s_ratio.toFixed(2)} (goal ≥ ${g.tokens_per_s_goal}), ` +
+        `p99 ITL ×${g.itl_p99_ratio.toFixed(2)} (goal ≤ ${g.itl_p99_goal}): ${g.met ? 'met' : 'NOT met'}`,
+    );
+  }
+  return lines.join('\n');
+}
+
+function chartOf(results: Results): Chart {
+  const KV = '#1f77b4';
+  const TJS = '#ff7f0e';
+  const pts = (rows: Row[], f: (r: Row) => number): { x: number; y: number }[] => rows.map((r) => ({ x: r.clients, y: f(r) }));
+  const kv = results.rows;
+  const tjs = results.transformers_js.rows;
+  const one = kv.find((r) => r.clients === 1);
+  const machine = results.machine as { cpu: string; cores: number } | undefined;
+  const settings = results.settings as { max_tokens: number; window_ms: number } | undefined;
+  const levels = [...new Set([...kv, ...tjs].map((r) => r.clients))].sort((a, b) => a - b);
+  return {
+    title: 'kvserve vs Transformers.js generate() under concurrent streaming clients',
+    subtitle:
+      `${String(results.date ?? '').slice(0, 10)} · ${machine ? `${machine.cpu}, ${machine.cores} cores` : ''} · ` +
+      `tiny-shakespeare fp32, ${settings?.max_tokens ?? '?'} tokens per request, greedy · ${(settings?.window_ms ?? 0) / 1000} s window per level`,
+    xLabel: 'concurrent clients (log scale)',
+    legendNote: 'latency panels: solid p50, dashed p99',
+    xTicks: levels,
+    panels: [
+      {
+        title: 'Aggregate throughput',
+        yLabel: 'generated tokens/s',
+        logY: false,
+        series: [
+          { label: 'kvserve', color: KV, points: pts(kv, (r) => r.tokens_per_s) },
+          { label: 'Transformers.js', color: TJS, points: pts(tjs, (r) => r.tokens_per_s) },
+        ],
+        goals: one ? [{ label: `goal at ${GOAL_CLIENTS} clients: ${GOAL_TOKENS_X}× kvserve at 1`, x: GOAL_CLIENTS, y: GOAL_TOKENS_X * one.tokens_per_s }] : [],
+      },
+      {
+        title: 'Time to first token',
+        yLabel: 'ms (log scale)',
+        logY: true,
+        series: [
+          { label: 'kvserve', color: KV, points: pts(kv, (r) => r.ttft_p50_ms) },
+          { label: 'kvserve', color: KV, dashed: true, points: pts(kv, (r) => r.ttft_p99_ms) },
+          { label: 'Transformers.js', color: TJS, points: pts(tjs, (r) => r.ttft_p50_ms) },
+          { label: 'Transformers.js', color: TJS, dashed: true, points: pts(tjs, (r) => r.ttft_p99_ms) },
+        ],
+        goals: [],
+      },
+      {
+        title: 'Inter-token latency',
+        yLabel: 'ms (log scale)',
+        logY: true,
+        series: [
+          { label: 'kvserve', color: KV, points: pts(kv, (r) => r.itl_p50_ms) },
+          { label: 'kvserve', color: KV, dashed: true, points: pts(kv, (r) => r.itl_p99_ms) },
+          { label: 'Transformers.js', color: TJS, points: pts(tjs, (r) => r.itl_p50_ms) },
+          { label: 'Transformers.js', color: TJS, dashed: true, points: pts(tjs, (r) => r.itl_p99_ms) },
+        ],
+        goals: one ? [{ label: `p99 limit at ${GOAL_CLIENTS} clients: ${GOAL_ITL_X}× kvserve's at 1`, x: GOAL_CLIENTS, y: GOAL_ITL_X * one.itl_p99_ms }] : [],
+      },
+    ],
+  };
+}
+
+function writeOutputs(results: Results): void {
+  mkdirSync(dirname(OUT_JSON), { recursive: true });
+  writeFileSync(OUT_JSON, `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(OUT_SVG, renderChart(chartOf(results)));
+}
+
+if (process.argv.includes('--plot-only')) {
+  const results = JSON.parse(readFileSync(OUT_JSON, 'utf8')) as Results;
+  writeFileSync(OUT_SVG, renderChart(chartOf(results)));
+  process.stdout.write(`${table(results)}\n\nredrew ${relative(process.cwd(), OUT_SVG)}\n`);
+  process.exit(0);
+}
+
+// ---- the run ----
+
+const prompts = shakespearePrompts(readShakespeare(), { count: PROMPT_COUNT, minChars: PROMPT_MIN_CHARS, maxChars: PROMPT_MAX_CHARS, seed: SEED });
+const CONFIG = loadConfig(process.env);
+const started = performance.now();
+log(
+  `levels ${LEVELS.join(', ')}; servers ${TARGETS.map((t) => t.name).join(', ')}; ${MAX_TOKENS} tokens per request; ` +
+    `warm-up ≥ ${WARMUP_MS} ms, window ${WINDOW_MS} ms${QUICK ? ' (BENCH_QUICK)' : ''}`,
+);
+const details: Record<string, LoadResult[]> = Object.fromEntries(TARGETS.map((t) => [t.name, []]));
+for (const [i, clients] of LEVELS.entries()) {
+  const order = i % 2 === 0 ? TARGETS : [...TARGETS].reverse();
+  for (const target of order) {
+    const r = await measure(target, clients, prompts);
+    details[target.name]!.push(r);
+    log(
+      `${String(clients).padStart(2)} clients, ${target.name.padEnd(15)}: ${r.tokens_per_s.toFixed(1).padStart(7)} tok/s, ` +
+        `TTFT p50 ${r.ttft_ms.p50.toFixed(1)} p99 ${r.ttft_ms.p99.toFixed(1)} ms (n=${r.ttft_ms.n}), ` +
+        `ITL p50 ${r.itl_ms.p50.toFixed(2)} p99 ${r.itl_ms.p99.toFixed(2)} ms (n=${r.itl_ms.n}); ` +
+        `cached ${r.cached_prompt_tokens}/${r.prompt_tokens} prompt tokens; drain ${(r.drain_ms / 1000).toFixed(1)} s`,
+    );
+  }
+}
+
+const byClients = (rs: LoadResult[] | undefined): Row[] => (rs ?? []).map(rowOf).sort((a, b) => a.clients - b.clients);
+const kvRows = byClients(details.kvserve);
+const tjsRows = byClients(details['transformers.js']);
+const advantage = kvRows.flatMap((k) => {
+  const t = tjsRows.find((r) => r.clients === k.clients);
+  if (!t) return [];
+  return [
+    {
+      clients: k.clients,
+      tokens_per_s: round2(k.tokens_per_s / t.tokens_per_s),
+      ttft_p50: round2(t.ttft_p50_ms / k.ttft_p50_ms),
+      ttft_p99: round2(t.ttft_p99_ms / k.ttft_p99_ms),
+      itl_p50: round2(t.itl_p50_ms / k.itl_p50_ms),
+      itl_p99: round2(t.itl_p99_ms / k.itl_p99_ms),
+    },
+  ];
+});
+// Same model, same runtime, greedy: both servers should write the same text (a different
+// thread count or step shape can move a float by an ulp and flip a near-tie, hence a count, not an assertion).
+const [kvTexts, tjsTexts] = [checkTexts.get('kvserve'), checkTexts.get('transformers.js')];
+const sameText = kvTexts && tjsTexts ? kvTexts.filter((t, i) => t === tjsTexts[i]).length : null;
+if (sameText !== null) log(`greedy texts identical on ${sameText} of ${CHECK_PROMPTS} prompts`);
+
+const one = kvRows.find((r) => r.clients === 1);
+const atGoal = kvRows.find((r) => r.clients === GOAL_CLIENTS);
+const goal =
+  one && atGoal
+    ? (() => {
+        const tokensRatio = round2(atGoal.tokens_per_s / one.tokens_per_s);
+        const itlRatio = round2(atGoal.itl_p99_ms / one.itl_p99_ms);
+        return {
+          clients: GOAL_CLIENTS,
+          tokens_per_s_ratio: tokensRatio,
+          tokens_per_s_goal: GOAL_TOKENS_X,
+          itl_p99_ratio: itlRatio,
+          itl_p99_goal: GOAL_ITL_X,
+          met: tokensRatio >= GOAL_TOKENS_X && itlRatio <= GOAL_ITL_X,
+        };
+      })()
+    : null;
+
+/** The commit whose src/ was measured, with "+dirty" when src/ had uncommitted changes. */
+function kvserveCommit(): string {
+  try {
+    const git = (...args: string[]): string => execFileSync('git', args, { cwd: ROOT, encoding: 'utf8' }).trim();
+    return `${git('rev-parse', '--short', 'HEAD')}${git('status', '--porcelain', '--', 'src') === '' ? '' : '+dirty'}`;
+  } catch {
+    return 'unknown';
+  }
+}
+
+// The package does not export its package.json; read the installed copy.
+const tjsVersion = (JSON.parse(readFileSync(join(ROOT, 'node_modules/@huggingface/transformers/package.json'), 'utf8')) as { version: string }).version;
+const results: Results = {
+  rows: kvRows,
+  transformers_js: { rows: tjsRows },
+  advantage,
+  goal,
+  same_greedy_text: sameText === null ? null : { identical: sameText, of: CHECK_PROMPTS },
+  details: {
+    kvserve: details.kvserve ?? [],
+    transformers_js: details['transformers.js'] ?? [],
+  },
+  settings: {
+    levels: LEVELS,
+    max_tokens: MAX_TOKENS,
+    prompt_chars: [PROMPT_MIN_CHARS, PROMPT_MAX_CHARS],
+    prompts: PROMPT_COUNT,
+    seed: SEED,
+    warmup_ms: WARMUP_MS,
+    window_ms: WINDOW_MS,
+    drain_timeout_ms: DRAIN_TIMEOUT_MS,
+    quick: QUICK,
+    kvserve_threads: { prefill: CONFIG.model.threads ?? availableParallelism(), decode: CONFIG.model.decodeThreads ?? 1 },
+    transformers_js_threads: TJS_THREADS,
+  },
+  kvserve_commit: kvserveCommit(),
+  seconds: round1((performance.now() - started) / 1000),
+  date: new Date().toISOString(),
+  machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), os: `${platform()} ${release()}` },
+  node: process.version,
+  onnxruntime: ort.env.versions.node,
+  transformers_js_version: tjsVersion,
+};
+writeOutputs(results);
+process.stdout.write(
+  `${table(results)}\n\n${results.machine ? `${(results.machine as { cpu: string }).cpu}, ${availableParallelism()} cores` : ''}, Node ${process.version}, ` +
+    `onnxruntime-node ${ort.env.versions.node}, Transformers.js ${tjsVersion}; kvserve ${String(results.kvserve_commit)}; ${results.seconds} s; ` +
+    `wrote ${relative(process.cwd(), OUT_JSON)} and ${relative(process.cwd(), OUT_SVG)}\n`,
+);
