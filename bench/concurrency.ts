@@ -42,7 +42,7 @@
 // versions}, and bench/results/concurrency.svg (bench/lib/plot.ts).
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus, platform, release } from 'node:os';
+import { availableParallelism, cpus, loadavg, platform, release } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { loadConfig } from '../src/config.js';
@@ -261,6 +261,8 @@ if (process.argv.includes('--plot-only')) {
 const prompts = shakespearePrompts(readShakespeare(), { count: PROMPT_COUNT, minChars: PROMPT_MIN_CHARS, maxChars: PROMPT_MAX_CHARS, seed: SEED });
 const CONFIG = loadConfig(process.env);
 const started = performance.now();
+// The machine is shared: its load average before and after says how much others ran meanwhile.
+const loadBefore = loadavg().map(round2);
 log(
   `levels ${LEVELS.join(', ')}; servers ${TARGETS.map((t) => t.name).join(', ')}; ${MAX_TOKENS} tokens per request; ` +
     `warm-up ≥ ${WARMUP_MS} ms, window ${WINDOW_MS} ms${QUICK ? ' (BENCH_QUICK)' : ''}`,
@@ -358,6 +360,7 @@ const results: Results = {
   },
   kvserve_commit: kvserveCommit(),
   seconds: round1((performance.now() - started) / 1000),
+  loadavg: { before: loadBefore, after: loadavg().map(round2) },
   date: new Date().toISOString(),
   machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), os: `${platform()} ${release()}` },
   node: process.version,

@@ -82,7 +82,8 @@ function renderPanel(panel: Panel, chart: Chart, ox: number, oy: number): string
   const values = [...panel.series.flatMap((s) => s.points.map((p) => p.y)), ...panel.goals.map((g) => g.y)].filter(
     (v) => Number.isFinite(v) && (!panel.logY || v > 0),
   );
-  const yTicks = panel.logY ? logTicks(Math.min(...values), Math.max(...values)) : linearTicks(Math.max(...values));
+  // Headroom above the highest value keeps a goal line and its label clear of the panel title.
+  const yTicks = panel.logY ? logTicks(Math.min(...values), Math.max(...values) * 1.3) : linearTicks(Math.max(...values) * 1.12);
   const [yMin, yMax] = [yTicks[0]!, yTicks.at(-1)!];
   const yPos = panel.logY
     ? (v: number): number => y0 + h - ((Math.log10(v) - Math.log10(yMin)) / (Math.log10(yMax) - Math.log10(yMin))) * h
