@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# kvserve: build with dev dependencies, run with production dependencies only, as a
-# non-root user, with the shipped model baked in (override MODEL_DIR with a volume).
+# kvserve: build with dev dependencies, run with production dependencies only, as a non-root
+# user, with the shipped model baked in (MODEL_DIR points elsewhere for a mounted one).
+# test/docker/dockerfile.test.ts replays these steps; it accepts only the instructions it knows.
 
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
@@ -11,6 +12,10 @@ COPY src ./src
 RUN npm run build
 
 FROM node:20-bookworm-slim AS runtime
+LABEL org.opencontainers.image.title="kvserve" \
+      org.opencontainers.image.description="LLM text generation over an OpenAI-compatible API, with the KV cache as a managed resource" \
+      org.opencontainers.image.licenses="MIT"
+# Configuration is by environment variable (README: Configuration); these are the image's own.
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \
     PORT=8080 \
@@ -21,9 +26,11 @@ RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
 COPY config ./config
 COPY models ./models
+# Root owns every file; the service only reads them.
 USER node
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 8080) + '/health/ready').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-# Exec form: node is PID 1 and receives SIGTERM itself; kvserve handles it (graceful drain).
+# Exec form: node is PID 1 and receives SIGTERM itself; kvserve drains and exits 0. No init is
+# needed: kvserve starts no child processes (inference runs in a worker thread).
 CMD ["node", "dist/src/main.js"]
