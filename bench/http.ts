@@ -75,6 +75,7 @@ const engine = new Engine(
     contextLength: info.contextLength,
     cache: new KvCacheManager({ layout: info.layout, ...CONFIG.kvCache }),
     admissionTimeoutMs: CONFIG.kvCache.admissionTimeoutMs,
+    limits: CONFIG.scheduler,
   },
   (e) => listeners.get(e.id)?.(e),
 );

@@ -23,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import type { ForwardInput } from '../src/core/generation/model.js';
 import { defaultSampling } from '../src/core/generation/sampler.js';
+import { KvCache } from '../src/core/kv/kv-cache.js';
 import { type KvData, type KvLayout, allocKv } from '../src/core/kv/layout.js';
 import { loadConfig } from '../src/config.js';
 import { EngineClient, workerConfigOf } from '../src/engine/client.js';
@@ -79,15 +80,13 @@ const emptyPast = (layout: KvLayout): KvData[] => Array.from({ length: 2 * layou
 
 async function generateCached(model: OnnxDecoder, prompt: readonly number[], n: number): Promise<number[]> {
   const out: number[] = [];
-  let past: readonly KvData[] = emptyPast(model.layout);
-  let pastLength = 0;
+  const cache = KvCache.empty(model.layout);
   let feed = prompt;
   while (out.length < n) {
-    const res = await model.forward(step(feed, pastLength, past));
+    const res = await model.forward(step(feed, cache.length, cache.tensors));
     const token = argmax(res.logits(0, feed.length - 1));
     out.push(token);
-    past = res.present;
-    pastLength += feed.length;
+    cache.append(res.newKv, feed.length);
     feed = [token];
   }
   return out;
@@ -150,6 +149,20 @@ async function cachedVsRecompute(model: OnnxDecoder, prompt: readonly number[]):
  * Greedy generation straight against onnxruntime-node with the runtime's own session options
  * and prefill/decode split, so the baseline differs only in what the engine adds.
  */
+/** past [1, heads, p, d] and new [1, heads, s, d] → [1, heads, p + s, d] (float32). */
+function concatSlots(past: ort.Tensor, add: ort.Tensor): ort.Tensor {
+  const [, heads, p, d] = past.dims as number[];
+  const s = add.dims[2]!;
+  const a = past.data as Float32Array;
+  const b = add.data as Float32Array;
+  const out = new Float32Array(heads! * (p! + s) * d!);
+  for (let h = 0; h < heads!; h++) {
+    out.set(a.subarray(h * p! * d!, (h + 1) * p! * d!), h * (p! + s) * d!);
+    out.set(b.subarray(h * s * d!, (h + 1) * s * d!), (h * (p! + s) + p!) * d!);
+  }
+  return new ort.Tensor('float32', out, [1, heads!, p! + s, d!]);
+}
+
 class RawGreedy {
   private constructor(
     readonly prefill: ort.InferenceSession,
@@ -194,10 +207,14 @@ class RawGreedy {
       const last = (feed.length - 1) * vocab;
       const token = argmax((logits.data as Float32Array).subarray(last, last + vocab));
       out.push(token);
-      past = {};
+      // The shipped graphs return only the new tokens' keys and values: append them.
+      const next: Record<string, ort.Tensor> = {};
       for (const [name, tensor] of Object.entries(res)) {
-        if (name.startsWith('present.')) past[name.replace('present.', 'past_key_values.')] = tensor;
+        if (!name.startsWith('present.')) continue;
+        const pastName = name.replace('present.', 'past_key_values.');
+        next[pastName] = tensor.dims[2] === total ? tensor : concatSlots(past[pastName]!, tensor);
       }
+      past = next;
       pastLength = total;
       feed = [token];
     }

@@ -32,6 +32,16 @@ const schema = z.strictObject({
     /** How long a request may wait for KV room (all held by running requests) before a 503. */
     admissionTimeoutMs: z.number().int().min(0),
   }),
+  scheduler: z.strictObject({
+    /** Sequences running at once, i.e. the largest decode batch (continuous batching). */
+    maxRunning: z.number().int().positive().max(1024),
+    /** Requests waiting for a slot or KV room; beyond this a request gets 429 at once. */
+    maxQueued: z.number().int().min(0),
+    /** Prompt tokens prefilled per scheduler step (chunked prefill), over all newcomers. */
+    maxPrefillTokensPerStep: z.number().int().positive(),
+    /** A generation still unfinished this long after it arrived ends with request_timeout. */
+    requestTimeoutMs: z.number().int().positive(),
+  }),
   limits: z.strictObject({
     /** Larger request bodies get 413. */
     bodyLimitBytes: z.number().int().positive(),
@@ -65,6 +75,10 @@ const ENV: Record<string, { path: string[]; type: 'string' | 'int' }> = {
   KV_CACHE_BLOCK_SIZE: { path: ['kvCache', 'blockSize'], type: 'int' },
   SESSION_TTL_MS: { path: ['kvCache', 'sessionTtlMs'], type: 'int' },
   KV_ADMISSION_TIMEOUT_MS: { path: ['kvCache', 'admissionTimeoutMs'], type: 'int' },
+  MAX_RUNNING_SEQUENCES: { path: ['scheduler', 'maxRunning'], type: 'int' },
+  MAX_QUEUED_REQUESTS: { path: ['scheduler', 'maxQueued'], type: 'int' },
+  MAX_PREFILL_TOKENS_PER_STEP: { path: ['scheduler', 'maxPrefillTokensPerStep'], type: 'int' },
+  REQUEST_TIMEOUT_MS: { path: ['scheduler', 'requestTimeoutMs'], type: 'int' },
   BODY_LIMIT_BYTES: { path: ['limits', 'bodyLimitBytes'], type: 'int' },
   DEFAULT_MAX_TOKENS: { path: ['limits', 'defaultMaxTokens'], type: 'int' },
   SSE_HEARTBEAT_MS: { path: ['sse', 'heartbeatMs'], type: 'int' },

@@ -44,6 +44,8 @@ export const catalog = {
   kv_budget_exceeded: { status: 400, type: 'invalid_request_error', code: 'kv_budget_exceeded', description: "The request's KV cache at full length (prompt + max_tokens) would exceed the whole KV budget." },
   session_not_found: { status: 404, type: 'invalid_request_error', code: 'session_not_found', description: 'No session with that id (never created, expired or evicted).' },
   kv_cache_full: { status: 503, type: 'server_overloaded', code: 'kv_cache_full', description: 'Running requests hold the whole KV budget and none freed room within `kvCache.admissionTimeoutMs`; retry after `Retry-After` seconds.' },
+  queue_full: { status: 429, type: 'server_overloaded', code: 'queue_full', description: 'Every batch slot is busy and `scheduler.maxQueued` requests already wait; refused at once, retry after `Retry-After` seconds.' },
+  request_timeout: { status: 504, type: 'timeout_error', code: 'request_timeout', description: 'The generation did not finish within `scheduler.requestTimeoutMs` of its arrival (queued or running); a stream that already started ends with this error event.' },
   not_ready: { status: 503, type: 'server_error', code: 'not_ready', description: 'The engine is not ready (starting, shutting down, or its worker stopped).' },
   internal: { status: 500, type: 'server_error', code: 'internal_error', description: 'An unexpected failure; details are in the server log, never in the response.' },
 } as const satisfies Record<string, CatalogEntry>;

@@ -6,6 +6,11 @@ Writes config.json, generation_config.json, tokenizer.json, tokenizer_config.jso
 onnx/model.onnx (float32) and onnx/model_fp16.onnx (float16 weights, KV cache and logits;
 arithmetic stays float32 inside the graph), plus reference.json: logits computed by
 PyTorch for a fixed text, which the test suite compares with onnxruntime's.
+
+The graphs take Optimum's inputs, but their present.{i}.key|value outputs hold only the
+new tokens' keys and values [batch, kv_heads, sequence_length, head_dim]: kvserve keeps
+the cache itself, and a graph that concatenated and returned the whole cache copied it
+twice per step (see Attention in llama.py).
 """
 import argparse
 import json
@@ -69,11 +74,19 @@ class OnnxDecoder(nn.Module):
         self.io_dtype = io_dtype
 
     def forward(self, input_ids, attention_mask, position_ids, *flat_past):
-        past = [(flat_past[i].float(), flat_past[i + 1].float()) for i in range(0, len(flat_past), 2)]
+        # Casts only where the dtype changes: torch.onnx exports even a float32 -> float32
+        # .to() as a Cast node, which copies its whole tensor on every step.
+        def io(t):
+            return t if t.dtype == self.io_dtype else t.to(self.io_dtype)
+
+        def compute(t):
+            return t if t.dtype == torch.float32 else t.float()
+
+        past = [(compute(flat_past[i]), compute(flat_past[i + 1])) for i in range(0, len(flat_past), 2)]
         logits, presents = self.model(input_ids, attention_mask, position_ids, past)
-        out = [logits.to(self.io_dtype)]
+        out = [io(logits)]
         for k, v in presents:
-            out += [k.to(self.io_dtype), v.to(self.io_dtype)]
+            out += [io(k), io(v)]
         return tuple(out)
 
 
@@ -92,7 +105,9 @@ class HalfWeights(nn.Module):
 
 
 def export(model, path, io_dtype, cfg, fold):
+    """present.* hold the new tokens only, unless the model's attention has concat_past set."""
     L = cfg.num_hidden_layers
+    present_axis = "total_sequence_length" if model.layers[0].self_attn.concat_past else "sequence_length"
     names_in = ["input_ids", "attention_mask", "position_ids"]
     names_out = ["logits"]
     axes = {"input_ids": {0: "batch_size", 1: "sequence_length"},
@@ -104,7 +119,7 @@ def export(model, path, io_dtype, cfg, fold):
             names_in.append(f"past_key_values.{i}.{kv}")
             names_out.append(f"present.{i}.{kv}")
             axes[f"past_key_values.{i}.{kv}"] = {0: "batch_size", 2: "past_sequence_length"}
-            axes[f"present.{i}.{kv}"] = {0: "batch_size", 2: "total_sequence_length"}
+            axes[f"present.{i}.{kv}"] = {0: "batch_size", 2: present_axis}
     b, s, p = 2, 3, 4
     ids = torch.randint(0, 256, (b, s))
     mask = torch.ones(b, p + s, dtype=torch.long)

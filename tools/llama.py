@@ -1,8 +1,10 @@
 """A small Llama-architecture decoder in plain PyTorch (no transformers dependency).
 
 RMSNorm, rotary position embeddings driven by position_ids, SwiGLU MLP and
-grouped-query attention, with the Hugging Face Optimum decoder I/O contract:
-(input_ids, attention_mask, position_ids, past K/V per layer) -> (logits, present K/V).
+grouped-query attention, with the Hugging Face Optimum decoder inputs:
+(input_ids, attention_mask, position_ids, past K/V per layer) -> (logits, present K/V),
+where present holds only the new tokens' keys and values (the caller keeps the cache), or
+with `concat_past` set on every attention, past + new as Optimum's exports do.
 The same module is used for training (empty past) and for ONNX export.
 """
 from dataclasses import dataclass, asdict
@@ -62,6 +64,8 @@ class Attention(nn.Module):
         # cache's precision before use, so attention sees the same numbers whether they come
         # from the cache or were just computed (cached decoding == recomputation).
         self.kv_round_dtype = None
+        # True: the Hugging Face / Optimum form, whose `present` is past + new concatenated.
+        self.concat_past = False
 
     def forward(self, x, cos, sin, bias, past_k, past_v):
         b, s, _ = x.shape
@@ -73,21 +77,32 @@ class Attention(nn.Module):
         if self.kv_round_dtype is not None:
             k = k.to(self.kv_round_dtype).float()
             v = v.to(self.kv_round_dtype).float()
-        if past_k is not None:
-            k = torch.cat([past_k, k], dim=2)
-            v = torch.cat([past_v, v], dim=2)
-        present_k, present_v = k, v
         rep = self.n_heads // self.n_kv
-        t = k.shape[2]
         # GQA without repeating K/V: the `rep` query heads that share a KV head are stacked
         # along the query axis, so one matmul per KV head reads the cache once instead of
         # materialising `rep` copies of it (the copies dominated long-context decode steps).
         q = q.reshape(b, self.n_kv, rep * s, self.hd)
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.hd))  # [b, kv, rep*s, t]
+        scale = 1.0 / math.sqrt(self.hd)
+        split = past_k is not None and not self.concat_past
+        if split:
+            # Cache-reading form (the export's default): scores against the cached keys and
+            # against the new keys are computed apart and the probabilities applied to each
+            # value set apart, so the step reads the cache once and never copies it (a Concat
+            # of past and new wrote the whole cache again, and returning it as `present` made
+            # onnxruntime-node copy it a third time). Returns only the new keys and values.
+            c = past_k.shape[2]
+            att = torch.cat([q @ past_k.transpose(-2, -1), q @ k.transpose(-2, -1)], dim=-1) * scale
+        else:
+            if past_k is not None:
+                k = torch.cat([past_k, k], dim=2)
+                v = torch.cat([past_v, v], dim=2)
+            att = (q @ k.transpose(-2, -1)) * scale  # [b, kv, rep*s, t]
+        t = att.shape[-1]
         att = att.view(b, self.n_kv, rep, s, t) + bias[:, :, None]
         att = torch.softmax(att, dim=-1).view(b, self.n_kv, rep * s, t)
-        y = (att @ v).view(b, self.n_heads, s, self.hd).transpose(1, 2).reshape(b, s, self.n_heads * self.hd)
-        return self.o_proj(y), present_k, present_v
+        y = att[..., :c] @ past_v + att[..., c:] @ v if split else att @ v
+        y = y.view(b, self.n_heads, s, self.hd).transpose(1, 2).reshape(b, s, self.n_heads * self.hd)
+        return self.o_proj(y), k, v
 
 
 class MLP(nn.Module):

@@ -23,7 +23,7 @@ type Listener = (event: EngineEvent) => void;
 /** The worker's share of the service configuration. */
 export function workerConfigOf(config: Readonly<Config>): WorkerConfig {
   const { dir, file, threads, decodeThreads } = config.model;
-  return { modelDir: dir, onnxFile: file, threads, decodeThreads, kvCache: { ...config.kvCache } };
+  return { modelDir: dir, onnxFile: file, threads, decodeThreads, kvCache: { ...config.kvCache }, scheduler: { ...config.scheduler } };
 }
 
 export class EngineClient {

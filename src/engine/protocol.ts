@@ -1,5 +1,5 @@
 // Messages between the HTTP thread and the engine worker (structured-clone plain objects).
-import type { EngineEvent } from '../core/generation/engine.js';
+import type { EngineEvent, SchedulerLimits } from '../core/generation/engine.js';
 import type { SessionInfo } from '../core/kv/cache-manager.js';
 import type { EngineStats } from '../metrics/metrics.js';
 import type { GenerateRequest } from '../core/generation/sequence.js';
@@ -16,6 +16,7 @@ export interface WorkerConfig {
     sessionTtlMs: number;
     admissionTimeoutMs: number;
   };
+  scheduler: SchedulerLimits;
 }
 
 /** Request/response calls to the worker: method → [arguments, result]. */

@@ -18,7 +18,7 @@ try {
   const engine = new Engine(
     decoder,
     tokenizer,
-    { eosIds: info.eosIds, contextLength: info.contextLength, cache, admissionTimeoutMs: kvCache.admissionTimeoutMs },
+    { eosIds: info.eosIds, contextLength: info.contextLength, cache, admissionTimeoutMs: kvCache.admissionTimeoutMs, limits: config.scheduler },
     post,
   );
   // Idle sessions expire even when no request arrives to trigger the sweep.

@@ -94,6 +94,10 @@ function engineError(done: Done): ApiError {
   switch (done.errorCode) {
     case 'kv_cache_full':
       return apiError('kv_cache_full', done.error ?? 'KV cache full', null, { 'Retry-After': '1' });
+    case 'queue_full':
+      return apiError('queue_full', done.error ?? 'server at capacity', null, { 'Retry-After': '1' });
+    case 'request_timeout':
+      return apiError('request_timeout', done.error ?? 'request timed out');
     case 'kv_budget_exceeded':
       return apiError('kv_budget_exceeded', done.error ?? 'KV budget exceeded', 'max_tokens');
     case 'invalid_request':
@@ -145,7 +149,8 @@ export async function respond(
     stats.cachedTokens = done.usage.cachedTokens;
     metrics.promptTokens.inc(done.usage.promptTokens);
     metrics.generatedTokens.inc(done.usage.completionTokens);
-    if (done.errorCode && done.errorCode !== 'internal') {
+    // Refused before it ran (no queue time): a rejection, not a finished generation.
+    if (done.errorCode && done.errorCode !== 'internal' && done.queueMs === undefined) {
       metrics.rejected.inc({ reason: done.errorCode });
       return;
     }

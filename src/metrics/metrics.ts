@@ -4,7 +4,11 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { CacheSnapshot } from '../core/kv/cache-manager.js';
 import type { FinishReason } from '../core/generation/sequence.js';
+import type { EngineErrorCode } from '../core/generation/engine.js';
 import { BATCH_SIZE_BUCKETS, type BucketSnapshot, LATENCY_BUCKETS, newObservations } from '../core/stats/buckets.js';
+
+/** Why the engine refuses a request before it runs (kvserve_requests_rejected_total{reason}). */
+export const REJECT_REASONS = ['queue_full', 'kv_cache_full', 'kv_budget_exceeded', 'invalid_request', 'request_timeout'] as const satisfies readonly EngineErrorCode[];
 
 export interface EngineStats {
   cache: CacheSnapshot;
@@ -87,6 +91,7 @@ export class Metrics {
       this.#evictedBytes.inc({ reason }, 0);
     }
     for (const reason of ['stop', 'length', 'abort', 'error'] satisfies FinishReason[]) this.finished.inc({ reason }, 0);
+    for (const reason of REJECT_REASONS) this.rejected.inc({ reason }, 0);
   }
 
   /** Brings the engine-side metrics up to date from a stats snapshot (called at scrape time). */

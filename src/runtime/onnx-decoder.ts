@@ -1,5 +1,10 @@
 // The only module that talks to onnxruntime-node: loads a decoder graph, discovers its KV
 // layout from the graph's own inputs and outputs, and runs one forward step.
+//
+// Two graph forms are served. kvserve's exports return in present.* only the new tokens'
+// keys and values (the engine keeps the cache); Hugging Face Optimum exports return past
+// and new concatenated, from which the new part is cut here. Same inputs, same results:
+// the first form just skips copying the whole cache twice per step (tools/llama.py).
 import * as ort from 'onnxruntime-node';
 import { availableParallelism } from 'node:os';
 import type { DecoderModel, ForwardInput, ForwardOutput } from '../core/generation/model.js';
@@ -87,6 +92,21 @@ function int64(values: ArrayLike<number>): BigInt64Array {
   return out;
 }
 
+/** The new tokens' part of a present tensor: all of it, or its last seqLen slots (Optimum form). */
+function newPart(present: ort.Tensor, pastLength: number, seqLen: number): KvData {
+  const data = present.data as KvData;
+  const [batch, heads, slots, headDim] = present.dims as number[];
+  if (slots === seqLen) return data;
+  if (slots !== pastLength + seqLen) throw new Error(`present has ${slots} positions; expected ${seqLen} or ${pastLength + seqLen}`);
+  const out = data instanceof Float32Array ? new Float32Array(batch! * heads! * seqLen * headDim!) : new Uint16Array(batch! * heads! * seqLen * headDim!);
+  const row = seqLen * headDim!;
+  for (let bh = 0; bh < batch! * heads!; bh++) {
+    const from = (bh * slots + pastLength) * headDim!;
+    out.set(data.subarray(from, from + row), bh * row);
+  }
+  return out;
+}
+
 export class OnnxDecoder implements DecoderModel {
   readonly layout: KvLayout;
   readonly vocabSize: number;
@@ -140,11 +160,14 @@ export class OnnxDecoder implements DecoderModel {
     const feeds: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor('int64', int64(input.inputIds), [batch, seqLen]),
     };
+    const valid = input.pastValid;
     if (this.#graph.hasAttentionMask) {
       const total = pastLength + seqLen;
       const mask = new BigInt64Array(batch * total).fill(1n);
-      for (let b = 0; b < batch && input.padding; b++) mask.fill(0n, b * total, b * total + input.padding[b]!);
+      for (let b = 0; b < batch && valid; b++) mask.fill(0n, b * total + valid[b]!, b * total + pastLength);
       feeds.attention_mask = new ort.Tensor('int64', mask, [batch, total]);
+    } else if (valid && Array.prototype.some.call(valid, (v: number) => v !== pastLength)) {
+      throw new Error('this graph has no attention_mask input: every past slot must hold a token');
     }
     if (this.#graph.hasPositionIds) {
       feeds.position_ids = new ort.Tensor('int64', int64(input.positionIds), [batch, seqLen]);
@@ -156,11 +179,11 @@ export class OnnxDecoder implements DecoderModel {
     const session = batch * seqLen >= PREFILL_MIN_TOKENS ? this.#prefill : this.#decode;
     const out = await session.run(feeds);
     const logits = out.logits!.data as Float32Array | Uint16Array;
-    const present = this.#presentNames.map((n) => out[n]!.data as KvData);
+    const newKv = this.#presentNames.map((n) => newPart(out[n]!, pastLength, seqLen));
     const vocab = this.vocabSize;
     const scratch = this.#scratch;
     return {
-      present,
+      newKv,
       logits(b: number, s: number): Float32Array {
         const start = (b * seqLen + s) * vocab;
         const row = logits.subarray(start, start + vocab);

@@ -1,5 +1,5 @@
 // Drives the in-process Engine on the real model and collects each request's events.
-import { Engine, type EngineEvent } from '../../src/core/generation/engine.js';
+import { Engine, type EngineEvent, type SchedulerLimits } from '../../src/core/generation/engine.js';
 import type { GenerateRequest } from '../../src/core/generation/sequence.js';
 import { defaultSampling, type SamplingParams } from '../../src/core/generation/sampler.js';
 import type { LoadedModel } from '../../src/runtime/load-model.js';
@@ -21,7 +21,13 @@ export class EngineHarness {
 
   constructor(
     model: LoadedModel,
-    overrides: { eosIds?: number[]; contextLength?: number; cache?: KvCacheManager; admissionTimeoutMs?: number } = {},
+    overrides: {
+      eosIds?: number[];
+      contextLength?: number;
+      cache?: KvCacheManager;
+      admissionTimeoutMs?: number;
+      limits?: Partial<SchedulerLimits>;
+    } = {},
   ) {
     this.#model = model;
     const cache =
@@ -34,6 +40,7 @@ export class EngineHarness {
         contextLength: overrides.contextLength ?? model.info.contextLength,
         cache,
         admissionTimeoutMs: overrides.admissionTimeoutMs ?? 1000,
+        limits: { maxRunning: 16, maxQueued: 64, maxPrefillTokensPerStep: 256, requestTimeoutMs: 60_000, ...overrides.limits },
       },
       (e) => this.#listeners.get(e.id)?.(e),
     );

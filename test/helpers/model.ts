@@ -24,7 +24,7 @@ export async function runAll(model: DecoderModel, tokens: number[], cache = KvCa
     positionIds: tokens.map((_, i) => past + i),
     past: cache.tensors,
   });
-  cache.replace(out.present, past + tokens.length);
+  cache.append(out.newKv, tokens.length);
   return { rows: tokens.map((_, i) => Float32Array.from(out.logits(0, i))), cache };
 }
 

@@ -111,7 +111,7 @@ export interface LeaseLike {
   readonly cachedTokens: number;
 }
 export interface ManagerLike<L extends LeaseLike> {
-  grow(lease: L, kv: KvCache): void;
+  grow(lease: L, tokens: number): void;
   release(lease: L, final?: { kv: KvCache; tokens: readonly number[] }): void;
 }
 
@@ -148,7 +148,7 @@ export class SimulatedRun<L extends LeaseLike> {
     const length = this.steps === 0 ? this.prompt.length : this.kv.length + 1;
     this.kv = extendKv(this.kv, this.tenant, this.sequence, length);
     this.steps++;
-    manager.grow(this.lease, this.kv);
+    manager.grow(this.lease, this.kv.length);
   }
 
   /** Runs the remaining steps and releases, keeping the cache (as the engine does) unless `keep` is false. */

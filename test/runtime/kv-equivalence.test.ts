@@ -61,26 +61,48 @@ for (const variant of variants) {
   });
 }
 
-t.test('left-padded rows in one batch give the same logits as each row alone', async (t) => {
+t.test('rows with unused past slots in one batch give the logits of each row alone', async (t) => {
   const { decoder, tokenizer } = await loadModel(MODEL_DIR);
   t.teardown(() => decoder.close());
-  const rows = ['ROMEO:\nWhat', 'JULIET:\nO Romeo, Romeo!'].map((s) => tokenizer.encode(s));
-  const width = Math.max(...rows.map((r) => r.length));
-  const padding = rows.map((r) => width - r.length);
-  const empty = KvCache.empty(decoder.layout).tensors;
-  const out = await decoder.forward({
-    batch: rows.length,
-    seqLen: width,
-    pastLength: 0,
-    inputIds: rows.flatMap((r, b) => [...new Array<number>(padding[b]!).fill(0), ...r]),
-    // Padding slots get position 0; real tokens count from 0 (cumsum(mask) - 1).
-    positionIds: rows.flatMap((r, b) => [...new Array<number>(padding[b]!).fill(0), ...r.map((_, i) => i)]),
-    padding,
-    past: empty.map((e) => e),
-  });
-  for (const [b, row] of rows.entries()) {
-    const alone = (await runAll(decoder, row)).rows.at(-1)!;
-    const diff = maxAbsDiff(Float32Array.from(out.logits(b, width - 1)), alone);
-    t.ok(diff <= 1e-5, `row ${b} (${padding[b]} padding slots): max |Δlogit| ${diff.toExponential(2)}`);
+  const { kvHeads, headDim, layers } = decoder.layout;
+  const prompts = ['ROMEO:\nWhat', 'JULIET:\nO Romeo, Romeo! wherefore art thou', 'KING:'].map((s) => tokenizer.encode(s));
+  // Each row alone: its prompt but the last token cached, then one step feeding the last token.
+  const caches: KvCache[] = [];
+  const alone: Float32Array[] = [];
+  for (const p of prompts) {
+    const { cache } = await runAll(decoder, p.slice(0, -1));
+    caches.push(cache);
+    const copy = KvCache.of(decoder.layout, cache.tensors.map((x) => x.slice()), cache.length);
+    alone.push((await runAll(decoder, p.slice(-1), copy)).rows[0]!);
   }
+  // One batch: every row's cache in its first slots, the unused slots after it full of junk.
+  const lengths = caches.map((c) => c.length);
+  const slots = Math.max(...lengths) + 7;
+  const past = Array.from({ length: 2 * layers }, (_, i) => {
+    const buf = new Float32Array(prompts.length * kvHeads * slots * headDim).fill(1e4);
+    for (const [b, c] of caches.entries()) {
+      for (let h = 0; h < kvHeads; h++) {
+        const n = c.length * headDim;
+        buf.set((c.tensors[i] as Float32Array).subarray(h * n, (h + 1) * n), (b * kvHeads + h) * slots * headDim);
+      }
+    }
+    return buf;
+  });
+  const out = await decoder.forward({
+    batch: prompts.length,
+    seqLen: 1,
+    pastLength: slots,
+    inputIds: prompts.map((p) => p.at(-1)!),
+    positionIds: lengths,
+    pastValid: lengths,
+    past,
+  });
+  for (const [b, row] of alone.entries()) {
+    const diff = maxAbsDiff(Float32Array.from(out.logits(b, 0)), row);
+    t.ok(diff <= 1e-5, `row ${b} (${lengths[b]} tokens, ${slots - lengths[b]!} unused slots): max |Δlogit| ${diff.toExponential(2)}`);
+    t.equal(argmax(out.logits(b, 0)), argmax(row), `row ${b}: same greedy token`);
+  }
+  // The new keys/values come back per row, one slot each.
+  t.equal(out.newKv.length, 2 * layers);
+  t.equal(out.newKv[0]!.length, prompts.length * kvHeads * headDim);
 });

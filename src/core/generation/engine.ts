@@ -1,16 +1,34 @@
-// The generation loop: owns every running sequence and advances them one model step at a
-// time (prefill the uncached prompt once, then one token per step from the cached keys and
-// values). The KV cache manager admits each request, hands it any reusable prefix, and takes
-// its cache back when it ends. Results leave through an event sink so the same engine runs
-// in a worker or in-process.
+// The scheduler: continuous batching over the running sequences.
+//
+// Each iteration (a "step") first prefills newcomers' prompts, in chunks of at most
+// maxPrefillTokensPerStep tokens in total, then advances every decoding sequence by one token
+// in ONE batched model call. A sequence whose prompt is done joins the batch at that same
+// step; a finished or aborted one leaves at once and frees its slot for the queue.
+//
+// Prefill runs as its own model call, chunked, rather than mixed into the decode call. Measured
+// on 2 cores (2026-11-29, shipped model): a 1,024-token prompt costs ~70–85 ms in one call and
+// about the same in 256-token chunks, while a batched decode step of 16 sequences costs ~3 ms;
+// a whole prompt in one call would freeze every running stream for its full prefill, a chunk
+// delays them by one chunk (~17 ms) per step. A mixed call would need per-row sequence lengths,
+// which the decoder graph does not take. The chunks are cut at fixed offsets of each prompt,
+// so a request computes the same numbers whoever runs beside it.
+//
+// Admission: first come, first served. A request runs when a batch slot (maxRunning) is free
+// and the KV cache manager can reserve its worst-case cache; otherwise it queues, up to
+// maxQueued, beyond which it is refused at once (queue_full → 429). A request that waits for
+// KV room longer than admissionTimeoutMs is refused (kv_cache_full → 503), and any request
+// still unfinished after requestTimeoutMs ends (request_timeout). Results leave through an
+// event sink so the same engine runs in a worker or in-process.
 import type { KvCacheManager, Lease } from '../kv/cache-manager.js';
+import type { KvCache } from '../kv/kv-cache.js';
 import { BATCH_SIZE_BUCKETS, BucketHistogram, type BucketSnapshot, LATENCY_BUCKETS } from '../stats/buckets.js';
+import { DecodeBatch } from './batch.js';
 import type { TokenDecoder } from './detokenizer.js';
 import type { DecoderModel } from './model.js';
 import { type FinishReason, type GenerateRequest, Sequence, type Usage } from './sequence.js';
 
 /** Why a request failed, for the HTTP layer to map onto a status. */
-export type EngineErrorCode = 'kv_cache_full' | 'kv_budget_exceeded' | 'invalid_request' | 'internal';
+export type EngineErrorCode = 'kv_cache_full' | 'kv_budget_exceeded' | 'invalid_request' | 'queue_full' | 'request_timeout' | 'internal';
 
 export type EngineEvent =
   | { type: 'delta'; id: string; text: string }
@@ -20,11 +38,22 @@ export type EngineEvent =
       finishReason: FinishReason;
       text: string;
       usage: Usage;
-      /** Time the request waited for admission (KV room) before it ran. */
+      /** Time the request waited in the queue before it ran. */
       queueMs?: number;
       error?: string;
       errorCode?: EngineErrorCode;
     };
+
+export interface SchedulerLimits {
+  /** Sequences running at once: the largest decode batch. */
+  maxRunning: number;
+  /** Requests waiting for a slot or KV room; one more is refused at once. */
+  maxQueued: number;
+  /** Prompt tokens prefilled per step, over all newcomers (also the chunk size). */
+  maxPrefillTokensPerStep: number;
+  /** A request still unfinished this long after it arrived ends with request_timeout. */
+  requestTimeoutMs: number;
+}
 
 export interface EngineOptions {
   eosIds: readonly number[];
@@ -32,19 +61,23 @@ export interface EngineOptions {
   cache: KvCacheManager;
   /** How long a request may wait for KV room before it is refused. */
   admissionTimeoutMs: number;
+  limits: SchedulerLimits;
 }
 
 interface Waiting {
   id: string;
   request: GenerateRequest;
-  timer: NodeJS.Timeout;
   since: number;
+  /** Started the first time the request could not get KV room. */
+  kvTimer?: NodeJS.Timeout;
 }
 
 interface Running {
   seq: Sequence;
   lease: Lease;
   queueMs: number;
+  /** In the decode batch (else still prefilling its prompt). */
+  decoding: boolean;
 }
 
 export class Engine {
@@ -52,20 +85,31 @@ export class Engine {
   readonly #decoder: TokenDecoder;
   readonly #eos: ReadonlySet<number>;
   readonly #options: EngineOptions;
+  readonly #limits: SchedulerLimits;
   readonly #sink: (event: EngineEvent) => void;
   readonly #running = new Map<string, Running>();
-  /** Admitted in arrival order once KV room frees up. */
+  /** Running sequences still prefilling, in arrival order. */
+  readonly #prefilling: Running[] = [];
+  readonly #batch: DecodeBatch<Running>;
+  /** Admitted in arrival order as slots and KV room free up. */
   readonly #waiting = new Map<string, Waiting>();
+  readonly #deadlines = new Map<string, NodeJS.Timeout>();
   #loop: Promise<void> | undefined;
   readonly #batchSizes = new BucketHistogram(BATCH_SIZE_BUCKETS);
   readonly #stepSeconds = new BucketHistogram(LATENCY_BUCKETS);
 
   constructor(model: DecoderModel, decoder: TokenDecoder, options: EngineOptions, sink: (e: EngineEvent) => void) {
+    const { limits } = options;
+    if (!(limits.maxRunning >= 1 && limits.maxQueued >= 0 && limits.maxPrefillTokensPerStep >= 1 && limits.requestTimeoutMs > 0)) {
+      throw new RangeError(`invalid scheduler limits ${JSON.stringify(limits)}`);
+    }
     this.#model = model;
     this.#decoder = decoder;
     this.#eos = new Set(options.eosIds);
     this.#options = options;
+    this.#limits = limits;
     this.#sink = sink;
+    this.#batch = new DecodeBatch(model.layout);
   }
 
   get running(): number {
@@ -76,19 +120,18 @@ export class Engine {
     return this.#waiting.size;
   }
 
+  get cache(): KvCacheManager {
+    return this.#options.cache;
+  }
+
   /** Batch size and duration of every step so far, for /metrics. */
   stepStats(): { batchSize: BucketSnapshot; durationSeconds: BucketSnapshot } {
     return { batchSize: this.#batchSizes.snapshot(), durationSeconds: this.#stepSeconds.snapshot() };
   }
 
-  get cache(): KvCacheManager {
-    return this.#options.cache;
-  }
-
   submit(id: string, req: GenerateRequest): void {
-    if (this.#running.has(id) || this.#waiting.has(id)) throw new Error(`duplicate request id ${id}`);
-    const refuse = (errorCode: EngineErrorCode, error: string) =>
-      this.#sink({ type: 'done', id, finishReason: 'error', text: '', usage: emptyUsage(req), error, errorCode });
+    if (this.#running.has(id) || this.#waiting.has(id) || this.#deadlines.has(id)) throw new Error(`duplicate request id ${id}`);
+    const refuse = (errorCode: EngineErrorCode, error: string) => this.#refuse(id, req, errorCode, error);
     if (req.promptIds.length === 0) return refuse('invalid_request', 'promptIds must not be empty');
     if (req.promptIds.length >= this.#options.contextLength) {
       return refuse('invalid_request', `prompt of ${req.promptIds.length} tokens leaves no room in a context of ${this.#options.contextLength}`);
@@ -101,24 +144,22 @@ export class Engine {
         `the request needs up to ${cache.worstCaseBytes(req.promptIds.length, req.maxTokens)} bytes of KV cache; the budget is ${cache.maxBytes}`,
       );
     }
-    if (this.#waiting.size > 0 || !this.#admit(id, req, 0)) {
-      const timer = setTimeout(() => {
-        this.#waiting.delete(id);
-        refuse('kv_cache_full', 'the KV cache is full of running requests; retry shortly');
-        // The head of the queue is gone: those behind it may fit now.
-        this.#admitWaiting();
-      }, this.#options.admissionTimeoutMs);
-      this.#waiting.set(id, { id, request: req, timer, since: performance.now() });
+    const since = performance.now();
+    if (this.#waiting.size === 0 && this.#admit(id, req, since) === 'admitted') return this.#setDeadline(id);
+    if (this.#waiting.size >= this.#limits.maxQueued) {
+      return refuse('queue_full', `the server is at capacity: ${this.#running.size} requests running and ${this.#waiting.size} queued; retry shortly`);
     }
+    this.#waiting.set(id, { id, request: req, since });
+    this.#setDeadline(id);
+    this.#admitWaiting();
   }
 
   /** Takes effect at the next step boundary: the sequence computes no further token. */
   abort(id: string): void {
     const waiting = this.#waiting.get(id);
     if (waiting) {
-      clearTimeout(waiting.timer);
-      this.#waiting.delete(id);
-      this.#sink({ type: 'done', id, finishReason: 'abort', text: '', usage: emptyUsage(waiting.request) });
+      this.#dequeue(waiting);
+      this.#done(id, { finishReason: 'abort', text: '', usage: emptyUsage(waiting.request) });
     }
     const running = this.#running.get(id);
     if (running) running.seq.aborted = true;
@@ -129,45 +170,88 @@ export class Engine {
     while (this.#loop) await this.#loop;
   }
 
-  #admit(id: string, req: GenerateRequest, queueMs: number): boolean {
+  #setDeadline(id: string): void {
+    const timer = setTimeout(() => this.#timeout(id), this.#limits.requestTimeoutMs);
+    timer.unref?.();
+    this.#deadlines.set(id, timer);
+  }
+
+  #timeout(id: string): void {
+    const waiting = this.#waiting.get(id);
+    if (waiting) {
+      this.#dequeue(waiting);
+      this.#refuse(id, waiting.request, 'request_timeout', `the request waited ${this.#limits.requestTimeoutMs} ms in the queue without starting`);
+    }
+    const running = this.#running.get(id);
+    if (running) running.seq.timedOut = true;
+  }
+
+  /** Every request ends here, exactly once: its single `done` event. */
+  #done(id: string, event: Omit<Extract<EngineEvent, { type: 'done' }>, 'type' | 'id'>): void {
+    clearTimeout(this.#deadlines.get(id));
+    this.#deadlines.delete(id);
+    this.#sink({ type: 'done', id, ...event });
+  }
+
+  #refuse(id: string, req: GenerateRequest, errorCode: EngineErrorCode, error: string): void {
+    this.#done(id, { finishReason: 'error', text: '', usage: emptyUsage(req), error, errorCode });
+  }
+
+  #dequeue(w: Waiting): void {
+    clearTimeout(w.kvTimer);
+    this.#waiting.delete(w.id);
+  }
+
+  #admit(id: string, req: GenerateRequest, since: number): 'admitted' | 'no_slot' | 'no_kv' {
+    if (this.#running.size >= this.#limits.maxRunning) return 'no_slot';
     const lease = this.#options.cache.acquire({
       tenant: req.tenant ?? 'default',
       sessionId: req.sessionId,
       promptIds: req.promptIds,
       maxTokens: req.maxTokens,
     });
-    if (!lease) return false;
-    this.#running.set(id, { seq: new Sequence(id, req, lease.kv, this.#decoder), lease, queueMs });
+    if (!lease) return 'no_kv';
+    const r: Running = { seq: new Sequence(id, req, lease.kv, this.#decoder), lease, queueMs: performance.now() - since, decoding: false };
+    this.#running.set(id, r);
+    this.#prefilling.push(r);
     this.#loop ??= this.#run();
-    return true;
+    return 'admitted';
   }
 
-  /** Admits waiting requests, first come first served, while they fit. */
+  /** Admits waiting requests, first come first served, while slots and KV room allow. */
   #admitWaiting(): void {
     for (const w of this.#waiting.values()) {
-      if (!this.#admit(w.id, w.request, performance.now() - w.since)) return;
-      clearTimeout(w.timer);
-      this.#waiting.delete(w.id);
+      const result = this.#admit(w.id, w.request, w.since);
+      if (result === 'admitted') {
+        this.#dequeue(w);
+        continue;
+      }
+      if (result === 'no_kv' && !w.kvTimer) {
+        w.kvTimer = setTimeout(() => {
+          // Room may have freed without a finish to notice it (a session expired).
+          this.#admitWaiting();
+          if (!this.#waiting.has(w.id)) return;
+          this.#dequeue(w);
+          this.#refuse(w.id, w.request, 'kv_cache_full', 'the KV cache is full of running requests; retry shortly');
+          // The head of the queue is gone: those behind it may fit now.
+          this.#admitWaiting();
+        }, this.#options.admissionTimeoutMs);
+      }
+      return;
     }
   }
 
   async #run(): Promise<void> {
     try {
       while (this.#running.size > 0) {
+        const start = performance.now();
         for (const r of [...this.#running.values()]) {
-          if (r.seq.aborted) {
-            this.#finish(r, 'abort', '');
-            continue;
-          }
-          try {
-            const start = performance.now();
-            await this.#step(r);
-            this.#batchSizes.observe(1);
-            this.#stepSeconds.observe((performance.now() - start) / 1000);
-          } catch (err) {
-            this.#finish(r, 'error', '', (err as Error).message);
-          }
+          if (r.seq.aborted) this.#finish(r, 'abort', '');
+          else if (r.seq.timedOut) this.#fail(r, 'request_timeout', `the request ran past ${this.#limits.requestTimeoutMs} ms`);
         }
+        await this.#prefillStep();
+        if (this.#batch.size > 0) await this.#decodeStep();
+        this.#stepSeconds.observe((performance.now() - start) / 1000);
       }
     } finally {
       // Cleared in the same tick as the emptiness check above, so a submit() can never
@@ -176,48 +260,113 @@ export class Engine {
     }
   }
 
-  async #step(r: Running): Promise<void> {
-    const { seq, lease } = r;
-    const tokens = seq.pendingTokens();
-    const past = seq.kv.length;
-    const total = past + tokens.length;
+  /** Prefill chunks, first come first served, up to the step's token budget. */
+  async #prefillStep(): Promise<void> {
+    let budget = this.#limits.maxPrefillTokensPerStep;
+    for (const r of [...this.#prefilling]) {
+      const chunk = Math.min(r.seq.promptLeft, this.#limits.maxPrefillTokensPerStep);
+      if (chunk > budget) return;
+      budget -= chunk;
+      try {
+        await this.#prefillChunk(r, chunk);
+      } catch (err) {
+        this.#fail(r, 'internal', (err as Error).message);
+      }
+    }
+  }
+
+  async #prefillChunk(r: Running, n: number): Promise<void> {
+    const { seq } = r;
+    const kv = seq.kv!;
+    const past = kv.length;
     const out = await this.#model.forward({
       batch: 1,
-      seqLen: tokens.length,
+      seqLen: n,
       pastLength: past,
-      inputIds: tokens,
-      positionIds: tokens.map((_, i) => past + i),
-      past: seq.kv.tensors,
+      inputIds: seq.promptIds.slice(past, past + n),
+      positionIds: Array.from({ length: n }, (_, i) => past + i),
+      past: kv.tensors,
     });
-    seq.kv.replace(out.present, total);
-    this.#options.cache.grow(lease, seq.kv);
-    const token = seq.sampler.sample(out.logits(0, tokens.length - 1));
-    seq.generated.push(token);
+    if (!this.#running.has(seq.id)) return;
+    kv.append(out.newKv, n);
+    seq.length = kv.length;
+    this.#options.cache.grow(r.lease, kv.length);
+    if (seq.promptLeft > 0) return;
+    this.#prefilling.splice(this.#prefilling.indexOf(r), 1);
+    if (this.#accept(r, seq.sampler.sample(out.logits(0, n - 1)))) {
+      this.#batch.add(r, kv);
+      seq.kv = undefined;
+      r.decoding = true;
+    }
+  }
 
+  /** One token for every sequence in the batch, in one model call. */
+  async #decodeStep(): Promise<void> {
+    const batch = this.#batch;
+    const rows = [...batch.items];
+    const lengths = [...batch.lengths];
+    let out;
+    try {
+      out = await this.#model.forward({
+        batch: rows.length,
+        seqLen: 1,
+        pastLength: batch.slots,
+        inputIds: rows.map((r) => r.seq.lastToken),
+        positionIds: lengths,
+        pastValid: lengths,
+        past: batch.past(),
+      });
+    } catch (err) {
+      for (const r of rows) this.#fail(r, 'internal', (err as Error).message);
+      return;
+    }
+    // Rows cannot change during the call: only this loop adds or removes them.
+    batch.append(out.newKv);
+    this.#batchSizes.observe(rows.length);
+    for (const [b, r] of rows.entries()) {
+      r.seq.length = lengths[b]! + 1;
+      this.#options.cache.grow(r.lease, r.seq.length);
+      this.#accept(r, r.seq.sampler.sample(out.logits(b, 0)));
+    }
+  }
+
+  /** Takes a sampled token: emits its text, or finishes the sequence. Returns whether it goes on. */
+  #accept(r: Running, token: number): boolean {
+    const { seq } = r;
+    seq.generated.push(token);
     if (!seq.ignoreEos && this.#eos.has(token)) return this.#finish(r, 'stop', seq.flush());
     const { text, stopped } = seq.acceptText(token);
     if (stopped) return this.#finish(r, 'stop', text);
-    // total + 1 is the sequence length once the token just sampled is counted.
-    if (seq.generated.length >= seq.maxTokens || total + 1 >= this.#options.contextLength) {
+    // length + 1 is the sequence length once the token just sampled is counted.
+    if (seq.generated.length >= seq.maxTokens || seq.length + 1 >= this.#options.contextLength) {
       return this.#finish(r, 'length', text + seq.flush());
     }
     if (text) this.#sink({ type: 'delta', id: seq.id, text });
+    return true;
   }
 
-  #finish({ seq, lease, queueMs }: Running, finishReason: FinishReason, text: string, error?: string): void {
-    this.#running.delete(seq.id);
+  #fail(r: Running, errorCode: EngineErrorCode, error: string): void {
+    this.#finish(r, 'error', '', { error, errorCode });
+  }
+
+  /** Ends a running sequence: its cache goes back to the pool, its slot to the queue. Returns false. */
+  #finish(r: Running, finishReason: FinishReason, text: string, failure?: { error: string; errorCode: EngineErrorCode }): false {
+    const { seq, lease, queueMs } = r;
+    if (!this.#running.delete(seq.id)) return false;
+    let kv: KvCache | undefined;
+    if (r.decoding) {
+      kv = this.#batch.remove(r);
+    } else {
+      kv = seq.kv;
+      const i = this.#prefilling.indexOf(r);
+      if (i >= 0) this.#prefilling.splice(i, 1);
+    }
     // A failed step may have left the cache half-updated: keep nothing from it.
-    this.#options.cache.release(lease, finishReason === 'error' ? undefined : { kv: seq.kv, tokens: seq.cachedSequence() });
-    this.#sink({
-      type: 'done',
-      id: seq.id,
-      finishReason,
-      text,
-      usage: seq.usage(),
-      queueMs,
-      ...(error ? { error, errorCode: 'internal' as const } : {}),
-    });
+    const keep = finishReason === 'error' && failure?.errorCode === 'internal' ? undefined : kv;
+    this.#options.cache.release(lease, keep ? { kv: keep, tokens: seq.cachedSequence() } : undefined);
+    this.#done(seq.id, { finishReason, text, usage: seq.usage(), queueMs, ...failure });
     this.#admitWaiting();
+    return false;
   }
 }
 

@@ -3,10 +3,13 @@
 import type { KvData, KvLayout } from '../kv/layout.js';
 
 /**
- * One model call. Rows are left-padded to a common past length:
+ * One model call. `past` holds `pastLength` slots per row; row b's first pastValid[b] slots
+ * are its tokens, the slots after them are unused (masked out, whatever they contain):
  *
- *   attention_mask row b:  [0 0 1 1 1 1 | 1]   (past: 2 pads + 4 real | seqLen new tokens)
- *   position_ids row b:                [4]   (= real tokens before it)
+ *   attention_mask row b:  [1 1 1 1 0 0 | 1]   (past: 4 tokens + 2 unused slots | seqLen new tokens)
+ *   position_ids row b:                [4]   (= pastValid[b] + i)
+ *
+ * The caller owns the cache: the model returns only the new tokens' keys and values.
  */
 export interface ForwardInput {
   batch: number;
@@ -16,12 +19,8 @@ export interface ForwardInput {
   inputIds: ArrayLike<number>;
   /** batch × seqLen positions, row-major. */
   positionIds: ArrayLike<number>;
-  /**
-   * Left-padding slots per row: the first padding[b] of row b's pastLength + seqLen positions
-   * are masked out. Omitted: no padding. (The runtime builds the mask itself, so a step never
-   * spends work proportional to the whole context on it.)
-   */
-  padding?: ArrayLike<number>;
+  /** Per row, how many leading past slots hold tokens. Omitted: all pastLength. */
+  pastValid?: ArrayLike<number>;
   /** 2 × layers tensors [batch, kv_heads, pastLength, head_dim]; layer i: key 2i, value 2i+1. */
   past: readonly KvData[];
 }
@@ -29,8 +28,8 @@ export interface ForwardInput {
 export interface ForwardOutput {
   /** Logits of row b at new position s, as float32 (a view or a fresh copy; read before the next call). */
   logits(b: number, s: number): Float32Array;
-  /** 2 × layers tensors [batch, kv_heads, pastLength + seqLen, head_dim]. */
-  present: KvData[];
+  /** The new tokens' keys and values: 2 × layers tensors [batch, kv_heads, seqLen, head_dim]. */
+  newKv: KvData[];
 }
 
 export interface DecoderModel {

@@ -1,5 +1,6 @@
-// One request's generation state: its prompt, its own KV cache, sampler, detokenizer and
-// stop matcher. The engine advances it one model step at a time.
+// One request's generation state: its prompt, sampler, detokenizer and stop matcher, and its
+// KV cache while the prompt is prefilled (then the decode batch holds it). The engine advances
+// it one model step at a time.
 import type { KvCache } from '../kv/kv-cache.js';
 import { IncrementalDetokenizer, type TokenDecoder } from './detokenizer.js';
 import { Sampler, type SamplingParams } from './sampler.js';
@@ -31,7 +32,10 @@ export class Sequence {
   readonly id: string;
   readonly promptIds: readonly number[];
   readonly generated: number[] = [];
-  readonly kv: KvCache;
+  /** The sequence's own cache while its prompt is prefilled; undefined once it joined the batch. */
+  kv: KvCache | undefined;
+  /** Tokens whose keys and values are computed (in `kv` or in the batch). */
+  length: number;
   readonly cachedTokens: number;
   readonly maxTokens: number;
   readonly ignoreEos: boolean;
@@ -39,6 +43,7 @@ export class Sequence {
   readonly #detok: IncrementalDetokenizer;
   readonly #stop: StopMatcher;
   aborted = false;
+  timedOut = false;
 
   /** `kv` holds the prompt's first tokens when a cache was reused, else nothing. */
   constructor(id: string, req: GenerateRequest, kv: KvCache, decoder: TokenDecoder) {
@@ -48,6 +53,7 @@ export class Sequence {
     this.maxTokens = req.maxTokens;
     this.ignoreEos = req.ignoreEos ?? false;
     this.kv = kv;
+    this.length = kv.length;
     this.cachedTokens = kv.length;
     this.sampler = new Sampler(req.sampling, req.promptIds);
     // The prompt's last tokens seed the detokenizer: some tokenizers decode a token differently
@@ -56,15 +62,21 @@ export class Sequence {
     this.#stop = new StopMatcher(req.stop ?? []);
   }
 
-  /** Tokens the next model step must feed: the uncached prompt first, then the last sampled token. */
-  pendingTokens(): number[] {
-    const last = this.generated.length - 1;
-    return last < 0 ? this.promptIds.slice(this.kv.length) : [this.generated[last]!];
+  /** Prompt tokens not yet prefilled. */
+  get promptLeft(): number {
+    return Math.max(0, this.promptIds.length - this.length);
+  }
+
+  /** The token the next decode step feeds. */
+  get lastToken(): number {
+    const last = this.generated[this.generated.length - 1];
+    if (last === undefined) throw new Error('no token sampled yet');
+    return last;
   }
 
   /** Every token whose keys and values the cache holds. */
   cachedSequence(): number[] {
-    return [...this.promptIds, ...this.generated].slice(0, this.kv.length);
+    return [...this.promptIds, ...this.generated].slice(0, this.length);
   }
 
   /** Turns a sampled token into emit-ready text; `stopped` when a stop sequence matched. */

@@ -172,10 +172,14 @@ export class KvCacheManager {
     return lease;
   }
 
-  /** Accounts a running request's cache after a step grew it. */
-  grow(lease: Lease, kv: KvCache): void {
+  /**
+   * Accounts a running request's cache after a step grew it to `tokens` tokens. (A sequence in
+   * the decode batch holds exactly these bytes of the batch's buffers; the batch's unused
+   * slots, under SLOT_ROUND per row, are the scheduler's working memory, not the pool's.)
+   */
+  grow(lease: Lease, tokens: number): void {
     const { active } = lease as LeaseState;
-    if (!this.#pool.resize(active, kv.byteLength)) throw new Error('KV pool accounting broken: an admitted request cannot grow');
+    if (!this.#pool.resize(active, tokens * this.bytesPerToken)) throw new Error('KV pool accounting broken: an admitted request cannot grow');
     this.#pool.touch(active);
   }
 

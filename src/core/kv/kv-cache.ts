@@ -41,12 +41,25 @@ export class KvCache {
     return sum;
   }
 
-  /** Takes the model's `present` outputs (past + new tokens) as the new state; no copy. */
-  replace(present: KvData[], length: number): void {
-    if (present.length !== this.#tensors.length) {
-      throw new Error(`expected ${this.#tensors.length} present tensors, got ${present.length}`);
-    }
-    this.#tensors = present;
+  /**
+   * Appends `count` tokens' keys and values (the model's new-token outputs, 2 × layers tensors
+   * [1, kv_heads, count, head_dim]). Copies into new buffers: the old ones may be shared.
+   */
+  append(newKv: readonly KvData[], count: number): void {
+    if (newKv.length !== this.#tensors.length) throw new Error(`expected ${this.#tensors.length} tensors, got ${newKv.length}`);
+    const { kvHeads, headDim, dtype } = this.layout;
+    const old = this.#length;
+    const length = old + count;
+    this.#tensors = this.#tensors.map((src, i) => {
+      const add = newKv[i]!;
+      if (add.length !== kvHeads * count * headDim) throw new Error(`new keys/values for ${add.length / (kvHeads * headDim)} tokens, expected ${count}`);
+      const dst = allocKv(dtype, kvHeads * length * headDim);
+      for (let h = 0; h < kvHeads; h++) {
+        dst.set(src.subarray(h * old * headDim, (h + 1) * old * headDim), h * length * headDim);
+        dst.set(add.subarray(h * count * headDim, (h + 1) * count * headDim), (h * length + old) * headDim);
+      }
+      return dst;
+    });
     this.#length = length;
   }
 

@@ -1,0 +1,180 @@
+// The running sequences' keys and values as one batched cache, fed to every decode step as is.
+//
+// Per layer a key and a value buffer [rows, kv_heads, slots, head_dim]: row b's tokens fill its
+// first lengths[b] slots; the slots after them are unused and masked out by the model call.
+// A step appends one token per row in place (the model returns only the new keys and values),
+// so the cache is never re-laid out per step: a newcomer's cache is copied into a free row
+// once, a leaver's row is copied out once (the one copy the pool keeps) and the last row moved
+// into the gap. Slots grow (and shrink) in steps of SLOT_ROUND, the only full re-layout, once
+// every SLOT_ROUND steps at most — it also bounds the masked slots a step attends over.
+import { KvCache } from '../kv/kv-cache.js';
+import { type KvData, type KvLayout, allocKv } from '../kv/layout.js';
+
+/**
+ * Slot granularity. A step's attention reads every slot, masked or not: rounding to 32 keeps
+ * the unused ones under 32 per row (on average ~16, i.e. < 10% of the work at a 200-token
+ * past), and re-lays the cache out at most once per 32 steps.
+ */
+export const SLOT_ROUND = 32;
+
+const roundSlots = (tokens: number): number => Math.ceil(tokens / SLOT_ROUND) * SLOT_ROUND;
+
+export class DecodeBatch<T> {
+  readonly layout: KvLayout;
+  #items: T[] = [];
+  #lengths: number[] = [];
+  #rowCapacity = 0;
+  #slots = 0;
+  #buffers: KvData[];
+
+  constructor(layout: KvLayout) {
+    this.layout = layout;
+    this.#buffers = Array.from({ length: 2 * layout.layers }, () => allocKv(layout.dtype, 0));
+  }
+
+  get size(): number {
+    return this.#items.length;
+  }
+
+  /** Past positions per row the next step attends over (used and unused). */
+  get slots(): number {
+    return this.#slots;
+  }
+
+  /** The rows' items, in row order (row b is items[b]). */
+  get items(): readonly T[] {
+    return this.#items;
+  }
+
+  /** Tokens held by each row. */
+  get lengths(): readonly number[] {
+    return this.#lengths;
+  }
+
+  /** Bytes of the batch's buffers (rows × slots allocated, used or not). */
+  get byteLength(): number {
+    return this.#buffers.reduce((sum, b) => sum + b.byteLength, 0);
+  }
+
+  /** The step's past: views [size, kv_heads, slots, head_dim] over the buffers. */
+  past(): KvData[] {
+    const n = this.#items.length * this.#rowElements();
+    return this.#buffers.map((b) => b.subarray(0, n));
+  }
+
+  /** Adds a row holding `kv` (copied). */
+  add(item: T, kv: KvCache): void {
+    if (kv.tensors.length !== this.#buffers.length) throw new Error('layout mismatch');
+    const row = this.#items.length;
+    // Room for the cache plus the token the next step appends; rows double (joins are frequent).
+    const slots = Math.max(this.#slots, roundSlots(kv.length + 1));
+    const rows = row < this.#rowCapacity ? this.#rowCapacity : Math.max(4, 2 * this.#rowCapacity);
+    if (rows !== this.#rowCapacity || slots !== this.#slots) this.#relayout(rows, slots);
+    const { kvHeads, headDim } = this.layout;
+    const n = kv.length * headDim;
+    for (let i = 0; i < this.#buffers.length; i++) {
+      const src = kv.tensors[i]!;
+      const dst = this.#buffers[i]!;
+      for (let h = 0; h < kvHeads; h++) dst.set(src.subarray(h * n, (h + 1) * n), this.#offset(row, h, 0));
+    }
+    this.#items.push(item);
+    this.#lengths.push(kv.length);
+  }
+
+  /** Removes `item`'s row and returns its cache (an exact copy of its tokens). */
+  remove(item: T): KvCache {
+    const row = this.#items.indexOf(item);
+    if (row < 0) throw new Error('not in the batch');
+    const kv = this.#copyOut(row);
+    const last = this.#items.length - 1;
+    if (row !== last) {
+      // The last row moves into the gap (its used slots only).
+      const { kvHeads, headDim } = this.layout;
+      const n = this.#lengths[last]! * headDim;
+      for (const buf of this.#buffers) {
+        for (let h = 0; h < kvHeads; h++) {
+          const from = this.#offset(last, h, 0);
+          buf.copyWithin(this.#offset(row, h, 0), from, from + n);
+        }
+      }
+      this.#items[row] = this.#items[last]!;
+      this.#lengths[row] = this.#lengths[last]!;
+    }
+    this.#items.pop();
+    this.#lengths.pop();
+    if (this.#items.length === 0) {
+      this.#relayout(0, 0);
+    } else {
+      // Shrink once the longest row left with a margin: later steps attend over fewer slots.
+      const needed = roundSlots(Math.max(...this.#lengths) + 1);
+      if (needed + SLOT_ROUND < this.#slots) this.#relayout(this.#rowCapacity, needed);
+    }
+    return kv;
+  }
+
+  /**
+   * Appends one token per row: newKv are the step's outputs [size, kv_heads, 1, head_dim].
+   * Grows the slots when a row would have no room for the next step's token.
+   */
+  append(newKv: readonly KvData[]): void {
+    const { kvHeads, headDim } = this.layout;
+    const rows = this.#items.length;
+    for (let i = 0; i < this.#buffers.length; i++) {
+      const src = newKv[i]!;
+      const dst = this.#buffers[i]!;
+      for (let b = 0; b < rows; b++) {
+        const at = this.#lengths[b]!;
+        for (let h = 0; h < kvHeads; h++) {
+          const from = (b * kvHeads + h) * headDim;
+          dst.set(src.subarray(from, from + headDim), this.#offset(b, h, at));
+        }
+      }
+    }
+    let longest = 0;
+    for (let b = 0; b < rows; b++) longest = Math.max(longest, ++this.#lengths[b]!);
+    if (longest + 1 > this.#slots) this.#relayout(this.#rowCapacity, roundSlots(longest + 1));
+  }
+
+  /** A copy of row b's cache, exact length. */
+  #copyOut(row: number): KvCache {
+    const { kvHeads, headDim, dtype } = this.layout;
+    const length = this.#lengths[row]!;
+    const n = length * headDim;
+    const tensors = this.#buffers.map((buf) => {
+      const out = allocKv(dtype, kvHeads * n);
+      for (let h = 0; h < kvHeads; h++) {
+        const from = this.#offset(row, h, 0);
+        out.set(buf.subarray(from, from + n), h * n);
+      }
+      return out;
+    });
+    return KvCache.of(this.layout, tensors, length);
+  }
+
+  #rowElements(slots = this.#slots): number {
+    return this.layout.kvHeads * slots * this.layout.headDim;
+  }
+
+  #offset(row: number, head: number, slot: number): number {
+    return ((row * this.layout.kvHeads + head) * this.#slots + slot) * this.layout.headDim;
+  }
+
+  /** New buffers of `rows` × `slots`, the current rows' tokens copied over. */
+  #relayout(rows: number, slots: number): void {
+    const { kvHeads, headDim, dtype } = this.layout;
+    const old = this.#buffers;
+    const oldSlots = this.#slots;
+    this.#buffers = old.map(() => allocKv(dtype, rows * this.#rowElements(slots)));
+    this.#rowCapacity = rows;
+    this.#slots = slots;
+    for (let i = 0; i < old.length; i++) {
+      for (let b = 0; b < this.#items.length; b++) {
+        const n = this.#lengths[b]! * headDim;
+        for (let h = 0; h < kvHeads; h++) {
+          const from = ((b * kvHeads + h) * oldSlots) * headDim;
+          this.#buffers[i]!.set(old[i]!.subarray(from, from + n), this.#offset(b, h, 0));
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,103 @@
+// DecodeBatch against a model of what each row must hold, over random add / append / remove
+// sequences: every row's tokens stay where the next step reads them, whatever moved around it.
+import t from 'tap';
+import fc from 'fast-check';
+import { DecodeBatch, SLOT_ROUND } from '../../../src/core/generation/batch.js';
+import { KvCache } from '../../../src/core/kv/kv-cache.js';
+import type { KvLayout } from '../../../src/core/kv/layout.js';
+
+const layout: KvLayout = { layers: 2, kvHeads: 2, headDim: 3, dtype: 'float32' };
+const TENSORS = 2 * layout.layers;
+
+/** The value a row's token holds in tensor i, head h, element d: unique per (row, token, i, h, d). */
+const value = (row: number, token: number, i: number, h: number, d: number) => row * 1e5 + token * 100 + i * 10 + h * 4 + d / 8;
+
+function cacheOf(row: number, length: number): KvCache {
+  const { kvHeads, headDim } = layout;
+  const tensors = Array.from({ length: TENSORS }, (_, i) => {
+    const out = new Float32Array(kvHeads * length * headDim);
+    for (let h = 0; h < kvHeads; h++) {
+      for (let s = 0; s < length; s++) for (let d = 0; d < headDim; d++) out[(h * length + s) * headDim + d] = value(row, s, i, h, d);
+    }
+    return out;
+  });
+  return KvCache.of(layout, tensors, length);
+}
+
+function checkCache(kv: KvCache, row: number, length: number): string | undefined {
+  if (kv.length !== length) return `length ${kv.length} != ${length}`;
+  const expected = cacheOf(row, length);
+  for (let i = 0; i < TENSORS; i++) {
+    const a = kv.tensors[i]!;
+    const b = expected.tensors[i]!;
+    for (let j = 0; j < b.length; j++) if (a[j] !== b[j]) return `tensor ${i} element ${j}: ${a[j]} != ${b[j]}`;
+  }
+  return undefined;
+}
+
+type Op = { kind: 'add'; length: number } | { kind: 'append' } | { kind: 'remove'; pick: number };
+const op = fc.oneof(
+  fc.record({ kind: fc.constant('add' as const), length: fc.integer({ min: 0, max: 80 }) }),
+  fc.record({ kind: fc.constant('append' as const) }),
+  fc.record({ kind: fc.constant('remove' as const), pick: fc.nat() }),
+);
+
+t.test('rows keep their tokens through random adds, appends and removes', async (t) => {
+  // A broken invariant throws, with the shrunk operation sequence, and fails the test.
+  fc.assert(
+    fc.property(fc.array(op, { maxLength: 60 }), (ops: Op[]) => {
+      const batch = new DecodeBatch<number>(layout);
+      const lengths = new Map<number, number>();
+      let nextRow = 0;
+      for (const o of ops) {
+        if (o.kind === 'add') {
+          const row = nextRow++;
+          batch.add(row, cacheOf(row, o.length));
+          lengths.set(row, o.length);
+        } else if (o.kind === 'append') {
+          if (batch.size === 0) continue;
+          const { kvHeads, headDim } = layout;
+          const newKv = Array.from({ length: TENSORS }, (_, i) => {
+            const out = new Float32Array(batch.size * kvHeads * headDim);
+            for (const [b, row] of batch.items.entries()) {
+              for (let h = 0; h < kvHeads; h++) for (let d = 0; d < headDim; d++) out[(b * kvHeads + h) * headDim + d] = value(row, lengths.get(row)!, i, h, d);
+            }
+            return out;
+          });
+          batch.append(newKv);
+          for (const row of batch.items) lengths.set(row, lengths.get(row)! + 1);
+        } else {
+          if (batch.size === 0) continue;
+          const row = batch.items[o.pick % batch.size]!;
+          const problem = checkCache(batch.remove(row), row, lengths.get(row)!);
+          if (problem) throw new Error(`removed row ${row}: ${problem}`);
+          lengths.delete(row);
+        }
+        // Invariants after every operation.
+        if (batch.size !== lengths.size) throw new Error('row count');
+        const longest = Math.max(0, ...lengths.values());
+        if (batch.size > 0 && batch.slots < longest + 1) throw new Error(`no room for the next token: ${batch.slots} slots, ${longest} tokens`);
+        if (batch.slots % SLOT_ROUND !== 0) throw new Error('slots not rounded');
+        if (batch.size > 0 && batch.slots > longest + 1 + 2 * SLOT_ROUND) throw new Error(`slots ${batch.slots} far above ${longest}`);
+        const past = batch.past();
+        const { kvHeads, headDim } = layout;
+        for (const [b, row] of batch.items.entries()) {
+          if (batch.lengths[b] !== lengths.get(row)) throw new Error(`row ${row} length ${batch.lengths[b]} != ${lengths.get(row)}`);
+          for (let i = 0; i < TENSORS; i++) {
+            if (past[i]!.length !== batch.size * kvHeads * batch.slots * headDim) throw new Error('past view size');
+            for (let h = 0; h < kvHeads; h++) {
+              for (let s = 0; s < lengths.get(row)!; s++) {
+                for (let d = 0; d < headDim; d++) {
+                  const got = past[i]![((b * kvHeads + h) * batch.slots + s) * headDim + d];
+                  if (got !== value(row, s, i, h, d)) throw new Error(`row ${row} (at ${b}) tensor ${i} head ${h} slot ${s}: ${got}`);
+                }
+              }
+            }
+          }
+        }
+      }
+    }),
+    { numRuns: 300 },
+  );
+  t.pass('300 random operation sequences kept every row intact');
+});
