@@ -77,32 +77,40 @@ t.test('rows with unused past slots in one batch give the logits of each row alo
   }
   // One batch: every row's cache in its first slots, the unused slots after it full of junk.
   const lengths = caches.map((c) => c.length);
-  const slots = Math.max(...lengths) + 7;
-  const past = Array.from({ length: 2 * layers }, (_, i) => {
-    const buf = new Float32Array(prompts.length * kvHeads * slots * headDim).fill(1e4);
-    for (const [b, c] of caches.entries()) {
-      for (let h = 0; h < kvHeads; h++) {
-        const n = c.length * headDim;
-        buf.set((c.tensors[i] as Float32Array).subarray(h * n, (h + 1) * n), (b * kvHeads + h) * slots * headDim);
+  /** One decode step over `rows` of the caches, each in `slots` slots. */
+  const step = (rows: number[], slots: number) => {
+    const past = Array.from({ length: 2 * layers }, (_, i) => {
+      const buf = new Float32Array(rows.length * kvHeads * slots * headDim).fill(1e4);
+      for (const [b, r] of rows.entries()) {
+        const c = caches[r]!;
+        for (let h = 0; h < kvHeads; h++) {
+          const n = c.length * headDim;
+          buf.set((c.tensors[i] as Float32Array).subarray(h * n, (h + 1) * n), (b * kvHeads + h) * slots * headDim);
+        }
       }
-    }
-    return buf;
-  });
-  const out = await decoder.forward({
-    batch: prompts.length,
-    seqLen: 1,
-    pastLength: slots,
-    inputIds: prompts.map((p) => p.at(-1)!),
-    positionIds: lengths,
-    pastValid: lengths,
-    past,
-  });
+      return buf;
+    });
+    const valid = rows.map((r) => lengths[r]!);
+    return decoder.forward({ batch: rows.length, seqLen: 1, pastLength: slots, inputIds: rows.map((r) => prompts[r]!.at(-1)!), positionIds: valid, pastValid: valid, past });
+  };
+  const all = [0, 1, 2];
+  const out = await step(all, Math.max(...lengths) + 7);
   for (const [b, row] of alone.entries()) {
     const diff = maxAbsDiff(Float32Array.from(out.logits(b, 0)), row);
-    t.ok(diff <= 1e-5, `row ${b} (${lengths[b]} tokens, ${slots - lengths[b]!} unused slots): max |Δlogit| ${diff.toExponential(2)}`);
+    t.ok(diff <= 1e-5, `row ${b} (${lengths[b]} tokens, ${Math.max(...lengths) + 7 - lengths[b]!} unused slots): max |Δlogit| ${diff.toExponential(2)}`);
     t.equal(argmax(out.logits(b, 0)), argmax(row), `row ${b}: same greedy token`);
   }
   // The new keys/values come back per row, one slot each.
   t.equal(out.newKv.length, 2 * layers);
   t.equal(out.newKv[0]!.length, prompts.length * kvHeads * headDim);
+
+  // With slots in multiples of 32 (the decode batch's SLOT_ROUND), a row's logits are exactly
+  // the same alone or beside others, whatever the slot count.
+  for (const [r] of prompts.entries()) {
+    const reference = Float32Array.from((await step([r], 64)).logits(0, 0));
+    for (const slots of [96, 160, 512]) {
+      const batched = await step(all, slots);
+      t.equal(maxAbsDiff(Float32Array.from(batched.logits(r, 0)), reference), 0, `row ${r}: ${slots} slots in a batch of 3 == 64 slots alone, bit for bit`);
+    }
+  }
 });
