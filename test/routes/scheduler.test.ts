@@ -35,7 +35,7 @@ t.test('a full queue gets 429 server_overloaded with Retry-After, before running
     body: JSON.stringify({ prompt: 'KING:\n', max_tokens: 5, stream: true }),
   });
   t.equal(streamed.status, 429);
-  t.equal((await streamed.json()).error.code, 'queue_full');
+  t.equal(((await streamed.json()) as { error: { code: string } }).error.code, 'queue_full');
   const after = await scrape(server.url);
   t.equal(after.get('kvserve_requests_rejected_total{reason="queue_full"}')! - before.get('kvserve_requests_rejected_total{reason="queue_full"}')!, 2);
   t.equal((await long).status, 200);
