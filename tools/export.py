@@ -130,6 +130,34 @@ def export(model, path, io_dtype, cfg, fold):
                       opset_version=OPSET, do_constant_folding=fold)
 
 
+def write_json(outdir, name, obj):
+    with open(os.path.join(outdir, name), "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
+def write_metadata(outdir, cfg):
+    """config.json, generation_config.json, tokenizer.json and tokenizer_config.json."""
+    write_json(outdir, "config.json", {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size, "num_hidden_layers": cfg.num_hidden_layers,
+        "num_attention_heads": cfg.num_attention_heads, "num_key_value_heads": cfg.num_key_value_heads,
+        "head_dim": cfg.head_dim, "max_position_embeddings": cfg.max_position_embeddings,
+        "rms_norm_eps": cfg.rms_norm_eps, "rope_theta": cfg.rope_theta, "hidden_act": "silu",
+        "tie_word_embeddings": True, "bos_token_id": EOT_ID, "eos_token_id": EOT_ID,
+        "torch_dtype": "float32", "use_cache": True,
+    })
+    write_json(outdir, "generation_config.json", {"bos_token_id": EOT_ID, "eos_token_id": EOT_ID, "do_sample": True,
+                                                  "temperature": 0.8, "top_k": 40,
+                                                  "max_length": cfg.max_position_embeddings})
+    write_json(outdir, "tokenizer.json", tokenizer_json())
+    write_json(outdir, "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": EOT,
+                                                 "eos_token": EOT, "unk_token": None, "add_bos_token": False,
+                                                 "model_max_length": cfg.max_position_embeddings,
+                                                 "clean_up_tokenization_spaces": False, "chat_template": CHAT_TEMPLATE})
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("checkpoint")
@@ -142,29 +170,7 @@ def main():
     model.eval()
     os.makedirs(os.path.join(args.outdir, "onnx"), exist_ok=True)
 
-    def write(name, obj):
-        with open(os.path.join(args.outdir, name), "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-
-    write("config.json", {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size,
-        "intermediate_size": cfg.intermediate_size, "num_hidden_layers": cfg.num_hidden_layers,
-        "num_attention_heads": cfg.num_attention_heads, "num_key_value_heads": cfg.num_key_value_heads,
-        "head_dim": cfg.head_dim, "max_position_embeddings": cfg.max_position_embeddings,
-        "rms_norm_eps": cfg.rms_norm_eps, "rope_theta": cfg.rope_theta, "hidden_act": "silu",
-        "tie_word_embeddings": True, "bos_token_id": EOT_ID, "eos_token_id": EOT_ID,
-        "torch_dtype": "float32", "use_cache": True,
-    })
-    write("generation_config.json", {"bos_token_id": EOT_ID, "eos_token_id": EOT_ID, "do_sample": True,
-                                     "temperature": 0.8, "top_k": 40,
-                                     "max_length": cfg.max_position_embeddings})
-    write("tokenizer.json", tokenizer_json())
-    write("tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": EOT,
-                                    "eos_token": EOT, "unk_token": None, "add_bos_token": False,
-                                    "model_max_length": cfg.max_position_embeddings,
-                                    "clean_up_tokenization_spaces": False, "chat_template": CHAT_TEMPLATE})
+    write_metadata(args.outdir, cfg)
 
     with torch.no_grad():
         export(model, os.path.join(args.outdir, "onnx", "model.onnx"), torch.float32, cfg, fold=True)
@@ -188,7 +194,7 @@ def main():
         n = ids.shape[1]
         logits, _ = model(ids, torch.ones_like(ids), torch.arange(n)[None])
         positions = [0, n // 2, n - 1]
-        write("reference.json", {"text": REFERENCE_TEXT, "input_ids": ids[0].tolist(), "positions": positions,
+        write_json(args.outdir, "reference.json", {"text": REFERENCE_TEXT, "input_ids": ids[0].tolist(), "positions": positions,
                                  "logits": [[round(x, 6) for x in logits[0, i].tolist()] for i in positions]})
     print("exported", args.outdir)
 
