@@ -40,7 +40,7 @@ export class EngineClient {
     this.tokenizer = tokenizer;
     worker.on('message', (msg: FromWorker) => {
       if (msg.type === 'result') this.#calls.get(msg.id)?.(msg.result);
-      else if (msg.type === 'delta' || msg.type === 'done') this.#listeners.get(msg.id)?.(msg);
+      else if (msg.type === 'events') for (const e of msg.events) this.#listeners.get(e.id)?.(e);
     });
     // An uncaught exception in the worker must not crash the HTTP thread (an 'error' event
     // with no listener would): running requests end with an error, readiness turns 503.

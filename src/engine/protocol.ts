@@ -38,4 +38,5 @@ export type FromWorker =
   | { type: 'ready'; info: ModelInfo }
   | { type: 'fatal'; message: string }
   | { type: 'result'; id: string; result: unknown }
-  | EngineEvent;
+  /** Engine events in emission order (one message per scheduler step). */
+  | { type: 'events'; events: EngineEvent[] };

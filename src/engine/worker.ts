@@ -2,7 +2,7 @@
 // 1024-token past, design §2), so the model and the generation loop live here, off the
 // HTTP thread. It loads the model, then serves generate/abort/ping messages.
 import { parentPort, workerData } from 'node:worker_threads';
-import { Engine } from '../core/generation/engine.js';
+import { Engine, type EngineEvent } from '../core/generation/engine.js';
 import { KvCacheManager } from '../core/kv/cache-manager.js';
 import { loadModel } from '../runtime/load-model.js';
 import type { FromWorker, Rpc, RpcMethod, ToWorker, WorkerConfig } from './protocol.js';
@@ -10,6 +10,19 @@ import type { FromWorker, Rpc, RpcMethod, ToWorker, WorkerConfig } from './proto
 const port = parentPort!;
 const post = (msg: FromWorker): void => port.postMessage(msg);
 const config = workerData as WorkerConfig;
+
+// A batched step emits one event per running sequence: they leave together, in one message,
+// once the step's synchronous work is done (the next model call is then already running).
+let pending: EngineEvent[] = [];
+const flush = (): void => {
+  const events = pending;
+  pending = [];
+  post({ type: 'events', events });
+};
+const emit = (event: EngineEvent): void => {
+  if (pending.length === 0) setImmediate(flush);
+  pending.push(event);
+};
 
 try {
   const { decoder, tokenizer, info } = await loadModel(config.modelDir, config);
@@ -19,7 +32,7 @@ try {
     decoder,
     tokenizer,
     { eosIds: info.eosIds, contextLength: info.contextLength, cache, admissionTimeoutMs: kvCache.admissionTimeoutMs, limits: config.scheduler },
-    post,
+    emit,
   );
   // Idle sessions expire even when no request arrives to trigger the sweep.
   setInterval(() => cache.expireSessions(), Math.min(kvCache.sessionTtlMs, 1000)).unref();
@@ -37,7 +50,7 @@ try {
           engine.submit(msg.id, msg.request);
         } catch (err) {
           const usage = { promptTokens: msg.request.promptIds.length, completionTokens: 0, cachedTokens: 0 };
-          post({ type: 'done', id: msg.id, finishReason: 'error', text: '', usage, error: (err as Error).message, errorCode: 'internal' });
+          emit({ type: 'done', id: msg.id, finishReason: 'error', text: '', usage, error: (err as Error).message, errorCode: 'internal' });
         }
         break;
       case 'abort':
