@@ -9,15 +9,23 @@
 // min_new_tokens = max_new_tokens (the EOS logit is masked until then). A client that goes away
 // is skipped if still queued, and stopped at the next step if running.
 //
+// The model: Transformers.js reads config.json, generation_config.json, tokenizer.json,
+// tokenizer_config.json and onnx/model.onnx from the model directory, and feeds the graph's
+// present.* back as the next past_key_values, so it needs present.* to hold the whole cache
+// (Optimum's form). kvserve's own export emits only the new tokens' keys and values; then the
+// server serves a copy, in a temporary directory, whose present.* are Concat(past, new) —
+// same graph, same weights (bench/lib/onnx-present.ts). The shipped directory is never touched.
+//
 // Environment: PORT, HOST, MODEL_DIR (default models/tiny-shakespeare), TJS_THREADS
 // (onnxruntime intra-op threads, default 1 — see below). Session options are kvserve's own
 // (sessionOptions() from src/runtime/onnx-decoder.ts: sequential execution, all graph
 // optimisations, idle threads sleep). kvserve opens two sessions — prefill on every core,
 // one-token decode steps on one thread — while generate() has one session for both; we give
 // it kvserve's decode-thread count, since decode steps are nearly all of its steps.
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { availableParallelism } from 'node:os';
-import { basename, dirname, resolve } from 'node:path';
+import { availableParallelism, tmpdir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
 import {
   AutoModelForCausalLM,
   AutoTokenizer,
@@ -28,16 +36,36 @@ import {
   env,
 } from '@huggingface/transformers';
 import { sessionOptions } from '../../src/runtime/onnx-decoder.js';
+import { concatPresentOutputs, presentHoldsWholeCache } from './onnx-present.js';
 import { ROOT } from './server.js';
 
 const MODEL_DIR = resolve(ROOT, process.env.MODEL_DIR ?? 'models/tiny-shakespeare');
 const THREADS = Number(process.env.TJS_THREADS ?? 1);
 if (!Number.isInteger(THREADS) || THREADS < 1 || THREADS > availableParallelism() * 4) throw new Error(`TJS_THREADS=${process.env.TJS_THREADS} is not a thread count`);
 
+/** The model directory Transformers.js can drive: MODEL_DIR itself, or a rewritten copy. */
+async function optimumFormDir(): Promise<{ dir: string; temporary: boolean }> {
+  const onnx = join(MODEL_DIR, 'onnx/model.onnx');
+  if (await presentHoldsWholeCache(onnx)) return { dir: MODEL_DIR, temporary: false };
+  const dir = join(mkdtempSync(join(tmpdir(), 'kvserve-bench-tjs-')), basename(MODEL_DIR));
+  mkdirSync(join(dir, 'onnx'), { recursive: true });
+  for (const name of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json']) {
+    if (existsSync(join(MODEL_DIR, name))) copyFileSync(join(MODEL_DIR, name), join(dir, name));
+  }
+  writeFileSync(join(dir, 'onnx/model.onnx'), concatPresentOutputs(readFileSync(onnx)));
+  return { dir, temporary: true };
+}
+
+const served = await optimumFormDir();
+const removeCopy = (): void => {
+  if (served.temporary) rmSync(dirname(served.dir), { recursive: true, force: true });
+};
+process.once('exit', removeCopy);
+
 env.allowRemoteModels = false;
 env.allowLocalModels = true;
-env.localModelPath = dirname(MODEL_DIR);
-const MODEL_ID = basename(MODEL_DIR);
+env.localModelPath = dirname(served.dir);
+const MODEL_ID = basename(served.dir);
 const tokenizer = await AutoTokenizer.from_pretrained(MODEL_ID);
 const model = await AutoModelForCausalLM.from_pretrained(MODEL_ID, {
   dtype: 'fp32',
