@@ -65,23 +65,32 @@ export class DecodeBatch<T> {
     return this.#buffers.map((b) => b.subarray(0, n));
   }
 
-  /** Adds a row holding `kv` (copied). */
-  add(item: T, kv: KvCache): void {
+  /**
+   * Adds a row holding `kv` (copied), followed by `tail`: the last step's new keys and values
+   * [1, kv_heads, tail.length, head_dim], which then need no copy into `kv` first.
+   */
+  add(item: T, kv: KvCache, tail?: { kv: readonly KvData[]; length: number }): void {
     if (kv.tensors.length !== this.#buffers.length) throw new Error('layout mismatch');
     const row = this.#items.length;
+    const extra = tail?.length ?? 0;
+    const length = kv.length + extra;
     // Room for the cache plus the token the next step appends; rows double (joins are frequent).
-    const slots = Math.max(this.#slots, roundSlots(kv.length + 1));
+    const slots = Math.max(this.#slots, roundSlots(length + 1));
     const rows = row < this.#rowCapacity ? this.#rowCapacity : Math.max(4, 2 * this.#rowCapacity);
     if (rows !== this.#rowCapacity || slots !== this.#slots) this.#relayout(rows, slots);
     const { kvHeads, headDim } = this.layout;
     const n = kv.length * headDim;
+    const m = extra * headDim;
     for (let i = 0; i < this.#buffers.length; i++) {
       const src = kv.tensors[i]!;
       const dst = this.#buffers[i]!;
-      for (let h = 0; h < kvHeads; h++) dst.set(src.subarray(h * n, (h + 1) * n), this.#offset(row, h, 0));
+      for (let h = 0; h < kvHeads; h++) {
+        dst.set(src.subarray(h * n, (h + 1) * n), this.#offset(row, h, 0));
+        if (tail) dst.set(tail.kv[i]!.subarray(h * m, (h + 1) * m), this.#offset(row, h, kv.length));
+      }
     }
     this.#items.push(item);
-    this.#lengths.push(kv.length);
+    this.#lengths.push(length);
   }
 
   /** Removes `item`'s row and returns its cache (an exact copy of its tokens). */

@@ -21,6 +21,7 @@
 // event sink so the same engine runs in a worker or in-process.
 import type { KvCacheManager, Lease } from '../kv/cache-manager.js';
 import type { KvCache } from '../kv/kv-cache.js';
+import type { KvData } from '../kv/layout.js';
 import { BATCH_SIZE_BUCKETS, BucketHistogram, type BucketSnapshot, LATENCY_BUCKETS } from '../stats/buckets.js';
 import { DecodeBatch } from './batch.js';
 import type { TokenDecoder } from './detokenizer.js';
@@ -78,6 +79,8 @@ interface Running {
   queueMs: number;
   /** In the decode batch (else still prefilling its prompt). */
   decoding: boolean;
+  /** The last prefill chunk's keys and values, not yet in `seq.kv` nor in the batch. */
+  tail?: { kv: KvData[]; length: number } | undefined;
 }
 
 export class Engine {
@@ -287,17 +290,22 @@ export class Engine {
       positionIds: Array.from({ length: n }, (_, i) => past + i),
       past: kv.tensors,
     });
-    if (!this.#running.has(seq.id)) return;
-    kv.append(out.newKv, n);
-    seq.length = kv.length;
-    this.#options.cache.grow(r.lease, kv.length);
-    if (seq.promptLeft > 0) return;
-    this.#prefilling.splice(this.#prefilling.indexOf(r), 1);
-    if (this.#accept(r, seq.sampler.sample(out.logits(0, n - 1)))) {
-      this.#batch.add(r, kv);
-      seq.kv = undefined;
-      r.decoding = true;
+    seq.length = past + n;
+    this.#options.cache.grow(r.lease, seq.length);
+    if (seq.promptLeft > 0) {
+      kv.append(out.newKv, n);
+      return;
     }
+    this.#prefilling.splice(this.#prefilling.indexOf(r), 1);
+    const token = seq.sampler.sample(out.logits(0, n - 1));
+    // The prompt's last chunk goes straight into the batch row (one copy, not two); a
+    // sequence that ends here keeps its cache as one piece for the pool.
+    r.tail = { kv: out.newKv, length: n };
+    if (!this.#accept(r, token)) return;
+    this.#batch.add(r, kv, r.tail);
+    r.tail = undefined;
+    seq.kv = undefined;
+    r.decoding = true;
   }
 
   /** One token for every sequence in the batch, in one model call. */
@@ -358,6 +366,7 @@ export class Engine {
       kv = this.#batch.remove(r);
     } else {
       kv = seq.kv;
+      if (kv && r.tail) kv.append(r.tail.kv, r.tail.length);
       const i = this.#prefilling.indexOf(r);
       if (i >= 0) this.#prefilling.splice(i, 1);
     }

@@ -35,9 +35,9 @@ function checkCache(kv: KvCache, row: number, length: number): string | undefine
   return undefined;
 }
 
-type Op = { kind: 'add'; length: number } | { kind: 'append' } | { kind: 'remove'; pick: number };
+type Op = { kind: 'add'; length: number; tail: number } | { kind: 'append' } | { kind: 'remove'; pick: number };
 const op = fc.oneof(
-  fc.record({ kind: fc.constant('add' as const), length: fc.integer({ min: 0, max: 80 }) }),
+  fc.record({ kind: fc.constant('add' as const), length: fc.integer({ min: 0, max: 80 }), tail: fc.integer({ min: 0, max: 20 }) }),
   fc.record({ kind: fc.constant('append' as const) }),
   fc.record({ kind: fc.constant('remove' as const), pick: fc.nat() }),
 );
@@ -52,7 +52,17 @@ t.test('rows keep their tokens through random adds, appends and removes', async 
       for (const o of ops) {
         if (o.kind === 'add') {
           const row = nextRow++;
-          batch.add(row, cacheOf(row, o.length));
+          // The last `tail` tokens come as a step's new keys and values, apart from the cache.
+          const tail = Math.min(o.tail, o.length);
+          const whole = cacheOf(row, o.length);
+          const { kvHeads, headDim } = layout;
+          const head = o.length - tail;
+          const tailKv = whole.tensors.map((x) => {
+            const out = new Float32Array(kvHeads * tail * headDim);
+            for (let h = 0; h < kvHeads; h++) out.set(x.subarray((h * o.length + head) * headDim, (h * o.length + o.length) * headDim), h * tail * headDim);
+            return out;
+          });
+          batch.add(row, cacheOf(row, head), tail > 0 ? { kv: tailKv, length: tail } : undefined);
           lengths.set(row, o.length);
         } else if (o.kind === 'append') {
           if (batch.size === 0) continue;
