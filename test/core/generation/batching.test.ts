@@ -124,3 +124,17 @@ t.test('the request timeout ends running and queued requests', async (t) => {
   t.equal(q.done.usage.completionTokens, 0);
   t.equal(h.engine.running + h.engine.waiting, 0);
 });
+
+t.test('float16 KV: greedy output is the same alone and batched', async (t) => {
+  const half = await loadModel(MODEL_DIR, { onnxFile: 'onnx/model_fp16.onnx' });
+  t.teardown(() => half.decoder.close());
+  t.equal(half.info.layout.dtype, 'float16');
+  const some = prompts.slice(0, 8);
+  const single = new EngineHarness(half, { limits: { maxRunning: 1 } });
+  const alone: string[] = [];
+  for (const [i, p] of some.entries()) alone.push((await single.run(p, { maxTokens: maxTokensOf(i), ignoreEos: true })).text);
+  const batched = new EngineHarness(half);
+  const together = await Promise.all(some.map((p, i) => batched.run(p, { maxTokens: maxTokensOf(i), ignoreEos: true })));
+  t.same(together.map((r) => r.text), alone);
+  t.ok(batchSizesSeen(batched).some((s) => s >= 6), 'steps ran batched');
+});
