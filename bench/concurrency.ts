@@ -208,6 +208,9 @@ function chartOf(results: Results): Chart {
       `tiny-shakespeare fp32, ${settings?.max_tokens ?? '?'} tokens per request, greedy · ${(settings?.window_ms ?? 0) / 1000} s window per level`,
     xLabel: 'concurrent clients (log scale)',
     legendNote: 'latency panels: solid p50, dashed p99',
+    goalNote:
+      `dotted lines, ◇ at ${GOAL_CLIENTS} clients: issue #5's goal — kvserve's tokens/s ≥ ${GOAL_TOKENS_X}× its single-client value, ` +
+      `its p99 inter-token latency ≤ ${GOAL_ITL_X}× its single-client p99`,
     xTicks: levels,
     panels: [
       {

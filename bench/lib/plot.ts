@@ -16,7 +16,11 @@ export interface Series {
   points: { x: number; y: number }[];
 }
 
-/** A dashed horizontal line across the panel, with a marker at `x` (where the goal applies). */
+/**
+ * A dotted horizontal line across the panel with a marker at `x` (where the goal applies). Its
+ * label is the marker's tooltip; the chart's legend note explains goals in words, since a label
+ * in the panel collides with whatever series runs at that height.
+ */
 export interface GoalLine {
   label: string;
   y: number;
@@ -37,15 +41,17 @@ export interface Chart {
   xLabel: string;
   xTicks: number[];
   panels: Panel[];
-  /** A line of text after the legend (e.g. what dashed lines mean). */
+  /** Text after the legend (e.g. what dashed lines mean). */
   legendNote: string;
+  /** A second line under the legend, in the goal lines' colour. */
+  goalNote: string;
 }
 
 const PANEL_W = 330;
 const PANEL_H = 250;
 const MARGIN = { left: 58, right: 14, top: 30, bottom: 44 };
 const HEADER_H = 50;
-const LEGEND_H = 24;
+const LEGEND_H = 42;
 
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 const fmt = (v: number): string => (Math.abs(v) >= 1000 ? v.toLocaleString('en-US', { maximumFractionDigits: 0 }) : String(Number(v.toPrecision(3))));
@@ -112,8 +118,9 @@ function renderPanel(panel: Panel, chart: Chart, ox: number, oy: number): string
     const y = yPos(g.y);
     const x = xPos(g.x);
     out.push(`<line x1="${n2(x0)}" x2="${n2(x0 + w)}" y1="${n2(y)}" y2="${n2(y)}" class="goal"/>`);
-    out.push(`<path d="M${n2(x)} ${n2(y - 5)} L${n2(x + 5)} ${n2(y)} L${n2(x)} ${n2(y + 5)} L${n2(x - 5)} ${n2(y)} Z" class="goalmark"/>`);
-    out.push(`<text x="${n2(x0 + w - 4)}" y="${n2(y - 6)}" class="goaltext">${esc(g.label)}</text>`);
+    out.push(
+      `<path d="M${n2(x)} ${n2(y - 5)} L${n2(x + 5)} ${n2(y)} L${n2(x)} ${n2(y + 5)} L${n2(x - 5)} ${n2(y)} Z" class="goalmark"><title>${esc(g.label)}</title></path>`,
+    );
   }
   for (const s of panel.series) {
     const pts = s.points.filter((p) => Number.isFinite(p.y) && (!panel.logY || p.y > 0));
@@ -144,8 +151,8 @@ export function renderChart(chart: Chart): string {
     '  .dashed { stroke-dasharray: 5 3; }',
     '  .goal { stroke: #c0392b; stroke-width: 1.2; stroke-dasharray: 2 3; }',
     '  .goalmark { fill: none; stroke: #c0392b; stroke-width: 1.5; }',
-    '  .goaltext { font-size: 10px; fill: #c0392b; text-anchor: end; paint-order: stroke; stroke: #fff; stroke-width: 3px; }',
     '  .note { font-size: 11px; fill: #555; }',
+    '  .goalnote { font-size: 11px; fill: #c0392b; }',
     '  .legend { font-size: 11px; fill: #333; }',
     '</style>',
     `<rect width="${width}" height="${height}" fill="#fff"/>`,
@@ -165,6 +172,7 @@ export function renderChart(chart: Chart): string {
     x += 40 + s.label.length * 6.2;
   }
   out.push(`<text x="${x + 10}" y="${y}" class="note">${esc(chart.legendNote)}</text>`);
+  out.push(`<text x="${10 + MARGIN.left}" y="${y + 18}" class="goalnote">${esc(chart.goalNote)}</text>`);
   out.push('</svg>');
   return `${out.join('\n')}\n`;
 }
