@@ -39,7 +39,7 @@ const overrides: Array<[name: string, value: string, get: (c: Readonly<Config>) 
   ['KV_ADMISSION_TIMEOUT_MS', '0', (c) => c.kvCache.admissionTimeoutMs, 0],
   ['MAX_RUNNING_SEQUENCES', '4', (c) => c.scheduler.maxRunning, 4],
   ['MAX_QUEUED_REQUESTS', '0', (c) => c.scheduler.maxQueued, 0],
-  ['MAX_PREFILL_TOKENS_PER_STEP', '64', (c) => c.scheduler.maxPrefillTokensPerStep, 64],
+  ['MAX_PREFILL_TOKENS_PER_STEP', '32', (c) => c.scheduler.maxPrefillTokensPerStep, 32],
   ['REQUEST_TIMEOUT_MS', '1000', (c) => c.scheduler.requestTimeoutMs, 1000],
   ['BODY_LIMIT_BYTES', '4096', (c) => c.limits.bodyLimitBytes, 4096],
   ['DEFAULT_MAX_TOKENS', '64', (c) => c.limits.defaultMaxTokens, 64],

@@ -20,10 +20,11 @@ export interface SessionOptions {
 }
 
 /**
- * Steps feeding at least this many tokens run on the prefill session. Measured on 2 cores
- * (2026-11-29, median of 7): 2 threads vs 1 — 1,024 tokens 88 vs 142 ms, 64 tokens 3.2 vs
- * 5.1 ms, 4 tokens 0.66 vs 0.64 ms; and a one-token decode step with one thread leaves the
- * second core to the HTTP thread: the in-process engine decoded 1,246 vs 958 tokens/s.
+ * Steps of at least this many tokens (batch × sequence) run on the multi-threaded session:
+ * prefill chunks and decode batches of 8 or more. Measured on 2 cores with the shipped graph
+ * (2026-11-29, medians of 31 runs, 2 spinning threads vs 1): a 64-token chunk 2.91 vs 4.86 ms,
+ * a 16-row decode step at a 160-token past 1.97 vs 3.09 ms, 8 rows 1.08 vs 1.78 ms; a single
+ * row decodes at 0.65 ms on one thread, and leaves the second core to the HTTP thread.
  */
 export const PREFILL_MIN_TOKENS = 8;
 
@@ -31,16 +32,19 @@ const PAST_KEY = /^past_key_values\.(\d+)\.key$/;
 
 /** The onnxruntime session options kvserve runs with (benchmarks reuse them for a fair baseline). */
 export function sessionOptions(threads: number = availableParallelism()): ort.InferenceSession.SessionOptions {
+  // Multi-threaded sessions spin-wait between operators instead of sleeping: a step is ~100
+  // small operators, and waking a sleeping thread for each cost more than it saved (the
+  // numbers above; without spinning 2 threads ran a 16-row step in 2.55 ms, barely better than
+  // one). They only run big steps, so the spinning happens while there is work; one-thread
+  // sessions have nothing to spin, and spinning decode threads had cost bench:http ~8%.
+  const spin = threads > 1;
   return {
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
     executionMode: 'sequential',
     graphOptimizationLevel: 'all',
     logSeverityLevel: 3,
-    // Idle intra-op threads sleep instead of spin-waiting. Alone, spinning decodes faster;
-    // beside the HTTP thread and clients on the same cores it steals their CPU: bench:http
-    // served ~8% more tokens/s with spinning off (2 cores, 2026-11-29, four A/B runs).
-    extra: { session: { intra_op: { allow_spinning: '0' } } },
+    extra: { session: { intra_op: { allow_spinning: spin ? '1' : '0' } } },
   };
 }
 
@@ -117,6 +121,7 @@ export class OnnxDecoder implements DecoderModel {
   readonly #pastNames: string[];
   readonly #presentNames: string[];
   #scratch: Float32Array;
+  #mask = new BigInt64Array(0);
 
   private constructor(prefill: ort.InferenceSession, decode: ort.InferenceSession, graph: GraphInfo, vocabSize: number) {
     this.#prefill = prefill;
@@ -163,7 +168,10 @@ export class OnnxDecoder implements DecoderModel {
     const valid = input.pastValid;
     if (this.#graph.hasAttentionMask) {
       const total = pastLength + seqLen;
-      const mask = new BigInt64Array(batch * total).fill(1n);
+      // One buffer reused across steps (runs never overlap): a batched step's mask is
+      // rows × slots, and a fresh one per step only fed the garbage collector.
+      if (this.#mask.length < batch * total) this.#mask = new BigInt64Array(Math.max(batch * total, 2 * this.#mask.length));
+      const mask = this.#mask.subarray(0, batch * total).fill(1n);
       for (let b = 0; b < batch && valid; b++) mask.fill(0n, b * total + valid[b]!, b * total + pastLength);
       feeds.attention_mask = new ort.Tensor('int64', mask, [batch, total]);
     } else if (valid && Array.prototype.some.call(valid, (v: number) => v !== pastLength)) {

@@ -5,13 +5,17 @@
 // in ONE batched model call. A sequence whose prompt is done joins the batch at that same
 // step; a finished or aborted one leaves at once and frees its slot for the queue.
 //
-// Prefill runs as its own model call, chunked, rather than mixed into the decode call. Measured
-// on 2 cores (2026-11-29, shipped model): a 1,024-token prompt costs ~70–85 ms in one call and
-// about the same in 256-token chunks, while a batched decode step of 16 sequences costs ~3 ms;
-// a whole prompt in one call would freeze every running stream for its full prefill, a chunk
-// delays them by one chunk (~17 ms) per step. A mixed call would need per-row sequence lengths,
-// which the decoder graph does not take. The chunks are cut at fixed offsets of each prompt,
-// so a request computes the same numbers whoever runs beside it.
+// Prefill runs as its own model call, chunked, rather than mixed into the decode call.
+// Measured on 2 cores (2026-11-29, shipped model, 1,040-token prompt): in one call 112 ms, in
+// chunks of 256 / 128 / 64 / 32 tokens 78 / 80 / 87 / 104 ms (smaller attention blocks win
+// until per-call overhead takes over), while a decode step of 16 sequences costs ~2–3 ms. A
+// whole prompt in one call would freeze every running stream for its full prefill; a chunk of
+// 64 delays them by ~3 ms per step. With 16 streaming clients (bench:concurrency), 64-token
+// steps kept p99 inter-token latency at ~17 ms against ~23 ms with 256, at the same tokens/s
+// within noise, and gave newcomers their first token sooner (29 vs 51 ms p50): hence the
+// default of 64. A mixed call would need per-row sequence lengths, which the decoder graph
+// does not take. The chunks are cut at fixed offsets of each prompt, so a request computes
+// the same numbers whoever runs beside it.
 //
 // Admission: first come, first served. A request runs when a batch slot (maxRunning) is free
 // and the KV cache manager can reserve its worst-case cache; otherwise it queues, up to
