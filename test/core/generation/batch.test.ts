@@ -96,10 +96,12 @@ t.test('rows keep their tokens through random adds, appends and removes', async 
           for (let i = 0; i < TENSORS; i++) {
             if (past[i]!.length !== batch.size * kvHeads * batch.slots * headDim) throw new Error('past view size');
             for (let h = 0; h < kvHeads; h++) {
-              for (let s = 0; s < lengths.get(row)!; s++) {
+              for (let s = 0; s < batch.slots; s++) {
                 for (let d = 0; d < headDim; d++) {
                   const got = past[i]![((b * kvHeads + h) * batch.slots + s) * headDim + d];
-                  if (got !== value(row, s, i, h, d)) throw new Error(`row ${row} (at ${b}) tensor ${i} head ${h} slot ${s}: ${got}`);
+                  // Unused slots hold zeros, never another row's keys and values.
+                  const want = s < lengths.get(row)! ? value(row, s, i, h, d) : 0;
+                  if (got !== want) throw new Error(`row ${row} (at ${b}) tensor ${i} head ${h} slot ${s}: ${got}, expected ${want}`);
                 }
               }
             }
