@@ -82,7 +82,7 @@ export class DecodeBatch<T> {
     const length = kv.length + extra;
     // Room for the cache plus the token the next step appends; rows double (joins are frequent).
     const slots = Math.max(this.#slots, roundSlots(length + 1));
-    const rows = row < this.#rowCapacity ? this.#rowCapacity : Math.max(4, 2 * this.#rowCapacity);
+    const rows = row < this.#rowCapacity ? this.#rowCapacity : Math.max(1, 2 * this.#rowCapacity);
     if (rows !== this.#rowCapacity || slots !== this.#slots) this.#relayout(rows, slots);
     const { kvHeads, headDim } = this.layout;
     const n = kv.length * headDim;

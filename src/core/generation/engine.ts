@@ -97,6 +97,8 @@ export class Engine {
   readonly #running = new Map<string, Running>();
   /** Running sequences still prefilling, in arrival order. */
   readonly #prefilling: Running[] = [];
+  /** Prefilled sequences (first token out) joining the batch before the next step. */
+  readonly #ready: Running[] = [];
   readonly #batch: DecodeBatch<Running>;
   /** Admitted in arrival order as slots and KV room free up. */
   readonly #waiting = new Map<string, Waiting>();
@@ -257,6 +259,12 @@ export class Engine {
           else if (r.seq.timedOut) this.#fail(r, 'request_timeout', `the request ran past ${this.#limits.requestTimeoutMs} ms`);
         }
         await this.#prefillStep();
+        if (this.#ready.length > 0) {
+          // Newcomers' first tokens leave before they join the batch (a join copies the whole
+          // prompt cache): one turn of the event loop lets the sink deliver them.
+          await new Promise((resolve) => setImmediate(resolve));
+          for (const r of this.#ready.splice(0)) this.#join(r);
+        }
         if (this.#batch.size > 0) await this.#decodeStep();
         this.#stepSeconds.observe((performance.now() - start) / 1000);
       }
@@ -305,10 +313,14 @@ export class Engine {
     // The prompt's last chunk goes straight into the batch row (one copy, not two); a
     // sequence that ends here keeps its cache as one piece for the pool.
     r.tail = { kv: out.newKv, length: n };
-    if (!this.#accept(r, token)) return;
-    this.#batch.add(r, kv, r.tail);
+    if (this.#accept(r, token)) this.#ready.push(r);
+  }
+
+  /** A prefilled sequence enters the decode batch. */
+  #join(r: Running): void {
+    this.#batch.add(r, r.seq.kv!, r.tail);
     r.tail = undefined;
-    seq.kv = undefined;
+    r.seq.kv = undefined;
     r.decoding = true;
   }
 
@@ -371,8 +383,10 @@ export class Engine {
     } else {
       kv = seq.kv;
       if (kv && r.tail) kv.append(r.tail.kv, r.tail.length);
-      const i = this.#prefilling.indexOf(r);
-      if (i >= 0) this.#prefilling.splice(i, 1);
+      for (const list of [this.#prefilling, this.#ready]) {
+        const i = list.indexOf(r);
+        if (i >= 0) list.splice(i, 1);
+      }
     }
     // A failed step may have left the cache half-updated: keep nothing from it.
     const keep = finishReason === 'error' && failure?.errorCode === 'internal' ? undefined : kv;
