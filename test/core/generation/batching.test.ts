@@ -9,12 +9,13 @@ import { MODEL_DIR } from '../../helpers/model.js';
 
 const model = await loadModel(MODEL_DIR);
 t.teardown(() => model.decoder.close());
-const corpus = readFileSync(new URL('../../../../shared/data/tinyshakespeare.txt', import.meta.url), 'utf8');
+// The first 20,000 characters of the training text (test/fixtures), for realistic prompts.
+const corpus = readFileSync(new URL('../../fixtures/shakespeare-20k.txt', import.meta.url), 'utf8');
 
 /** Distinct prompts of varied length (a few long enough to need several prefill chunks). */
 const prompts = Array.from({ length: 24 }, (_, i) => {
   const length = [12, 40, 90, 300, 7, 150][i % 6]!;
-  const at = 1000 + i * 7919;
+  const at = 500 + i * 787;
   return corpus.slice(at, at + length);
 });
 const maxTokensOf = (i: number) => 12 + ((i * 13) % 40);
@@ -83,7 +84,7 @@ t.test('a long prompt is prefilled in chunks between the decode steps of running
   });
   while (runnerDeltas < 3) await new Promise((r) => setImmediate(r));
   const before = runnerDeltas;
-  const long = corpus.slice(50_000, 51_000);
+  const long = corpus.slice(19_000, 20_000);
   const newcomer = h.start(long, { maxTokens: 5, ignoreEos: true }, () => {
     if (!newcomerStarted) runnerDeltasDuringPrefill = runnerDeltas - before;
     newcomerStarted = true;
