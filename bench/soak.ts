@@ -46,6 +46,7 @@ import { availableParallelism, cpus, platform, release } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { envInt, log, round1, round2 } from './lib/interleave.js';
 import { ROOT, complete, rssBytes, scrapeMetrics, startServerProcess } from './lib/server.js';
+import { prng } from './lib/prompts.js';
 import { percentile } from './lib/stats.js';
 
 const OUT_FILE = join(ROOT, 'bench/results/soak.json');
@@ -64,17 +65,6 @@ const BASELINE_AT = Math.min(1000, Math.max(1, Math.floor(REQUESTS / 10)));
 
 // ---- workload ----
 
-/** mulberry32: a small seeded PRNG, uniform in [0, 1). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const random = prng(SEED);
 const int = (lo: number, hi: number): number => lo + Math.floor(random() * (hi - lo + 1));
 const WORDS = 'the and thou thee thy lord king queen love death night day sword crown heart blood speak hear good noble fair foul grave'.split(' ');

@@ -20,6 +20,7 @@
 //    cut off.
 //  - ITL: gaps between successive text chunks of one stream whose later chunk arrived inside
 //    the window (during the drain the load falls off, so later gaps would flatter).
+import { sseChunks } from './sse.js';
 import { percentile } from './stats.js';
 import type { LoadParams, LoadResult, Percentiles } from './load-runner.js';
 
@@ -76,27 +77,9 @@ async function send(prompt: string, signal: AbortSignal): Promise<RequestRecord>
     });
     if (res.status !== 200 || !res.body) throw new Error(`HTTP ${res.status}: ${(await res.text()).slice(0, 300)}`);
     let usage: Usage | undefined;
-    let buffer = '';
-    const decoder = new TextDecoder();
-    for await (const bytes of res.body as unknown as AsyncIterable<Uint8Array>) {
-      buffer += decoder.decode(bytes, { stream: true });
-      for (let end = buffer.indexOf('\n\n'); end >= 0; end = buffer.indexOf('\n\n')) {
-        const event = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        for (const line of event.split('\n')) {
-          if (!line.startsWith('data: ')) continue; // ": ping" heartbeats
-          const data = line.slice(6);
-          if (data === '[DONE]') continue;
-          const chunk = JSON.parse(data) as {
-            choices?: { text?: string }[];
-            usage?: Usage | null;
-            error?: { message: string };
-          };
-          if (chunk.error) throw new Error(`error event: ${chunk.error.message}`);
-          if (chunk.choices?.[0]?.text) record.chunkAt.push(performance.now());
-          if (chunk.usage) usage = chunk.usage;
-        }
-      }
+    for await (const chunk of sseChunks(res.body)) {
+      if (chunk.choices?.[0]?.text) record.chunkAt.push(performance.now());
+      if (chunk.usage) usage = chunk.usage;
     }
     if (!usage) throw new Error('stream ended without a usage chunk');
     if (record.chunkAt.length === 0) throw new Error('stream carried no text');

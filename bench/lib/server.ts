@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { sseChunks } from './sse.js';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -183,32 +184,14 @@ export async function streamCompletion(url: string, body: Record<string, unknown
   let text = '';
   let usage: Usage | undefined;
   let finishReason: string | null = null;
-  let buffer = '';
-  const decoder = new TextDecoder();
-  for await (const bytes of res.body as unknown as AsyncIterable<Uint8Array>) {
-    buffer += decoder.decode(bytes, { stream: true });
-    for (let end = buffer.indexOf('\n\n'); end >= 0; end = buffer.indexOf('\n\n')) {
-      const event = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      for (const line of event.split('\n')) {
-        if (!line.startsWith('data: ')) continue; // ": ping" heartbeats
-        const data = line.slice(6);
-        if (data === '[DONE]') continue;
-        const chunk = JSON.parse(data) as {
-          choices?: { text: string; finish_reason: string | null }[];
-          usage?: Usage | null;
-          error?: { message: string };
-        };
-        if (chunk.error) throw new Error(`stream error event: ${chunk.error.message}`);
-        const choice = chunk.choices?.[0];
-        if (choice?.text) {
-          ttftMs ??= performance.now() - start;
-          text += choice.text;
-        }
-        if (choice?.finish_reason) finishReason = choice.finish_reason;
-        if (chunk.usage) usage = chunk.usage;
-      }
+  for await (const chunk of sseChunks(res.body)) {
+    const choice = chunk.choices?.[0];
+    if (choice?.text) {
+      ttftMs ??= performance.now() - start;
+      text += choice.text;
     }
+    if (choice?.finish_reason) finishReason = choice.finish_reason;
+    if (chunk.usage) usage = chunk.usage;
   }
   const totalMs = performance.now() - start;
   if (!usage) throw new Error('stream ended without a usage chunk');
