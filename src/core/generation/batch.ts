@@ -22,6 +22,9 @@ export const SLOT_ROUND = 32;
 
 const roundSlots = (tokens: number): number => Math.ceil(tokens / SLOT_ROUND) * SLOT_ROUND;
 
+/** Buffers an idle batch keeps (the rest is freed when the last row leaves). */
+const IDLE_KEEP_BYTES = 16 * 2 ** 20;
+
 export class DecodeBatch<T> {
   readonly layout: KvLayout;
   #items: T[] = [];
@@ -75,25 +78,23 @@ export class DecodeBatch<T> {
    * Adds a row holding `kv` (copied), followed by `tail`: the last step's new keys and values
    * [1, kv_heads, tail.length, head_dim], which then need no copy into `kv` first.
    */
-  add(item: T, kv: KvCache, tail?: { kv: readonly KvData[]; length: number }): void {
+  add(item: T, kv: KvCache, tail?: { kv: readonly KvData[]; length: number }, reserve = 0): void {
     if (kv.tensors.length !== this.#buffers.length) throw new Error('layout mismatch');
     const row = this.#items.length;
     const extra = tail?.length ?? 0;
     const length = kv.length + extra;
-    // Room for the cache plus the token the next step appends; rows double (joins are frequent).
-    const slots = Math.max(this.#slots, roundSlots(length + 1));
+    // Room for the cache, `reserve` tokens to be written (see write()) and the token the next
+    // step appends; rows double (joins are frequent).
+    const slots = Math.max(this.#slots, roundSlots(length + reserve + 1));
     const rows = row < this.#rowCapacity ? this.#rowCapacity : Math.max(1, 2 * this.#rowCapacity);
     if (rows !== this.#rowCapacity || slots !== this.#slots) this.#relayout(rows, slots);
     const { kvHeads, headDim } = this.layout;
-    const n = kv.length * headDim;
+    for (const r of kv.runs()) {
+      this.#buffers[r.tensor]!.set(r.src.subarray(r.from, r.from + r.count * headDim), this.#offset(row, r.head, r.token));
+    }
     const m = extra * headDim;
-    for (let i = 0; i < this.#buffers.length; i++) {
-      const src = kv.tensors[i]!;
-      const dst = this.#buffers[i]!;
-      for (let h = 0; h < kvHeads; h++) {
-        dst.set(src.subarray(h * n, (h + 1) * n), this.#offset(row, h, 0));
-        if (tail) dst.set(tail.kv[i]!.subarray(h * m, (h + 1) * m), this.#offset(row, h, kv.length));
-      }
+    for (let i = 0; tail && i < this.#buffers.length; i++) {
+      for (let h = 0; h < kvHeads; h++) this.#buffers[i]!.set(tail.kv[i]!.subarray(h * m, (h + 1) * m), this.#offset(row, h, kv.length));
     }
     this.#items.push(item);
     this.#lengths.push(length);
@@ -130,6 +131,28 @@ export class DecodeBatch<T> {
       if (needed + SLOT_ROUND < this.#slots) this.#relayout(this.#rowCapacity, needed);
     }
     return kv;
+  }
+
+  /** Row `item`'s slots as a one-row past: views [1, kv_heads, slots, head_dim] (valid until the batch changes). */
+  rowPast(item: T): KvData[] {
+    const row = this.#items.indexOf(item);
+    if (row < 0) throw new Error('not in the batch');
+    const from = this.#offset(row, 0, 0);
+    return this.#buffers.map((b) => b.subarray(from, from + this.#rowElements()));
+  }
+
+  /** Appends `count` tokens to one row: newKv [1, kv_heads, count, head_dim] (room reserved by add()). */
+  write(item: T, newKv: readonly KvData[], count: number): void {
+    const row = this.#items.indexOf(item);
+    if (row < 0) throw new Error('not in the batch');
+    const at = this.#lengths[row]!;
+    if (at + count + 1 > this.#slots) this.#relayout(this.#rowCapacity, roundSlots(at + count + 1));
+    const { kvHeads, headDim } = this.layout;
+    const n = count * headDim;
+    for (let i = 0; i < this.#buffers.length; i++) {
+      for (let h = 0; h < kvHeads; h++) this.#buffers[i]!.set(newKv[i]!.subarray(h * n, (h + 1) * n), this.#offset(row, h, at));
+    }
+    this.#lengths[row] = at + count;
   }
 
   /**
@@ -200,9 +223,11 @@ export class DecodeBatch<T> {
     const oldSlots = this.#slots;
     const need = rows * this.#rowElements(slots);
     if (need === 0) {
-      // Idle: give the memory back.
+      // Idle: give the memory back, but for one buffer set of up to IDLE_KEEP_BYTES, so a
+      // lone request does not fault in fresh pages for its row every time.
+      const keep = old.reduce((sum, b) => sum + b.byteLength, 0) <= IDLE_KEEP_BYTES;
       this.#buffers = old.map(() => allocKv(dtype, 0));
-      this.#spare = [];
+      this.#spare = keep ? old : [];
     } else {
       const spare = this.#spare;
       // 25% headroom, so that the two sets settle at a size both fit.

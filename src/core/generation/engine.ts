@@ -279,15 +279,48 @@ export class Engine {
   async #prefillStep(): Promise<void> {
     let budget = this.#limits.maxPrefillTokensPerStep;
     for (const r of [...this.#prefilling]) {
-      const chunk = Math.min(r.seq.promptLeft, this.#limits.maxPrefillTokensPerStep);
+      const { seq } = r;
+      const chunk = Math.min(seq.promptLeft, this.#limits.maxPrefillTokensPerStep);
       if (chunk > budget) return;
       budget -= chunk;
       try {
-        await this.#prefillChunk(r, chunk);
+        // A prompt whose uncached part is one chunk is prefilled in its batch row.
+        if (chunk === seq.promptLeft && seq.length === seq.cachedTokens) await this.#prefillInBatch(r, chunk);
+        else await this.#prefillChunk(r, chunk);
       } catch (err) {
         this.#fail(r, 'internal', (err as Error).message);
       }
     }
+  }
+
+  /**
+   * The whole uncached prompt in one call, computed in the sequence's own batch row: its
+   * cached prefix is copied there first (into the batch's warm buffers), the call reads the
+   * row as its past (unused slots masked) and the new keys and values are written after it.
+   * Nothing is copied again when it starts decoding, so its first token is out at once.
+   * (Whether a prompt takes this path depends on it alone, not on its neighbours: the same
+   * request computes the same numbers in any batch — tested.)
+   */
+  async #prefillInBatch(r: Running, n: number): Promise<void> {
+    const { seq } = r;
+    const cached = seq.length;
+    this.#prefilling.splice(this.#prefilling.indexOf(r), 1);
+    this.#batch.add(r, seq.kv!, undefined, n);
+    seq.kv = undefined;
+    r.decoding = true;
+    const out = await this.#model.forward({
+      batch: 1,
+      seqLen: n,
+      pastLength: this.#batch.slots,
+      inputIds: seq.promptIds.slice(cached, cached + n),
+      positionIds: Array.from({ length: n }, (_, i) => cached + i),
+      pastValid: [cached],
+      past: this.#batch.rowPast(r),
+    });
+    this.#batch.write(r, out.newKv, n);
+    seq.length = cached + n;
+    this.#options.cache.grow(r.lease, seq.length);
+    this.#accept(r, seq.sampler.sample(out.logits(0, n - 1)));
   }
 
   async #prefillChunk(r: Running, n: number): Promise<void> {

@@ -5,7 +5,7 @@
 import { KvCache } from './kv-cache.js';
 import { type KvLayout, kvBytesPerToken } from './layout.js';
 import { KvPool, type PoolEntry, type RemovalReason } from './pool.js';
-import { type PrefixBlock, chainKeys, cutBlock, joinBlocks, sameTokens } from './prefix-index.js';
+import { type PrefixBlock, chainKeys, cutBlock, sameTokens } from './prefix-index.js';
 
 export type LookupResult = 'hit' | 'partial' | 'miss';
 export type EvictionReason = 'lru' | 'ttl' | 'deleted';
@@ -299,12 +299,14 @@ export class KvCacheManager {
     return {
       tokens,
       possible: keys.length * this.blockSize,
-      // Blocks are copied into the request's own cache, so they are in use only during this
-      // synchronous copy and stay evictable. Touched tail first: parents stay more recent.
+      // The request's cache reads the blocks' arrays, so an evicted block's memory lives on
+      // until the request has copied it (its bytes count in the request's own entry meanwhile,
+      // the budget is never exceeded); the blocks themselves stay evictable. Touched tail first: parents stay more recent.
       take: () => {
         for (let i = entries.length - 1; i >= 0; i--) this.#pool.touch(entries[i]!);
         if (tokens === 0) return KvCache.empty(this.layout);
-        return KvCache.of(this.layout, joinBlocks(this.layout, entries.map((e) => this.#block(e)), this.blockSize), tokens);
+        // Not joined here: a prompt prefilled in its batch row copies the blocks straight in.
+        return KvCache.ofBlocks(this.layout, entries.map((e) => this.#block(e).tensors), this.blockSize);
       },
     };
   }

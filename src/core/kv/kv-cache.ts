@@ -1,17 +1,40 @@
 // One sequence's KV cache: per layer a key and a value tensor [1, kv_heads, length, head_dim].
 // Buffers are plain JS memory (onnxruntime-node copies every output), so the cache's size is
 // exactly the sum of their byteLength and dropping the references frees it.
-import { type KvData, type KvLayout, allocKv } from './layout.js';
+//
+// A cache can also stand for a run of prefix blocks without copying them: its runs are then
+// the blocks', and its contiguous tensors are assembled only if something asks for them (a
+// prefill from that past does; copying the cache into a batch row does not).
+import { type KvData, type KvLayout, allocKv, kvBytesPerToken } from './layout.js';
+
+/** `count` tokens of one tensor's head: elements [from, from + count × head_dim) of `src`, for tokens [token, token + count). */
+export interface KvRun {
+  tensor: number;
+  head: number;
+  src: KvData;
+  from: number;
+  token: number;
+  count: number;
+}
 
 export class KvCache {
   readonly layout: KvLayout;
-  #tensors: KvData[];
+  #tensors: KvData[] | undefined;
+  /** Per block, 2 × layers tensors [kv_heads, blockSize, head_dim]; set while not assembled. */
+  #blocks: { tensors: readonly (readonly KvData[])[]; size: number } | undefined;
   #length: number;
 
-  private constructor(layout: KvLayout, tensors: KvData[], length: number) {
+  private constructor(layout: KvLayout, tensors: KvData[] | undefined, length: number) {
     this.layout = layout;
     this.#tensors = tensors;
     this.#length = length;
+  }
+
+  /** Prefix blocks laid end to end, read in place (they are never written). */
+  static ofBlocks(layout: KvLayout, blocks: readonly (readonly KvData[])[], blockSize: number): KvCache {
+    const cache = new KvCache(layout, undefined, blocks.length * blockSize);
+    cache.#blocks = { tensors: blocks, size: blockSize };
+    return cache;
   }
 
   static empty(layout: KvLayout): KvCache {
@@ -30,12 +53,43 @@ export class KvCache {
     return this.#length;
   }
 
-  /** Layer i's key is tensors[2i], its value tensors[2i+1]. */
+  /** Layer i's key is tensors[2i], its value tensors[2i+1]: contiguous [1, kv_heads, length, head_dim]. */
   get tensors(): readonly KvData[] {
+    return this.#assembled();
+  }
+
+  /** The cache's contiguous pieces, for copying it elsewhere without assembling it. */
+  *runs(): Generator<KvRun> {
+    const { kvHeads, headDim, layers } = this.layout;
+    if (this.#blocks) {
+      const { tensors, size } = this.#blocks;
+      for (let tensor = 0; tensor < 2 * layers; tensor++) {
+        for (const [b, block] of tensors.entries()) {
+          for (let head = 0; head < kvHeads; head++) yield { tensor, head, src: block[tensor]!, from: head * size * headDim, token: b * size, count: size };
+        }
+      }
+      return;
+    }
+    for (const [tensor, src] of this.#tensors!.entries()) {
+      for (let head = 0; head < kvHeads; head++) yield { tensor, head, src, from: head * this.#length * headDim, token: 0, count: this.#length };
+    }
+  }
+
+  #assembled(): KvData[] {
+    if (!this.#tensors) {
+      const { kvHeads, headDim, dtype, layers } = this.layout;
+      const length = this.#length;
+      const out = Array.from({ length: 2 * layers }, () => allocKv(dtype, kvHeads * length * headDim));
+      for (const r of this.runs()) out[r.tensor]!.set(r.src.subarray(r.from, r.from + r.count * headDim), (r.head * length + r.token) * headDim);
+      this.#tensors = out;
+      this.#blocks = undefined;
+    }
     return this.#tensors;
   }
 
+  /** Bytes of its keys and values (as assembled: a block-backed cache counts the bytes it stands for). */
   get byteLength(): number {
+    if (!this.#tensors) return this.#length * kvBytesPerToken(this.layout);
     let sum = 0;
     for (const t of this.#tensors) sum += t.byteLength;
     return sum;
@@ -46,11 +100,12 @@ export class KvCache {
    * [1, kv_heads, count, head_dim]). Copies into new buffers: the old ones may be shared.
    */
   append(newKv: readonly KvData[], count: number): void {
-    if (newKv.length !== this.#tensors.length) throw new Error(`expected ${this.#tensors.length} tensors, got ${newKv.length}`);
+    const current = this.#assembled();
+    if (newKv.length !== current.length) throw new Error(`expected ${current.length} tensors, got ${newKv.length}`);
     const { kvHeads, headDim, dtype } = this.layout;
     const old = this.#length;
     const length = old + count;
-    this.#tensors = this.#tensors.map((src, i) => {
+    this.#tensors = current.map((src, i) => {
       const add = newKv[i]!;
       if (add.length !== kvHeads * count * headDim) throw new Error(`new keys/values for ${add.length / (kvHeads * headDim)} tokens, expected ${count}`);
       const dst = allocKv(dtype, kvHeads * length * headDim);
@@ -69,7 +124,7 @@ export class KvCache {
       throw new RangeError(`slice length ${length} outside 0..${this.#length}`);
     }
     const { kvHeads, headDim, dtype } = this.layout;
-    const out = this.#tensors.map((src) => {
+    const out = this.#assembled().map((src) => {
       const dst = allocKv(dtype, kvHeads * length * headDim);
       for (let h = 0; h < kvHeads; h++) {
         const from = h * this.#length * headDim;

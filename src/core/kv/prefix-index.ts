@@ -61,24 +61,6 @@ export function cutBlock(layout: KvLayout, tensors: readonly KvData[], length: n
   });
 }
 
-/** Lays blocks end to end into contiguous tensors [1, kv_heads, blocks × blockSize, head_dim]. */
-export function joinBlocks(layout: KvLayout, blocks: readonly PrefixBlock[], blockSize: number): KvData[] {
-  const { kvHeads, headDim, dtype, layers } = layout;
-  const length = blocks.length * blockSize;
-  const out: KvData[] = [];
-  for (let t = 0; t < 2 * layers; t++) {
-    const dst = allocKv(dtype, kvHeads * length * headDim);
-    blocks.forEach((block, b) => {
-      const src = block.tensors[t]!;
-      for (let h = 0; h < kvHeads; h++) {
-        dst.set(src.subarray(h * blockSize * headDim, (h + 1) * blockSize * headDim), (h * length + b * blockSize) * headDim);
-      }
-    });
-    out.push(dst);
-  }
-  return out;
-}
-
 export function sameTokens(block: PrefixBlock, tokens: readonly number[], start: number): boolean {
   for (let i = 0; i < block.tokens.length; i++) if (block.tokens[i] !== tokens[start + i]) return false;
   return true;

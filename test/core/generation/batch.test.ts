@@ -24,6 +24,22 @@ function cacheOf(row: number, length: number): KvCache {
   return KvCache.of(layout, tensors, length);
 }
 
+const BLOCK = 4;
+
+/** The same tokens as cacheOf(row, length) rounded down to whole blocks, as prefix blocks read in place. */
+function blocksOf(row: number, length: number): KvCache {
+  const { kvHeads, headDim } = layout;
+  const whole = cacheOf(row, length);
+  const blocks = Array.from({ length: Math.floor(length / BLOCK) }, (_, b) =>
+    whole.tensors.map((x) => {
+      const out = new Float32Array(kvHeads * BLOCK * headDim);
+      for (let h = 0; h < kvHeads; h++) out.set(x.subarray((h * length + b * BLOCK) * headDim, (h * length + (b + 1) * BLOCK) * headDim), h * BLOCK * headDim);
+      return out;
+    }),
+  );
+  return KvCache.ofBlocks(layout, blocks, BLOCK);
+}
+
 function checkCache(kv: KvCache, row: number, length: number): string | undefined {
   if (kv.length !== length) return `length ${kv.length} != ${length}`;
   const expected = cacheOf(row, length);
@@ -35,9 +51,9 @@ function checkCache(kv: KvCache, row: number, length: number): string | undefine
   return undefined;
 }
 
-type Op = { kind: 'add'; length: number; tail: number } | { kind: 'append' } | { kind: 'remove'; pick: number };
+type Op = { kind: 'add'; length: number; tail: number; blocks: boolean } | { kind: 'append' } | { kind: 'remove'; pick: number };
 const op = fc.oneof(
-  fc.record({ kind: fc.constant('add' as const), length: fc.integer({ min: 0, max: 80 }), tail: fc.integer({ min: 0, max: 20 }) }),
+  fc.record({ kind: fc.constant('add' as const), length: fc.integer({ min: 0, max: 80 }), tail: fc.integer({ min: 0, max: 20 }), blocks: fc.boolean() }),
   fc.record({ kind: fc.constant('append' as const) }),
   fc.record({ kind: fc.constant('remove' as const), pick: fc.nat() }),
 );
@@ -52,17 +68,19 @@ t.test('rows keep their tokens through random adds, appends and removes', async 
       for (const o of ops) {
         if (o.kind === 'add') {
           const row = nextRow++;
-          // The last `tail` tokens come as a step's new keys and values, apart from the cache.
-          const tail = Math.min(o.tail, o.length);
+          // The last `tail` tokens come as a step's new keys and values, apart from the cache;
+          // the cache is contiguous or whole prefix blocks read in place.
+          let head = o.length - Math.min(o.tail, o.length);
+          if (o.blocks) head -= head % BLOCK;
+          const tail = o.length - head;
           const whole = cacheOf(row, o.length);
           const { kvHeads, headDim } = layout;
-          const head = o.length - tail;
           const tailKv = whole.tensors.map((x) => {
             const out = new Float32Array(kvHeads * tail * headDim);
             for (let h = 0; h < kvHeads; h++) out.set(x.subarray((h * o.length + head) * headDim, (h * o.length + o.length) * headDim), h * tail * headDim);
             return out;
           });
-          batch.add(row, cacheOf(row, head), tail > 0 ? { kv: tailKv, length: tail } : undefined);
+          batch.add(row, o.blocks ? blocksOf(row, head) : cacheOf(row, head), tail > 0 ? { kv: tailKv, length: tail } : undefined);
           lengths.set(row, o.length);
         } else if (o.kind === 'append') {
           if (batch.size === 0) continue;
