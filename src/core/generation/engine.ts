@@ -5,7 +5,8 @@
 // in ONE batched model call. A sequence whose prompt is done joins the batch at that same
 // step; a finished or aborted one leaves at once and frees its slot for the queue.
 //
-// Prefill runs as its own model call, chunked, rather than mixed into the decode call.
+// Prefill runs as its own model call, chunked, rather than mixed into the decode call (a
+// prompt that fits one chunk runs in its batch row: see #prefillInBatch).
 // Measured on 2 cores (2026-11-29, shipped model, 1,040-token prompt): in one call 112 ms, in
 // chunks of 256 / 128 / 64 / 32 tokens 78 / 80 / 87 / 104 ms (smaller attention blocks win
 // until per-call overhead takes over), while a decode step of 16 sequences costs ~2–3 ms. A
