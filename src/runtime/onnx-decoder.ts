@@ -121,7 +121,7 @@ export class OnnxDecoder implements DecoderModel {
   readonly #pastNames: string[];
   readonly #presentNames: string[];
   #scratch: Float32Array;
-  #mask = new BigInt64Array(0);
+  readonly #masks: BigInt64Array[] = [];
 
   private constructor(prefill: ort.InferenceSession, decode: ort.InferenceSession, graph: GraphInfo, vocabSize: number) {
     this.#prefill = prefill;
@@ -166,12 +166,15 @@ export class OnnxDecoder implements DecoderModel {
       input_ids: new ort.Tensor('int64', int64(input.inputIds), [batch, seqLen]),
     };
     const valid = input.pastValid;
+    let maskBuffer: BigInt64Array | undefined;
     if (this.#graph.hasAttentionMask) {
       const total = pastLength + seqLen;
-      // One buffer reused across steps (runs never overlap): a batched step's mask is
-      // rows × slots, and a fresh one per step only fed the garbage collector.
-      if (this.#mask.length < batch * total) this.#mask = new BigInt64Array(Math.max(batch * total, 2 * this.#mask.length));
-      const mask = this.#mask.subarray(0, batch * total).fill(1n);
+      // Mask buffers are reused (a batched step's mask is rows × slots, and a fresh one per
+      // step only fed the garbage collector). Each call holds its own until its run ends:
+      // onnxruntime reads the mask later, in a setImmediate, and calls may overlap.
+      maskBuffer = this.#masks.pop();
+      if (!maskBuffer || maskBuffer.length < batch * total) maskBuffer = new BigInt64Array(Math.max(batch * total, 2 * (maskBuffer?.length ?? 0)));
+      const mask = maskBuffer.subarray(0, batch * total).fill(1n);
       for (let b = 0; b < batch && valid; b++) mask.fill(0n, b * total + valid[b]!, b * total + pastLength);
       feeds.attention_mask = new ort.Tensor('int64', mask, [batch, total]);
     } else if (valid && Array.prototype.some.call(valid, (v: number) => v !== pastLength)) {
@@ -185,7 +188,12 @@ export class OnnxDecoder implements DecoderModel {
       feeds[this.#pastNames[i]!] = new ort.Tensor(dtype, input.past[i]!, pastShape);
     }
     const session = batch * seqLen >= PREFILL_MIN_TOKENS ? this.#prefill : this.#decode;
-    const out = await session.run(feeds);
+    let out: ort.InferenceSession.OnnxValueMapType;
+    try {
+      out = await session.run(feeds);
+    } finally {
+      if (maskBuffer) this.#masks.push(maskBuffer);
+    }
     const logits = out.logits!.data as Float32Array | Uint16Array;
     const newKv = this.#presentNames.map((n) => newPart(out[n]!, pastLength, seqLen));
     const vocab = this.vocabSize;

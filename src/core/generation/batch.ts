@@ -63,11 +63,6 @@ export class DecodeBatch<T> {
     return this.#lengths;
   }
 
-  /** Bytes of the batch's buffers, both sets (allocated, used or not). */
-  get byteLength(): number {
-    return [...this.#buffers, ...this.#spare].reduce((sum, b) => sum + b.byteLength, 0);
-  }
-
   /** The step's past: views [size, kv_heads, slots, head_dim] over the buffers. */
   past(): KvData[] {
     const n = this.#items.length * this.#rowElements();
