@@ -74,7 +74,8 @@ export class DecodeBatch<T> {
    * [1, kv_heads, tail.length, head_dim], which then need no copy into `kv` first.
    */
   add(item: T, kv: KvCache, tail?: { kv: readonly KvData[]; length: number }, reserve = 0): void {
-    if (kv.tensors.length !== this.#buffers.length) throw new Error('layout mismatch');
+    // (Not kv.tensors: that would assemble a block-backed cache, copying it once more.)
+    if (kv.layout.layers !== this.layout.layers) throw new Error('layout mismatch');
     const row = this.#items.length;
     const extra = tail?.length ?? 0;
     const length = kv.length + extra;
