@@ -19,8 +19,8 @@
 // As in bench/kv-cache.ts the sides run interleaved with alternating order and we report
 // medians. Both sides run with the same configuration: loadConfig() over this process's
 // environment, which the server process inherits too (MODEL_DIR, ORT_THREADS, KV_CACHE_*).
-// Note the HTTP side's client (fetch + SSE parsing) shares the machine's cores with the
-// server, as a co-located client would.
+// Note the HTTP side's client (node:http + SSE parsing, bench/lib/http-stream.ts) shares the
+// machine's cores with the server, as a co-located client would.
 //
 // Writes bench/results/http.json: {"engine_tokens_per_s", "http_tokens_per_s", "ratio",
 // "ttft_ms_p50"} plus context (engine_ttft_ms_p50, per-run figures, machine, date).

@@ -38,6 +38,8 @@ export interface LoadResult {
   /** Completion tokens whose text arrived inside the window (usage counts, spread over each request's chunks). */
   window_tokens: number;
   tokens_per_s: number;
+  /** The load process's CPU time over the window ÷ the window (1 = one core busy throughout). */
+  load_cpu: number;
   /** Requests sent inside the window: send → first chunk with text. */
   ttft_ms: Percentiles;
   /** Gaps between successive text chunks of one stream, for chunks that arrived inside the window. */

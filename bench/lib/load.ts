@@ -1,6 +1,8 @@
 // The load generator of bench/concurrency.ts, run as its own process (bench/lib/load-runner.ts
 // starts it): reads LoadParams as JSON on stdin, drives `clients` concurrent streaming clients
-// with Node's fetch (undici), prints one LoadResult as JSON on stdout.
+// over node:http (bench/lib/http-stream.ts: lean, since on 2 cores its CPU is taken from the
+// server it measures; every result reports that share as `load_cpu`), prints one LoadResult
+// as JSON on stdout.
 //
 //   client 1: ─[req]─[req]───[req]─[req]──[req]─┤
 //   client N: ──[req]──[req]─[req]──[req]─[req]──┴──[req]┤
@@ -20,7 +22,7 @@
 //    cut off.
 //  - ITL: gaps between successive text chunks of one stream whose later chunk arrived inside
 //    the window (during the drain the load falls off, so later gaps would flatter).
-import { sseChunks } from './sse.js';
+import { postStream } from './http-stream.js';
 import { percentile } from './stats.js';
 import type { LoadParams, LoadResult, Percentiles } from './load-runner.js';
 
@@ -62,25 +64,21 @@ async function send(prompt: string, signal: AbortSignal): Promise<RequestRecord>
     aborted: false,
   };
   try {
-    const res = await fetch(`${params.url}/v1/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        prompt,
-        max_tokens: params.maxTokens,
-        temperature: 0,
-        ignore_eos: true,
-        stream: true,
-        stream_options: { include_usage: true },
-      }),
-      signal,
-    });
-    if (res.status !== 200 || !res.body) throw new Error(`HTTP ${res.status}: ${(await res.text()).slice(0, 300)}`);
+    const body = {
+      prompt,
+      max_tokens: params.maxTokens,
+      temperature: 0,
+      ignore_eos: true,
+      stream: true,
+      stream_options: { include_usage: true },
+    };
     let usage: Usage | undefined;
-    for await (const chunk of sseChunks(res.body)) {
-      if (chunk.choices?.[0]?.text) record.chunkAt.push(performance.now());
-      if (chunk.usage) usage = chunk.usage;
-    }
+    await postStream(`${params.url}/v1/completions`, body, (chunks, at) => {
+      for (const chunk of chunks) {
+        if (chunk.choices?.[0]?.text) record.chunkAt.push(at);
+        if (chunk.usage) usage = chunk.usage;
+      }
+    }, signal);
     if (!usage) throw new Error('stream ended without a usage chunk');
     if (record.chunkAt.length === 0) throw new Error('stream carried no text');
     record.completionTokens = usage.completion_tokens;
@@ -124,8 +122,10 @@ while (finishedPerClient.some((n) => n === 0)) {
   await Promise.race([new Promise<void>((r) => (onFinish = r)), sleep(100)]);
 }
 const t0 = performance.now();
+const cpu0 = process.cpuUsage();
 await sleep(params.windowMs);
 const t1 = performance.now();
+const cpu = process.cpuUsage(cpu0);
 stopSending = true;
 
 // Drain: the requests sent inside the window finish (their TTFT is measured in full).
@@ -172,6 +172,7 @@ const result: LoadResult = {
   drain_ms: drainEnd - t1,
   window_tokens: windowTokens,
   tokens_per_s: (windowTokens / (t1 - t0)) * 1000,
+  load_cpu: (cpu.user + cpu.system) / 1000 / (t1 - t0),
   ttft_ms: summary(ttft),
   itl_ms: summary(itl),
   requests: {

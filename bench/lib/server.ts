@@ -10,7 +10,7 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { sseChunks } from './sse.js';
+import { postStream } from './http-stream.js';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -174,25 +174,22 @@ export interface StreamResult {
  */
 export async function streamCompletion(url: string, body: Record<string, unknown>): Promise<StreamResult> {
   const start = performance.now();
-  const res = await fetch(`${url}/v1/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ temperature: 0, ignore_eos: true, ...body, stream: true, stream_options: { include_usage: true } }),
-  });
-  if (res.status !== 200 || !res.body) throw new Error(`stream: HTTP ${res.status}: ${await res.text()}`);
   let ttftMs: number | undefined;
   let text = '';
   let usage: Usage | undefined;
   let finishReason: string | null = null;
-  for await (const chunk of sseChunks(res.body)) {
-    const choice = chunk.choices?.[0];
-    if (choice?.text) {
-      ttftMs ??= performance.now() - start;
-      text += choice.text;
+  const request = { temperature: 0, ignore_eos: true, ...body, stream: true, stream_options: { include_usage: true } };
+  await postStream(`${url}/v1/completions`, request, (chunks, at) => {
+    for (const chunk of chunks) {
+      const choice = chunk.choices?.[0];
+      if (choice?.text) {
+        ttftMs ??= at - start;
+        text += choice.text;
+      }
+      if (choice?.finish_reason) finishReason = choice.finish_reason;
+      if (chunk.usage) usage = chunk.usage;
     }
-    if (choice?.finish_reason) finishReason = choice.finish_reason;
-    if (chunk.usage) usage = chunk.usage;
-  }
+  });
   const totalMs = performance.now() - start;
   if (!usage) throw new Error('stream ended without a usage chunk');
   if (ttftMs === undefined) throw new Error('stream carried no text');
