@@ -4,8 +4,8 @@
 // first lengths[b] slots; the slots after them are unused and masked out by the model call.
 // A step appends one token per row in place (the model returns only the new keys and values),
 // so the cache is never re-laid out per step: a newcomer's cache is copied into a free row
-// once, a leaver's row is copied out once (the one copy the pool keeps) and the last row moved
-// into the gap. Slots grow (and shrink) in steps of SLOT_ROUND, the only full re-layout, once
+// once, a leaver's row is read in place by the pool (which copies what it keeps) and the last
+// row moved into the gap. Slots grow (and shrink) in steps of SLOT_ROUND, the only full re-layout, once
 // every SLOT_ROUND steps at most — it also bounds the masked slots a step attends over.
 import { KvCache } from '../kv/kv-cache.js';
 import { type KvData, type KvLayout, allocKv } from '../kv/layout.js';
@@ -97,11 +97,20 @@ export class DecodeBatch<T> {
     this.#clearTail(row);
   }
 
-  /** Removes `item`'s row and returns its cache (an exact copy of its tokens). */
-  remove(item: T): KvCache {
+  /**
+   * Row `item`'s tokens as a transient cache read in place (KvCache.view): valid until the
+   * batch next changes, so a caller keeping it copies it first — once, into what it keeps.
+   */
+  view(item: T): KvCache {
     const row = this.#items.indexOf(item);
     if (row < 0) throw new Error('not in the batch');
-    const kv = this.#copyOut(row);
+    return KvCache.view(this.layout, this.#buffers, this.#offset(row, 0, 0), this.#slots, this.#lengths[row]!);
+  }
+
+  /** Removes `item`'s row (take its cache with view() first). */
+  remove(item: T): void {
+    const row = this.#items.indexOf(item);
+    if (row < 0) throw new Error('not in the batch');
     const last = this.#items.length - 1;
     if (row !== last) {
       // The last row moves into the gap (its used slots only).
@@ -126,7 +135,6 @@ export class DecodeBatch<T> {
       const needed = roundSlots(Math.max(...this.#lengths) + 1);
       if (needed + SLOT_ROUND < this.#slots) this.#relayout(this.#rowCapacity, needed);
     }
-    return kv;
   }
 
   /** Row `item`'s slots as a one-row past: views [1, kv_heads, slots, head_dim] (valid until the batch changes). */
@@ -172,22 +180,6 @@ export class DecodeBatch<T> {
     let longest = 0;
     for (let b = 0; b < rows; b++) longest = Math.max(longest, ++this.#lengths[b]!);
     if (longest + 1 > this.#slots) this.#relayout(this.#rowCapacity, roundSlots(longest + 1));
-  }
-
-  /** A copy of row b's cache, exact length. */
-  #copyOut(row: number): KvCache {
-    const { kvHeads, headDim, dtype } = this.layout;
-    const length = this.#lengths[row]!;
-    const n = length * headDim;
-    const tensors = this.#buffers.map((buf) => {
-      const out = allocKv(dtype, kvHeads * n);
-      for (let h = 0; h < kvHeads; h++) {
-        const from = this.#offset(row, h, 0);
-        out.set(buf.subarray(from, from + n), h * n);
-      }
-      return out;
-    });
-    return KvCache.of(this.layout, tensors, length);
   }
 
   #rowElements(slots = this.#slots): number {

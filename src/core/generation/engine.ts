@@ -413,7 +413,8 @@ export class Engine {
     if (!this.#running.delete(seq.id)) return false;
     let kv: KvCache | undefined;
     if (r.decoding) {
-      kv = this.#batch.remove(r);
+      // Read in place: the pool copies what it keeps, then the row goes.
+      kv = this.#batch.view(r);
     } else {
       kv = seq.kv;
       if (kv && r.tail) kv.append(r.tail.kv, r.tail.length);
@@ -425,6 +426,7 @@ export class Engine {
     // A failed step may have left the cache half-updated: keep nothing from it.
     const keep = finishReason === 'error' && failure?.errorCode === 'internal' ? undefined : kv;
     this.#options.cache.release(lease, keep ? { kv: keep, tokens: seq.cachedSequence() } : undefined);
+    if (r.decoding) this.#batch.remove(r);
     this.#done(seq.id, { finishReason, text, usage: seq.usage(), queueMs, ...failure });
     this.#admitWaiting();
     return false;

@@ -185,7 +185,8 @@ export class KvCacheManager {
 
   /**
    * Ends a lease. With `final` (the sequence's cache and the tokens it covers) the cache is
-   * kept: as the request's session, or else as prefix blocks for later prompts.
+   * kept: as the request's session, or else as prefix blocks for later prompts. `final.kv` may
+   * be transient (a batch row): what is kept is copied before this returns.
    */
   release(lease: Lease, final?: { kv: KvCache; tokens: readonly number[] }): void {
     const state = lease as LeaseState;
@@ -316,7 +317,8 @@ export class KvCacheManager {
     const old = this.#sessions.get(key);
     if (old) this.#pool.remove(old, 'released');
     if (!this.#pool.makeRoom(kv.byteLength)) return;
-    const session: Session = { id, tenant, tokens, kv, createdMs: createdMs ?? this.#now() };
+    // A view of a batch row is copied here, the one copy a finished sequence costs.
+    const session: Session = { id, tenant, tokens, kv: kv.own(), createdMs: createdMs ?? this.#now() };
     this.#sessions.set(key, this.#pool.add('session', { kind: 'session', session }, kv.byteLength)!);
   }
 
@@ -340,7 +342,7 @@ export class KvCacheManager {
         chain.push(existing);
         continue;
       }
-      const tensors = cutBlock(this.layout, kv.tensors, kv.length, start, this.blockSize);
+      const tensors = cutBlock(kv, start, this.blockSize);
       const bytes = tensors.reduce((sum, t) => sum + t.byteLength, 0);
       // A block that does not fit ends the chain: later blocks are unreachable without it.
       if (!this.#pool.makeRoom(bytes)) break;

@@ -4,7 +4,9 @@
 //
 // A cache can also stand for a run of prefix blocks without copying them: its runs are then
 // the blocks', and its contiguous tensors are assembled only if something asks for them (a
-// prefill from that past does; copying the cache into a batch row does not).
+// prefill from that past does; copying the cache into a batch row does not). And it can be a
+// transient view of a decode-batch row, so that a finished sequence's cache is copied once,
+// straight into what the pool keeps (prefix blocks, or a session's own tensors).
 import { type KvData, type KvLayout, allocKv, kvBytesPerToken } from './layout.js';
 
 /** `count` tokens of one tensor's head: elements [from, from + count × head_dim) of `src`, for tokens [token, token + count). */
@@ -22,6 +24,8 @@ export class KvCache {
   #tensors: KvData[] | undefined;
   /** Per block, 2 × layers tensors [kv_heads, blockSize, head_dim]; set while not assembled. */
   #blocks: { tensors: readonly (readonly KvData[])[]; size: number } | undefined;
+  /** Set for a view of a batch row: head h of tensor i starts at offset + h × slots × head_dim of buffers[i]. */
+  #view: { buffers: readonly KvData[]; offset: number; slots: number } | undefined;
   #length: number;
 
   private constructor(layout: KvLayout, tensors: KvData[] | undefined, length: number) {
@@ -34,6 +38,18 @@ export class KvCache {
   static ofBlocks(layout: KvLayout, blocks: readonly (readonly KvData[])[], blockSize: number): KvCache {
     const cache = new KvCache(layout, undefined, blocks.length * blockSize);
     cache.#blocks = { tensors: blocks, size: blockSize };
+    return cache;
+  }
+
+  /**
+   * Tokens [0, length) of one row of batched buffers [rows, kv_heads, slots, head_dim], read in
+   * place. Transient: valid only until that memory is next written, so whoever keeps the
+   * cache must own() it first.
+   */
+  static view(layout: KvLayout, buffers: readonly KvData[], offset: number, slots: number, length: number): KvCache {
+    if (buffers.length !== 2 * layout.layers) throw new Error(`expected ${2 * layout.layers} tensors, got ${buffers.length}`);
+    const cache = new KvCache(layout, undefined, length);
+    cache.#view = { buffers, offset, slots };
     return cache;
   }
 
@@ -58,9 +74,40 @@ export class KvCache {
     return this.#assembled();
   }
 
+  /** Whether the cache reads memory it does not own (a view of a batch row). */
+  get transient(): boolean {
+    return this.#view !== undefined;
+  }
+
+  /** The same cache holding its own memory: a view is copied (once, in place); others are returned as they are. */
+  own(): this {
+    if (this.#view) this.#assembled();
+    return this;
+  }
+
+  /** Tokens [start, start + count) of one head of one tensor, as a view [count, head_dim] of where they are held. */
+  headSlice(tensor: number, head: number, start: number, count: number): KvData {
+    if (start < 0 || count < 0 || start + count > this.#length) throw new RangeError(`tokens ${start}..${start + count} outside 0..${this.#length}`);
+    const { headDim } = this.layout;
+    if (this.#view) {
+      const { buffers, offset, slots } = this.#view;
+      const from = offset + (head * slots + start) * headDim;
+      return buffers[tensor]!.subarray(from, from + count * headDim);
+    }
+    const from = (head * this.#length + start) * headDim;
+    return this.#assembled()[tensor]!.subarray(from, from + count * headDim);
+  }
+
   /** The cache's contiguous pieces, for copying it elsewhere without assembling it. */
   *runs(): Generator<KvRun> {
     const { kvHeads, headDim, layers } = this.layout;
+    if (this.#view) {
+      const { buffers, offset, slots } = this.#view;
+      for (let tensor = 0; tensor < 2 * layers; tensor++) {
+        for (let head = 0; head < kvHeads; head++) yield { tensor, head, src: buffers[tensor]!, from: offset + head * slots * headDim, token: 0, count: this.#length };
+      }
+      return;
+    }
     if (this.#blocks) {
       const { tensors, size } = this.#blocks;
       for (let tensor = 0; tensor < 2 * layers; tensor++) {
@@ -83,11 +130,12 @@ export class KvCache {
       for (const r of this.runs()) out[r.tensor]!.set(r.src.subarray(r.from, r.from + r.count * headDim), (r.head * length + r.token) * headDim);
       this.#tensors = out;
       this.#blocks = undefined;
+      this.#view = undefined;
     }
     return this.#tensors;
   }
 
-  /** Bytes of its keys and values (as assembled: a block-backed cache counts the bytes it stands for). */
+  /** Bytes of its keys and values (as assembled: a block-backed cache or a view counts the bytes it stands for). */
   get byteLength(): number {
     if (!this.#tensors) return this.#length * kvBytesPerToken(this.layout);
     let sum = 0;

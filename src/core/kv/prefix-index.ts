@@ -9,7 +9,8 @@
 // uniform. The cost is granularity: at most BLOCK-1 prompt tokens are recomputed. Tokens are
 // compared on every hit, so a hash collision can never serve another prompt's cache.
 import { createHash } from 'node:crypto';
-import { type KvData, type KvLayout, allocKv } from './layout.js';
+import type { KvCache } from './kv-cache.js';
+import { type KvData, allocKv } from './layout.js';
 
 export interface PrefixBlock {
   readonly key: string;
@@ -42,21 +43,18 @@ export function chainKeys(tenant: string, tokens: readonly number[], blockSize: 
 }
 
 /**
- * Copies tokens [start, start+blockSize) of a contiguous cache into a block's own tensors.
+ * Copies tokens [start, start+blockSize) of a cache into a block's own tensors.
  * They share one allocation (views of one buffer): a full pool holds thousands of blocks, and
  * one ArrayBuffer per block instead of one per tensor makes each garbage collection that much
  * cheaper (the engine worker's mark-compact pauses reached ~20 ms with a buffer per tensor).
  */
-export function cutBlock(layout: KvLayout, tensors: readonly KvData[], length: number, start: number, blockSize: number): KvData[] {
-  const { kvHeads, headDim, dtype } = layout;
+export function cutBlock(kv: KvCache, start: number, blockSize: number): KvData[] {
+  const { kvHeads, headDim, dtype, layers } = kv.layout;
   const size = kvHeads * blockSize * headDim;
-  const slab = allocKv(dtype, tensors.length * size);
-  return tensors.map((src, i) => {
+  const slab = allocKv(dtype, 2 * layers * size);
+  return Array.from({ length: 2 * layers }, (_, i) => {
     const dst = slab.subarray(i * size, (i + 1) * size);
-    for (let h = 0; h < kvHeads; h++) {
-      const from = (h * length + start) * headDim;
-      dst.set(src.subarray(from, from + blockSize * headDim), h * blockSize * headDim);
-    }
+    for (let h = 0; h < kvHeads; h++) dst.set(kv.headSlice(i, h, start, blockSize), h * blockSize * headDim);
     return dst;
   });
 }

@@ -97,8 +97,9 @@ t.test('rows keep their tokens through random adds, appends and removes', async 
         } else {
           if (batch.size === 0) continue;
           const row = batch.items[o.pick % batch.size]!;
-          const problem = checkCache(batch.remove(row), row, lengths.get(row)!);
+          const problem = checkCache(batch.view(row), row, lengths.get(row)!);
           if (problem) throw new Error(`removed row ${row}: ${problem}`);
+          batch.remove(row);
           lengths.delete(row);
         }
         // Invariants after every operation.
@@ -140,5 +141,19 @@ t.test('a cache of prefix blocks is copied into its row straight from the blocks
   Object.defineProperty(kv, 'tensors', { get: () => t.fail('add() assembled the block-backed cache') });
   batch.add('a', kv);
   t.same(batch.lengths, [3 * BLOCK]);
-  t.equal(checkCache(batch.remove('a'), 7, 3 * BLOCK), undefined, 'the row holds the blocks’ tokens');
+  t.equal(checkCache(batch.view('a'), 7, 3 * BLOCK), undefined, 'the row holds the blocks’ tokens');
+});
+
+t.test('a row read in place, then owned, survives the batch moving on', async (t) => {
+  const batch = new DecodeBatch<number>(layout);
+  for (const row of [0, 1, 2]) batch.add(row, cacheOf(row, 5 + row));
+  const view = batch.view(0);
+  t.ok(view.transient, 'a view of the batch');
+  const owned = batch.view(1).own();
+  t.notOk(owned.transient, 'own() copies it');
+  // Row 2 moves into row 1's place, then into row 0's: the view's memory is overwritten.
+  batch.remove(1);
+  batch.remove(0);
+  t.equal(checkCache(owned, 1, 6), undefined, 'the owned copy keeps its tokens');
+  t.not(checkCache(view, 0, 5), undefined, 'a view kept past a change reads whatever is there now (why the pool owns what it keeps)');
 });

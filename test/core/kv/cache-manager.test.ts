@@ -1117,3 +1117,24 @@ t.test('random request streams: budget, accounting and reuse correctness after e
   t.ok(stats.contended > 5 && stats.deletedInUse > 5, `${stats.contended} requests on a session in use, ${stats.deletedInUse} sessions deleted in use`);
   t.ok(stats.lru > 0 && stats.ttl > 0 && stats.lruSessions > 0, `LRU (${stats.lruSessions} sessions) and TTL (${stats.ttl}) evictions happened`);
 });
+
+t.test('a finished sequence read in place from its batch row: what is kept is copied before release returns', async (t) => {
+  const { DecodeBatch } = await import('../../../src/core/generation/batch.js');
+  for (const sessionId of [undefined, 'chat']) {
+    const { manager } = setup(200);
+    const prompt = range(1, 13);
+    const lease = manager.acquire({ tenant: 'alice', sessionId, promptIds: prompt, maxTokens: 1 })!;
+    const batch = new DecodeBatch<string>(layout);
+    batch.add('seq', buildKv(layout, 'alice', prompt));
+    batch.add('other', buildKv(layout, 'bob', range(500, 13)));
+    manager.grow(lease, prompt.length);
+    const view = batch.view('seq');
+    t.ok(view.transient);
+    manager.release(lease, { kv: view, tokens: prompt });
+    // The row's memory is reused at once: the last row moves into its place.
+    batch.remove('seq');
+    const again = manager.acquire({ tenant: 'alice', sessionId, promptIds: [...prompt, 99], maxTokens: 1 })!;
+    t.equal(again.cachedTokens, sessionId ? 13 : 12, `${sessionId ? 'session' : 'prefix blocks'}: reused`);
+    t.equal(kvMismatch(again.kv, 'alice', prompt, again.cachedTokens), undefined, `${sessionId ? 'session' : 'prefix blocks'}: the kept copy is intact`);
+  }
+});

@@ -1,5 +1,5 @@
-// KvCache: a cache standing for prefix blocks read in place holds the same keys and values as
-// the contiguous cache they were cut from, assembled or copied run by run.
+// KvCache: a cache standing for prefix blocks read in place, or for a batch row read in place,
+// holds the same keys and values as the contiguous cache, assembled or copied run by run.
 import t from 'tap';
 import { KvCache } from '../../../src/core/kv/kv-cache.js';
 import type { KvLayout } from '../../../src/core/kv/layout.js';
@@ -13,7 +13,7 @@ const contiguous = KvCache.of(
   Array.from({ length: 4 }, (_, i) => Float32Array.from({ length: 3 * LENGTH * 4 }, (_, j) => i * 1000 + j)),
   LENGTH,
 );
-const blocks = Array.from({ length: LENGTH / BLOCK }, (_, b) => cutBlock(layout, contiguous.tensors, LENGTH, b * BLOCK, BLOCK));
+const blocks = Array.from({ length: LENGTH / BLOCK }, (_, b) => cutBlock(contiguous, b * BLOCK, BLOCK));
 
 t.test('assembling prefix blocks gives the contiguous cache back', async (t) => {
   const cache = KvCache.ofBlocks(layout, blocks, BLOCK);
@@ -43,4 +43,26 @@ t.test('appending to a block-backed cache leaves the blocks untouched', async (t
   cache.append(Array.from({ length: 4 }, () => new Float32Array(3 * 2 * 4).fill(-1)), 2);
   t.equal(cache.length, LENGTH + 2);
   t.same(blocks.map((b) => b.map((x) => Array.from(x))), before);
+});
+
+t.test('a view of a batch row reads in place; own() copies it once; blocks cut from it match', async (t) => {
+  // Two rows of a batch with 32 slots; the cache is row 1, its first LENGTH slots.
+  const SLOTS = 32;
+  const heads = layout.kvHeads;
+  const buffers = contiguous.tensors.map((src) => {
+    const out = new Float32Array(2 * heads * SLOTS * 4).fill(-1);
+    for (let h = 0; h < heads; h++) out.set(src.subarray(h * LENGTH * 4, (h + 1) * LENGTH * 4), ((heads + h) * SLOTS) * 4);
+    return out;
+  });
+  const view = KvCache.view(layout, buffers, heads * SLOTS * 4, SLOTS, LENGTH);
+  t.ok(view.transient);
+  t.equal(view.byteLength, contiguous.byteLength, 'counts the bytes it stands for');
+  for (let b = 0; b < LENGTH / BLOCK; b++) {
+    t.same(cutBlock(view, b * BLOCK, BLOCK).map((x) => Array.from(x)), blocks[b]!.map((x) => Array.from(x)), `block ${b} cut from the view`);
+  }
+  t.equal(view.own(), view, 'own() returns the cache itself');
+  t.notOk(view.transient, 'now holding its own memory');
+  for (const b of buffers) b.fill(7);
+  t.same(view.tensors.map((x) => Array.from(x)), contiguous.tensors.map((x) => Array.from(x)), 'unaffected by later writes to the batch');
+  t.throws(() => view.headSlice(0, 0, LENGTH - 1, 2), RangeError, 'slices stay inside the cache');
 });
