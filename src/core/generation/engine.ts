@@ -26,7 +26,7 @@
 // event sink so the same engine runs in a worker or in-process.
 import type { KvCacheManager, Lease } from '../kv/cache-manager.js';
 import type { KvCache } from '../kv/kv-cache.js';
-import type { KvData } from '../kv/layout.js';
+import { type KvData, allocKv } from '../kv/layout.js';
 import { BATCH_SIZE_BUCKETS, BucketHistogram, type BucketSnapshot, LATENCY_BUCKETS } from '../stats/buckets.js';
 import { DecodeBatch } from './batch.js';
 import type { TokenDecoder } from './detokenizer.js';
@@ -101,6 +101,8 @@ export class Engine {
   /** Prefilled sequences (first token out) joining the batch before the next step. */
   readonly #ready: Running[] = [];
   readonly #batch: DecodeBatch<Running>;
+  /** An empty past [1, kv_heads, 0, head_dim] per tensor. */
+  readonly #noPast: KvData[];
   /** Admitted in arrival order as slots and KV room free up. */
   readonly #waiting = new Map<string, Waiting>();
   readonly #deadlines = new Map<string, NodeJS.Timeout>();
@@ -120,6 +122,7 @@ export class Engine {
     this.#limits = limits;
     this.#sink = sink;
     this.#batch = new DecodeBatch(model.layout);
+    this.#noPast = Array.from({ length: 2 * model.layout.layers }, () => allocKv(model.layout.dtype, 0));
   }
 
   get running(): number {
@@ -297,7 +300,8 @@ export class Engine {
   /**
    * The whole uncached prompt in one call, computed in the sequence's own batch row: its
    * cached prefix is copied there first (into the batch's warm buffers), the call reads the
-   * row as its past (unused slots masked) and the new keys and values are written after it.
+   * row as its past (unused slots masked; no past at all when nothing is cached) and the new
+   * keys and values are written after it.
    * Nothing is copied again when it starts decoding, so its first token is out at once.
    * (Whether a prompt takes this path depends on it alone, not on its neighbours: the same
    * request computes the same numbers in any batch — tested.)
@@ -309,14 +313,15 @@ export class Engine {
     this.#batch.add(r, seq.kv!, undefined, n);
     seq.kv = undefined;
     r.decoding = true;
+    // With nothing cached the call reads no past at all: attending over the row's empty slots
+    // cost a 64-token chunk 3.8 instead of 3.1 ms at 256 slots (2026-11-29).
     const out = await this.#model.forward({
       batch: 1,
       seqLen: n,
-      pastLength: this.#batch.slots,
+      pastLength: cached === 0 ? 0 : this.#batch.slots,
       inputIds: seq.promptIds.slice(cached, cached + n),
       positionIds: Array.from({ length: n }, (_, i) => cached + i),
-      pastValid: [cached],
-      past: this.#batch.rowPast(r),
+      ...(cached === 0 ? { past: this.#noPast } : { pastValid: [cached], past: this.#batch.rowPast(r) }),
     });
     this.#batch.write(r, out.newKv, n);
     seq.length = cached + n;
