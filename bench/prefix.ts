@@ -8,7 +8,7 @@
 //    suffix and must be served 1,024 cached tokens (asserted: cached_tokens ≥ 1008 in the
 //    usage chunk; the cold one must have 0). TTFT runs from sending the streamed request to
 //    the first data chunk with text. A warm request depends on its cold one, so the two run
-//    back to back, cold then warm, PREFIX_REPS (7) times: the sides still alternate, so a
+//    back to back, cold then warm, PREFIX_REPS (15) times: the sides still alternate, so a
 //    disturbance lasting a while hits both. Medians; ratio = cold / warm (goal ≥ 10).
 // 2. Sessions: a CHAT_TURNS (10)-turn chat through /v1/completions, the transcript as the
 //    prompt (max_tokens 32); each turn appends the assistant's reply and a new 40-token user
@@ -40,7 +40,7 @@ const PREFIX_TOKENS = 1024;
 const SUFFIX_TOKENS = 16;
 const MIN_WARM_CACHED = PREFIX_TOKENS - 16;
 const TTFT_MAX_TOKENS = 8;
-const REPS = envInt('PREFIX_REPS', 7);
+const REPS = envInt('PREFIX_REPS', 15);
 const CHAT_TURNS = envInt('CHAT_TURNS', 10);
 const CHAT_REPS = envInt('CHAT_REPS', 3);
 const CHAT_MAX_TOKENS = 32;
