@@ -5,8 +5,9 @@
 // A step appends one token per row in place (the model returns only the new keys and values),
 // so the cache is never re-laid out per step: a newcomer's cache is copied into a free row
 // once, a leaver's row is read in place by the pool (which copies what it keeps) and the last
-// row moved into the gap. Slots grow (and shrink) in steps of SLOT_ROUND, the only full re-layout, once
-// every SLOT_ROUND steps at most — it also bounds the masked slots a step attends over.
+// row moved into the gap. Slots grow (and shrink) in steps of SLOT_ROUND, the only full
+// re-layout, once every SLOT_ROUND steps at most — it also bounds the masked slots a step
+// attends over.
 import { KvCache } from '../kv/kv-cache.js';
 import { type KvData, type KvLayout, allocKv } from '../kv/layout.js';
 

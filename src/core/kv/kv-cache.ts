@@ -85,7 +85,10 @@ export class KvCache {
     return this;
   }
 
-  /** Tokens [start, start + count) of one head of one tensor, as a view [count, head_dim] of where they are held. */
+  /**
+   * Tokens [start, start + count) of one head of one tensor, as a view [count, head_dim] of
+   * where they are held (a block-backed cache is assembled first).
+   */
   headSlice(tensor: number, head: number, start: number, count: number): KvData {
     if (start < 0 || count < 0 || start + count > this.#length) throw new RangeError(`tokens ${start}..${start + count} outside 0..${this.#length}`);
     const { headDim } = this.layout;
