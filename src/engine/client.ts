@@ -33,6 +33,8 @@ export class EngineClient {
   readonly #listeners = new Map<string, Listener>();
   readonly #calls = new Map<string, (result: unknown) => void>();
   #exited = false;
+  #exitCode: number | undefined;
+  #closing: Promise<number> | undefined;
 
   private constructor(worker: Worker, info: ModelInfo, tokenizer: TextTokenizer) {
     this.#worker = worker;
@@ -48,8 +50,9 @@ export class EngineClient {
     worker.on('error', (err) => {
       failure = `engine worker failed: ${err.message}`;
     });
-    worker.on('exit', () => {
+    worker.on('exit', (code) => {
       this.#exited = true;
+      this.#exitCode = code;
       const usage = { promptTokens: 0, completionTokens: 0, cachedTokens: 0 };
       for (const [id, listener] of this.#listeners) {
         listener({ type: 'done', id, finishReason: 'error', text: '', usage, error: failure, errorCode: 'internal' });
@@ -163,8 +166,23 @@ export class EngineClient {
     }
   }
 
-  async close(): Promise<void> {
-    await this.#worker.terminate();
+  /**
+   * Stops the worker and resolves with its exit code: running and queued requests end as
+   * aborted, the step in progress finishes, the model is released, then the thread ends.
+   * Terminating it outright could land inside an onnxruntime call, which aborts the whole
+   * process. Terminated anyway if it has not ended after `timeoutMs`.
+   */
+  close(timeoutMs = 10_000): Promise<number> {
+    this.#closing ??= new Promise<number>((resolve) => {
+      if (this.#exited) return resolve(this.#exitCode ?? 0);
+      const timer = setTimeout(() => void this.#worker.terminate(), timeoutMs);
+      this.#worker.once('exit', (code) => {
+        clearTimeout(timer);
+        resolve(code);
+      });
+      this.#worker.postMessage({ type: 'close' } satisfies ToWorker);
+    });
+    return this.#closing;
   }
 
   #post(msg: ToWorker): void {

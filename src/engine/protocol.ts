@@ -32,6 +32,8 @@ export type RpcMethod = keyof Rpc;
 export type ToWorker =
   | { type: 'generate'; id: string; request: GenerateRequest }
   | { type: 'abort'; id: string }
+  /** Stop: abort everything, finish the step, release the model, end the thread. */
+  | { type: 'close' }
   | { [M in RpcMethod]: { type: 'call'; id: string; method: M; args: Rpc[M][0] } }[RpcMethod];
 
 export type FromWorker =

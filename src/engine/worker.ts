@@ -43,9 +43,15 @@ try {
     session: (tenant, id) => cache.session(tenant, id) ?? null,
     deleteSession: (tenant, id) => cache.deleteSession(tenant, id),
   };
+  let closing = false;
   port.on('message', (msg: ToWorker) => {
     switch (msg.type) {
       case 'generate':
+        if (closing) {
+          const usage = { promptTokens: msg.request.promptIds.length, completionTokens: 0, cachedTokens: 0 };
+          emit({ type: 'done', id: msg.id, finishReason: 'error', text: '', usage, error: 'the engine is shutting down', errorCode: 'internal' });
+          break;
+        }
         try {
           engine.submit(msg.id, msg.request);
         } catch (err) {
@@ -55,6 +61,21 @@ try {
         break;
       case 'abort':
         engine.abort(msg.id);
+        break;
+      case 'close':
+        // The thread must not be terminated inside an onnxruntime call (that aborts the whole
+        // process): the running step finishes, the model is released, and with nothing left
+        // to do the thread ends by itself once the port is closed.
+        if (closing) break;
+        closing = true;
+        engine.abortAll();
+        void engine
+          .idle()
+          .then(() => decoder.close())
+          .finally(() => {
+            if (pending.length > 0) flush();
+            port.close();
+          });
         break;
       case 'call': {
         const call = methods[msg.method] as (...args: unknown[]) => unknown;

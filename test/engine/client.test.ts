@@ -56,3 +56,20 @@ t.test('a broken model directory rejects start-up with the loader line', async (
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   await t.rejects(EngineClient.start(workerConfigOf(loadConfig({ MODEL_DIR: dir }))), { message: /no ONNX model found/ });
 });
+
+t.test('close() while a step runs: running work ends as aborted and the worker exits cleanly', async (t) => {
+  const busy = await EngineClient.start(workerConfigOf(loadConfig({ MODEL_DIR })));
+  const events = busy.generate({ promptIds: busy.tokenizer.encode('ROMEO:'), maxTokens: 2000, sampling: greedy, ignoreEos: true });
+  let deltas = 0;
+  let done;
+  for await (const e of events) {
+    if (e.type === 'delta' && ++deltas === 5) void busy.close();
+    if (e.type === 'done') done = e;
+  }
+  // Terminating the thread in the middle of an onnxruntime call aborted the whole process
+  // ("terminate called after throwing an instance of 'Napi::Error'"): this test would not end.
+  t.equal(done?.finishReason, 'abort', 'the running request ends as aborted, not as a failure');
+  t.ok(deltas < 2000);
+  t.equal(await busy.close(), 0, 'the worker exits with code 0');
+  t.equal(busy.alive, false);
+});

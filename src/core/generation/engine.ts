@@ -178,6 +178,11 @@ export class Engine {
     if (running) running.seq.aborted = true;
   }
 
+  /** Ends every request: queued ones at once, running ones at the next step boundary. */
+  abortAll(): void {
+    for (const id of [...this.#waiting.keys(), ...this.#running.keys()]) this.abort(id);
+  }
+
   /** Resolves when no sequence is running. */
   async idle(): Promise<void> {
     while (this.#loop) await this.#loop;
