@@ -6,10 +6,9 @@
 // Plus the two request shapes the benches send: a non-streamed completion and a streamed one
 // timed chunk by chunk (time to the first chunk carrying text, and to the end of the stream).
 import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '../../test/helpers/net.js';
 import { postStream } from './http-stream.js';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -25,18 +24,6 @@ export interface ServerProcess {
   alive(): boolean;
   /** SIGTERM, then waits for the exit; SIGKILL after `timeoutMs`. Resolves with the exit code (or the signal that ended it). */
   stop(timeoutMs?: number): Promise<number | NodeJS.Signals | null>;
-}
-
-/** A port nobody listens on right now (the kernel's pick for port 0). */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address();
-  server.close();
-  await once(server, 'close');
-  if (address === null || typeof address === 'string') throw new Error('no TCP address');
-  return address.port;
 }
 
 /**

@@ -46,19 +46,22 @@ try {
   let closing = false;
   port.on('message', (msg: ToWorker) => {
     switch (msg.type) {
-      case 'generate':
-        if (closing) {
+      case 'generate': {
+        const fail = (error: string): void => {
           const usage = { promptTokens: msg.request.promptIds.length, completionTokens: 0, cachedTokens: 0 };
-          emit({ type: 'done', id: msg.id, finishReason: 'error', text: '', usage, error: 'the engine is shutting down', errorCode: 'internal' });
+          emit({ type: 'done', id: msg.id, finishReason: 'error', text: '', usage, error, errorCode: 'internal' });
+        };
+        if (closing) {
+          fail('the engine is shutting down');
           break;
         }
         try {
           engine.submit(msg.id, msg.request);
         } catch (err) {
-          const usage = { promptTokens: msg.request.promptIds.length, completionTokens: 0, cachedTokens: 0 };
-          emit({ type: 'done', id: msg.id, finishReason: 'error', text: '', usage, error: (err as Error).message, errorCode: 'internal' });
+          fail((err as Error).message);
         }
         break;
+      }
       case 'abort':
         engine.abort(msg.id);
         break;

@@ -25,8 +25,8 @@
 // still unfinished after requestTimeoutMs ends (request_timeout). Results leave through an
 // event sink so the same engine runs in a worker or in-process.
 import type { KvCacheManager, Lease } from '../kv/cache-manager.js';
-import type { KvCache } from '../kv/kv-cache.js';
-import { type KvData, allocKv } from '../kv/layout.js';
+import { KvCache } from '../kv/kv-cache.js';
+import type { KvData } from '../kv/layout.js';
 import { BATCH_SIZE_BUCKETS, BucketHistogram, type BucketSnapshot, LATENCY_BUCKETS } from '../stats/buckets.js';
 import { DecodeBatch } from './batch.js';
 import type { TokenDecoder } from './detokenizer.js';
@@ -102,7 +102,7 @@ export class Engine {
   readonly #ready: Running[] = [];
   readonly #batch: DecodeBatch<Running>;
   /** An empty past [1, kv_heads, 0, head_dim] per tensor. */
-  readonly #noPast: KvData[];
+  readonly #noPast: readonly KvData[];
   /** Admitted in arrival order as slots and KV room free up. */
   readonly #waiting = new Map<string, Waiting>();
   readonly #deadlines = new Map<string, NodeJS.Timeout>();
@@ -122,7 +122,7 @@ export class Engine {
     this.#limits = limits;
     this.#sink = sink;
     this.#batch = new DecodeBatch(model.layout);
-    this.#noPast = Array.from({ length: 2 * model.layout.layers }, () => allocKv(model.layout.dtype, 0));
+    this.#noPast = KvCache.empty(model.layout).tensors;
   }
 
   get running(): number {
