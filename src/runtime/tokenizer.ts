@@ -9,6 +9,7 @@ export class TextTokenizer implements TokenDecoder {
   readonly vocabSize: number;
   readonly eosToken: string | undefined;
   readonly specialIds: ReadonlySet<number>;
+  readonly #single = new Map<number, string>();
 
   constructor(tokenizerJson: object, tokenizerConfig: Record<string, unknown>) {
     this.#tok = new Tokenizer(tokenizerJson, tokenizerConfig);
@@ -29,7 +30,22 @@ export class TextTokenizer implements TokenDecoder {
 
   /** Decodes ids to text, dropping special tokens such as end-of-text. */
   decode(ids: readonly number[]): string {
+    if (ids.length === 1) return this.#decodeOne(ids[0]!);
     return this.#tok.decode(ids as number[], { skip_special_tokens: true });
+  }
+
+  /**
+   * One token's text, remembered per id: the streaming detokenizer asks for it on nearly every
+   * step (the token just emitted becomes the next step's context), and each decode() call built
+   * ~1 KB of garbage — half of the engine worker's allocations at 16 streams. Only ids of the
+   * vocabulary are remembered, so the map is bounded by its size.
+   */
+  #decodeOne(id: number): string {
+    const known = this.#single.get(id);
+    if (known !== undefined) return known;
+    const text: string = this.#tok.decode([id], { skip_special_tokens: true });
+    if (Number.isInteger(id) && id >= 0 && id < this.vocabSize) this.#single.set(id, text);
+    return text;
   }
 
   tokenToId(token: string): number | undefined {
