@@ -41,6 +41,8 @@ const schema = z.strictObject({
     maxPrefillTokensPerStep: z.number().int().positive(),
     /** A generation still unfinished this long after it arrived ends with request_timeout. */
     requestTimeoutMs: z.number().int().positive(),
+    /** Prefill newcomers' prompts on a thread of their own while the batch decodes. */
+    prefillThread: z.boolean(),
   }),
   limits: z.strictObject({
     /** Larger request bodies get 413. */
@@ -63,7 +65,7 @@ const schema = z.strictObject({
 export type Config = z.infer<typeof schema>;
 
 /** Environment variable → config key path, with how to read the string. */
-const ENV: Record<string, { path: string[]; type: 'string' | 'int' }> = {
+const ENV: Record<string, { path: string[]; type: 'string' | 'int' | 'bool' }> = {
   HOST: { path: ['host'], type: 'string' },
   PORT: { path: ['port'], type: 'int' },
   LOG_LEVEL: { path: ['logLevel'], type: 'string' },
@@ -79,6 +81,7 @@ const ENV: Record<string, { path: string[]; type: 'string' | 'int' }> = {
   MAX_QUEUED_REQUESTS: { path: ['scheduler', 'maxQueued'], type: 'int' },
   MAX_PREFILL_TOKENS_PER_STEP: { path: ['scheduler', 'maxPrefillTokensPerStep'], type: 'int' },
   REQUEST_TIMEOUT_MS: { path: ['scheduler', 'requestTimeoutMs'], type: 'int' },
+  PREFILL_THREAD: { path: ['scheduler', 'prefillThread'], type: 'bool' },
   BODY_LIMIT_BYTES: { path: ['limits', 'bodyLimitBytes'], type: 'int' },
   DEFAULT_MAX_TOKENS: { path: ['limits', 'defaultMaxTokens'], type: 'int' },
   SSE_HEARTBEAT_MS: { path: ['sse', 'heartbeatMs'], type: 'int' },
@@ -122,6 +125,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file = defaultC
     if (type === 'int') {
       if (!/^-?\d+$/.test(value.trim())) throw new ConfigError(`config: ${name}=${JSON.stringify(value)} is not an integer`);
       setPath(raw, path, Number(value));
+    } else if (type === 'bool') {
+      const flag = { true: true, '1': true, false: false, '0': false }[value.trim().toLowerCase()];
+      if (flag === undefined) throw new ConfigError(`config: ${name}=${JSON.stringify(value)} is not a boolean (true, false, 1 or 0)`);
+      setPath(raw, path, flag);
     } else {
       setPath(raw, path, value);
     }

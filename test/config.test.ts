@@ -41,6 +41,7 @@ const overrides: Array<[name: string, value: string, get: (c: Readonly<Config>) 
   ['MAX_QUEUED_REQUESTS', '0', (c) => c.scheduler.maxQueued, 0],
   ['MAX_PREFILL_TOKENS_PER_STEP', '32', (c) => c.scheduler.maxPrefillTokensPerStep, 32],
   ['REQUEST_TIMEOUT_MS', '1000', (c) => c.scheduler.requestTimeoutMs, 1000],
+  ['PREFILL_THREAD', '0', (c) => c.scheduler.prefillThread, false],
   ['BODY_LIMIT_BYTES', '4096', (c) => c.limits.bodyLimitBytes, 4096],
   ['DEFAULT_MAX_TOKENS', '64', (c) => c.limits.defaultMaxTokens, 64],
   ['SSE_HEARTBEAT_MS', '250', (c) => c.sse.heartbeatMs, 250],
@@ -65,6 +66,13 @@ t.test('every environment variable overrides its key, and only that key', async 
     if (dflt[leaf] === undefined) delete node[leaf];
     else node[leaf] = dflt[leaf];
     t.strictSame(other, defaults, `${name} changes nothing else`);
+  }
+});
+
+t.test('PREFILL_THREAD takes true/false/1/0, any case', async (t) => {
+  t.equal(defaults.scheduler.prefillThread, true);
+  for (const [value, expected] of [['1', true], ['true', true], ['TRUE', true], ['0', false], ['false', false], [' False ', false]] as const) {
+    t.equal(loadConfig({ PREFILL_THREAD: value }).scheduler.prefillThread, expected, `PREFILL_THREAD=${JSON.stringify(value)}`);
   }
 });
 
@@ -98,6 +106,7 @@ const bad: Array<[name: string, value: string]> = [
   ['DEFAULT_MAX_TOKENS', 'many'],
   ['SSE_HEARTBEAT_MS', '0'],
   ['KV_CACHE_BLOCK_SIZE', '4096'],
+  ['PREFILL_THREAD', 'yes'],
 ];
 
 for (const [name, value] of bad) {

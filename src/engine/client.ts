@@ -23,7 +23,8 @@ type Listener = (event: EngineEvent) => void;
 /** The worker's share of the service configuration. */
 export function workerConfigOf(config: Readonly<Config>): WorkerConfig {
   const { dir, file, threads, decodeThreads } = config.model;
-  return { modelDir: dir, onnxFile: file, threads, decodeThreads, kvCache: { ...config.kvCache }, scheduler: { ...config.scheduler } };
+  const { prefillThread, ...scheduler } = config.scheduler;
+  return { modelDir: dir, onnxFile: file, threads, decodeThreads, kvCache: { ...config.kvCache }, scheduler, prefillThread };
 }
 
 export class EngineClient {

@@ -17,6 +17,8 @@ export interface WorkerConfig {
     admissionTimeoutMs: number;
   };
   scheduler: SchedulerLimits;
+  /** Start the prefill thread (src/engine/prefill-thread.ts). */
+  prefillThread: boolean;
 }
 
 /** Request/response calls to the worker: method → [arguments, result]. */

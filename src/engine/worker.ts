@@ -5,6 +5,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { Engine, type EngineEvent } from '../core/generation/engine.js';
 import { KvCacheManager } from '../core/kv/cache-manager.js';
 import { loadModel } from '../runtime/load-model.js';
+import { PrefillThread } from './prefill-thread.js';
 import type { FromWorker, Rpc, RpcMethod, ToWorker, WorkerConfig } from './protocol.js';
 
 const port = parentPort!;
@@ -26,12 +27,20 @@ const emit = (event: EngineEvent): void => {
 
 try {
   const { decoder, tokenizer, info } = await loadModel(config.modelDir, config);
+  const prefill = config.prefillThread ? await PrefillThread.start(info.onnxPath, info.vocabSize) : undefined;
   const { kvCache } = config;
   const cache = new KvCacheManager({ layout: info.layout, ...kvCache });
   const engine = new Engine(
     decoder,
     tokenizer,
-    { eosIds: info.eosIds, contextLength: info.contextLength, cache, admissionTimeoutMs: kvCache.admissionTimeoutMs, limits: config.scheduler },
+    {
+      eosIds: info.eosIds,
+      contextLength: info.contextLength,
+      cache,
+      admissionTimeoutMs: kvCache.admissionTimeoutMs,
+      limits: config.scheduler,
+      prefillModel: prefill,
+    },
     emit,
   );
   // Idle sessions expire even when no request arrives to trigger the sweep.
@@ -74,7 +83,7 @@ try {
         engine.abortAll();
         void engine
           .idle()
-          .then(() => decoder.close())
+          .then(() => Promise.all([decoder.close(), prefill?.close()]))
           .finally(() => {
             if (pending.length > 0) flush();
             port.close();

@@ -193,7 +193,7 @@ export class OnnxDecoder implements DecoderModel {
     for (let i = 0; i < this.#pastNames.length; i++) {
       feeds[this.#pastNames[i]!] = new ort.Tensor(dtype, input.past[i]!, pastShape);
     }
-    const session = batch * seqLen >= PREFILL_MIN_TOKENS ? this.#prefill : this.#decode;
+    const session = batch * seqLen >= PREFILL_MIN_TOKENS && !input.singleThread ? this.#prefill : this.#decode;
     let out: ort.InferenceSession.OnnxValueMapType;
     try {
       out = await session.run(feeds);

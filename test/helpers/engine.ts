@@ -1,5 +1,6 @@
 // Drives the in-process Engine on the real model and collects each request's events.
 import { Engine, type EngineEvent, type SchedulerLimits } from '../../src/core/generation/engine.js';
+import type { PrefillModel } from '../../src/core/generation/model.js';
 import type { GenerateRequest } from '../../src/core/generation/sequence.js';
 import { defaultSampling, type SamplingParams } from '../../src/core/generation/sampler.js';
 import type { LoadedModel } from '../../src/runtime/load-model.js';
@@ -27,6 +28,7 @@ export class EngineHarness {
       cache?: KvCacheManager;
       admissionTimeoutMs?: number;
       limits?: Partial<SchedulerLimits>;
+      prefillModel?: PrefillModel;
     } = {},
   ) {
     this.#model = model;
@@ -41,6 +43,7 @@ export class EngineHarness {
         cache,
         admissionTimeoutMs: overrides.admissionTimeoutMs ?? 1000,
         limits: { maxRunning: 16, maxQueued: 64, maxPrefillTokensPerStep: 256, requestTimeoutMs: 60_000, ...overrides.limits },
+        prefillModel: overrides.prefillModel,
       },
       (e) => this.#listeners.get(e.id)?.(e),
     );

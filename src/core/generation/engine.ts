@@ -3,7 +3,9 @@
 // Each iteration (a "step") first prefills newcomers' prompts, in chunks of at most
 // maxPrefillTokensPerStep tokens in total, then advances every decoding sequence by one token
 // in ONE batched model call. A sequence whose prompt is done joins the batch at that same
-// step; a finished or aborted one leaves at once and frees its slot for the queue.
+// step; a finished or aborted one leaves at once and frees its slot for the queue. With a
+// prefill model (a second copy of the model on a thread of its own, src/engine/
+// prefill-thread.ts), chunks run there while the batch decodes instead: see #offload.
 //
 // Prefill runs as its own model call, chunked, rather than mixed into the decode call (a
 // prompt that fits one chunk runs in its batch row: see #prefillInBatch).
@@ -16,7 +18,7 @@
 // within noise, and gave newcomers their first token sooner (29 vs 51 ms p50): hence the
 // default of 64. A mixed call would need per-row sequence lengths, which the decoder graph
 // does not take. The chunks are cut at fixed offsets of each prompt, so a request computes
-// the same numbers whoever runs beside it.
+// the same numbers whoever runs beside it, inline or on the prefill thread (tested).
 //
 // Admission: first come, first served. A request runs when a batch slot (maxRunning) is free
 // and the KV cache manager can reserve its worst-case cache; otherwise it queues, up to
@@ -30,7 +32,7 @@ import type { KvData } from '../kv/layout.js';
 import { BATCH_SIZE_BUCKETS, BucketHistogram, type BucketSnapshot, LATENCY_BUCKETS } from '../stats/buckets.js';
 import { DecodeBatch } from './batch.js';
 import type { TokenDecoder } from './detokenizer.js';
-import type { DecoderModel } from './model.js';
+import type { DecoderModel, ForwardInput, ForwardOutput, PrefillModel } from './model.js';
 import { type FinishReason, type GenerateRequest, Sequence, type Usage } from './sequence.js';
 
 /** Why a request failed, for the HTTP layer to map onto a status. */
@@ -68,6 +70,11 @@ export interface EngineOptions {
   /** How long a request may wait for KV room before it is refused. */
   admissionTimeoutMs: number;
   limits: SchedulerLimits;
+  /**
+   * The same model on a thread of its own. While the batch decodes, newcomers' prompt chunks
+   * run there instead of between the decode steps (see #offload).
+   */
+  prefillModel?: PrefillModel | undefined;
 }
 
 interface Waiting {
@@ -86,6 +93,8 @@ interface Running {
   decoding: boolean;
   /** The last prefill chunk's keys and values, not yet in `seq.kv` nor in the batch. */
   tail?: { kv: KvData[]; length: number } | undefined;
+  /** A prompt chunk of this sequence is being computed on the prefill thread. */
+  offloaded?: boolean;
 }
 
 export class Engine {
@@ -107,6 +116,8 @@ export class Engine {
   readonly #waiting = new Map<string, Waiting>();
   readonly #deadlines = new Map<string, NodeJS.Timeout>();
   #loop: Promise<void> | undefined;
+  /** The chunk running on the prefill thread (one at a time), settled once it is taken in. */
+  #offloading: Promise<void> | undefined;
   readonly #batchSizes = new BucketHistogram(BATCH_SIZE_BUCKETS);
   readonly #stepSeconds = new BucketHistogram(LATENCY_BUCKETS);
 
@@ -261,7 +272,8 @@ export class Engine {
 
   async #run(): Promise<void> {
     try {
-      while (this.#running.size > 0) {
+      // An offloaded chunk keeps the loop alive: its result is taken in here, never after.
+      while (this.#running.size > 0 || this.#offloading) {
         const start = performance.now();
         for (const r of [...this.#running.values()]) {
           if (r.seq.aborted) this.#finish(r, 'abort', '');
@@ -274,8 +286,13 @@ export class Engine {
           await new Promise((resolve) => setImmediate(resolve));
           for (const r of this.#ready.splice(0)) this.#join(r);
         }
-        if (this.#batch.size > 0) await this.#decodeStep();
-        this.#stepSeconds.observe((performance.now() - start) / 1000);
+        if (this.#batch.size > 0) {
+          await this.#decodeStep();
+          this.#stepSeconds.observe((performance.now() - start) / 1000);
+        } else if (this.#offloading) {
+          // Nothing to decode: wait for the prefill thread.
+          await this.#offloading;
+        }
       }
     } finally {
       // Cleared in the same tick as the emptiness check above, so a submit() can never
@@ -284,22 +301,61 @@ export class Engine {
     }
   }
 
-  /** Prefill chunks, first come first served, up to the step's token budget. */
+  /**
+   * Prefill chunks, first come first served, up to the step's token budget. While the batch
+   * decodes and a prefill thread exists, chunks go there instead, one at a time, except a
+   * cached prefix's one-chunk suffix (it reads the batch row, and is short).
+   */
   async #prefillStep(): Promise<void> {
     let budget = this.#limits.maxPrefillTokensPerStep;
+    const thread = this.#options.prefillModel;
     for (const r of [...this.#prefilling]) {
+      if (r.offloaded) continue;
       const { seq } = r;
       const chunk = Math.min(seq.promptLeft, this.#limits.maxPrefillTokensPerStep);
+      // A prompt whose uncached part is one chunk is prefilled in its batch row.
+      const inBatch = chunk === seq.promptLeft && seq.length === seq.cachedTokens;
+      if (thread?.alive && this.#batch.size > 0 && !(inBatch && seq.cachedTokens > 0)) {
+        if (!this.#offloading) this.#offload(thread, r, chunk);
+        continue;
+      }
       if (chunk > budget) return;
       budget -= chunk;
       try {
-        // A prompt whose uncached part is one chunk is prefilled in its batch row.
-        if (chunk === seq.promptLeft && seq.length === seq.cachedTokens) await this.#prefillInBatch(r, chunk);
+        if (inBatch) await this.#prefillInBatch(r, chunk);
         else await this.#prefillChunk(r, chunk);
       } catch (err) {
         this.#fail(r, 'internal', (err as Error).message);
       }
     }
+  }
+
+  /**
+   * Runs one prompt chunk on the prefill thread while the decode steps go on; the result is
+   * taken in between two steps, as an inline chunk's would be. Decode steps meanwhile run on
+   * one thread, leaving the prefill thread a core. Measured on 2 cores (2026-11-29, 16-row
+   * steps over 224 slots, a 64-token chunk every 8 steps): inline, steps took 2.2 ms and 7 ms
+   * with a chunk (p99 7.3 ms), 5,500-5,650 tokens/s; beside them, 2.7 ms with p99 3.3-3.6
+   * ms, 5,980-6,000 tokens/s. With nothing decoding, prompts are prefilled inline on all
+   * cores: that is the fastest first token for a lone request.
+   */
+  #offload(thread: PrefillModel, r: Running, n: number): void {
+    const input = this.#chunkInput(r, n);
+    r.offloaded = true;
+    // The sequence may have ended (aborted, timed out) while its chunk ran: then nothing is kept.
+    const current = (): boolean => this.#running.get(r.seq.id) === r;
+    this.#offloading = thread
+      .forward(input)
+      .then(
+        (out) => current() && this.#chunkDone(r, n, input.pastLength, out),
+        (err: Error) => current() && this.#fail(r, 'internal', err.message),
+      )
+      .catch((err: Error) => current() && this.#fail(r, 'internal', err.message))
+      .finally(() => {
+        r.offloaded = false;
+        this.#offloading = undefined;
+      })
+      .then(() => undefined);
   }
 
   /**
@@ -335,17 +391,29 @@ export class Engine {
   }
 
   async #prefillChunk(r: Running, n: number): Promise<void> {
+    const input = this.#chunkInput(r, n);
+    this.#chunkDone(r, n, input.pastLength, await this.#model.forward(input));
+  }
+
+  /** The call computing the next `n` prompt tokens over the sequence's own cache. */
+  #chunkInput(r: Running, n: number): ForwardInput {
     const { seq } = r;
     const kv = seq.kv!;
     const past = kv.length;
-    const out = await this.#model.forward({
+    return {
       batch: 1,
       seqLen: n,
       pastLength: past,
       inputIds: seq.promptIds.slice(past, past + n),
       positionIds: Array.from({ length: n }, (_, i) => past + i),
       past: kv.tensors,
-    });
+    };
+  }
+
+  /** Takes in a chunk computed over the sequence's own cache (`past` tokens long). */
+  #chunkDone(r: Running, n: number, past: number, out: ForwardOutput): void {
+    const { seq } = r;
+    const kv = seq.kv!;
     seq.length = past + n;
     this.#options.cache.grow(r.lease, seq.length);
     if (seq.promptLeft > 0) {
@@ -383,6 +451,7 @@ export class Engine {
         positionIds: lengths,
         pastValid: lengths,
         past: batch.past(),
+        singleThread: this.#offloading !== undefined,
       });
     } catch (err) {
       for (const r of rows) this.#fail(r, 'internal', (err as Error).message);

@@ -23,6 +23,8 @@ export interface ForwardInput {
   pastValid?: ArrayLike<number>;
   /** 2 × layers tensors [batch, kv_heads, pastLength, head_dim]; layer i: key 2i, value 2i+1. */
   past: readonly KvData[];
+  /** Another thread is computing meanwhile (a prefill chunk): run on one thread, not all cores. */
+  singleThread?: boolean;
 }
 
 export interface ForwardOutput {
@@ -36,4 +38,10 @@ export interface DecoderModel {
   readonly layout: KvLayout;
   readonly vocabSize: number;
   forward(input: ForwardInput): Promise<ForwardOutput>;
+}
+
+/** A decoder running on a thread of its own, beside the decode steps (src/engine/prefill-thread.ts). */
+export interface PrefillModel extends DecoderModel {
+  /** False once the thread has gone: prefill then runs inline again. */
+  readonly alive: boolean;
 }
