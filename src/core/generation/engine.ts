@@ -288,11 +288,12 @@ export class Engine {
         }
         if (this.#batch.size > 0) {
           await this.#decodeStep();
-          this.#stepSeconds.observe((performance.now() - start) / 1000);
         } else if (this.#offloading) {
-          // Nothing to decode: wait for the prefill thread.
+          // Nothing to decode: wait for the prefill thread (a wait, not a step).
           await this.#offloading;
+          continue;
         }
+        this.#stepSeconds.observe((performance.now() - start) / 1000);
       }
     } finally {
       // Cleared in the same tick as the emptiness check above, so a submit() can never
