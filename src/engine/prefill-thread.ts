@@ -32,7 +32,6 @@ export type FromPrefill =
 interface Pending {
   resolve: (out: ForwardOutput) => void;
   reject: (err: Error) => void;
-  batch: number;
   seqLen: number;
 }
 
@@ -124,7 +123,7 @@ export class PrefillThread implements PrefillModel {
       },
     };
     return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject, batch: input.batch, seqLen: input.seqLen });
+      this.#pending.set(id, { resolve, reject, seqLen: input.seqLen });
       this.#worker.postMessage(msg, past.map((t) => t.buffer as ArrayBuffer));
     });
   }
