@@ -12,6 +12,7 @@ import { TextTokenizer } from '../runtime/tokenizer.js';
 import type { SessionInfo } from '../core/kv/cache-manager.js';
 import type { EngineStats } from '../metrics/metrics.js';
 import type { FromWorker, Rpc, RpcMethod, ToWorker, WorkerConfig } from './protocol.js';
+import { stopWorker, whenReady } from './worker-lifecycle.js';
 
 // The built service runs dist/*.js; from the .ts sources (dev, tests) the worker needs a
 // TypeScript loader of its own (tsx, a dev dependency), whatever loader the parent used.
@@ -66,21 +67,7 @@ export class EngineClient {
     const files = readModelDir(config.modelDir, config.onnxFile);
     const tokenizer = new TextTokenizer(files.tokenizerJson, files.tokenizerConfig);
     const worker = new Worker(workerUrl, { workerData: config, execArgv: [] });
-    const cleanup: Array<() => void> = [];
-    const info = await new Promise<ModelInfo>((resolve, reject) => {
-      const onMessage = (msg: FromWorker): void => {
-        if (msg.type === 'ready') resolve(msg.info);
-        else if (msg.type === 'fatal') reject(new Error(msg.message));
-      };
-      const onExit = (code: number): void => reject(new Error(`engine worker exited with code ${code} during start-up`));
-      worker.on('message', onMessage).once('error', reject).once('exit', onExit);
-      cleanup.push(() => worker.off('message', onMessage).off('error', reject).off('exit', onExit));
-    })
-      .catch(async (err: unknown) => {
-        await worker.terminate();
-        throw err;
-      })
-      .finally(() => cleanup.forEach((fn) => fn()));
+    const { info } = await whenReady<Extract<FromWorker, { type: 'ready' }>>(worker, 'engine worker');
     return new EngineClient(worker, info, tokenizer);
   }
 
@@ -174,15 +161,7 @@ export class EngineClient {
    * process. Terminated anyway if it has not ended after `timeoutMs`.
    */
   close(timeoutMs = 10_000): Promise<number> {
-    this.#closing ??= new Promise<number>((resolve) => {
-      if (this.#exited) return resolve(this.#exitCode ?? 0);
-      const timer = setTimeout(() => void this.#worker.terminate(), timeoutMs);
-      this.#worker.once('exit', (code) => {
-        clearTimeout(timer);
-        resolve(code);
-      });
-      this.#worker.postMessage({ type: 'close' } satisfies ToWorker);
-    });
+    this.#closing ??= this.#exited ? Promise.resolve(this.#exitCode ?? 0) : stopWorker(this.#worker, timeoutMs);
     return this.#closing;
   }
 

@@ -7,6 +7,7 @@
 import { Worker } from 'node:worker_threads';
 import type { ForwardInput, ForwardOutput, PrefillModel } from '../core/generation/model.js';
 import type { KvData, KvLayout } from '../core/kv/layout.js';
+import { stopWorker, whenReady } from './worker-lifecycle.js';
 
 const fromSource = import.meta.url.endsWith('.ts');
 const workerUrl = new URL(fromSource ? './worker-from-source.mjs' : './prefill-worker.js', import.meta.url);
@@ -81,22 +82,8 @@ export class PrefillThread implements PrefillModel {
       argv: ['./prefill-worker.ts'],
       execArgv: [],
     });
-    const cleanup: Array<() => void> = [];
-    try {
-      const ready = await new Promise<Extract<FromPrefill, { type: 'ready' }>>((resolve, reject) => {
-        const onMessage = (msg: FromPrefill): void => {
-          if (msg.type === 'ready') resolve(msg);
-          else if (msg.type === 'fatal') reject(new Error(msg.message));
-        };
-        const onExit = (code: number): void => reject(new Error(`prefill thread exited with code ${code} during start-up`));
-        worker.on('message', onMessage).once('error', reject).once('exit', onExit);
-        cleanup.push(() => worker.off('message', onMessage).off('error', reject).off('exit', onExit));
-      }).finally(() => cleanup.forEach((fn) => fn()));
-      return new PrefillThread(worker, ready.layout, ready.vocabSize);
-    } catch (err) {
-      await worker.terminate();
-      throw err;
-    }
+    const ready = await whenReady<Extract<FromPrefill, { type: 'ready' }>>(worker, 'prefill thread');
+    return new PrefillThread(worker, ready.layout, ready.vocabSize);
   }
 
   get alive(): boolean {
@@ -133,15 +120,7 @@ export class PrefillThread implements PrefillModel {
    * call would abort the process); terminated anyway after `timeoutMs`.
    */
   close(timeoutMs = 10_000): Promise<void> {
-    this.#closing ??= new Promise<void>((resolve) => {
-      if (!this.#alive) return resolve();
-      const timer = setTimeout(() => void this.#worker.terminate(), timeoutMs);
-      this.#worker.once('exit', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      this.#worker.postMessage({ type: 'close' } satisfies ToPrefill);
-    });
+    this.#closing ??= this.#alive ? stopWorker(this.#worker, timeoutMs).then(() => undefined) : Promise.resolve();
     return this.#closing;
   }
 }
