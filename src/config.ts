@@ -41,8 +41,11 @@ const schema = z.strictObject({
     maxPrefillTokensPerStep: z.number().int().positive(),
     /** A generation still unfinished this long after it arrived ends with request_timeout. */
     requestTimeoutMs: z.number().int().positive(),
-    /** Prefill newcomers' prompts on a thread of their own while the batch decodes. */
-    prefillThread: z.boolean(),
+    /**
+     * Prefill newcomers' prompts on a thread of their own while the batch decodes; default:
+     * when onnxruntime may use 2 or more threads (model.threads, else the cores).
+     */
+    prefillThread: z.boolean().optional(),
   }),
   limits: z.strictObject({
     /** Larger request bodies get 413. */

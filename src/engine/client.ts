@@ -2,6 +2,7 @@
 // and lets the HTTP layer check context limits before queueing), and exposes each
 // generation as an async iterable of events that an AbortSignal cancels.
 import { randomUUID } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { Config } from '../config.js';
 import type { EngineEvent } from '../core/generation/engine.js';
@@ -22,10 +23,16 @@ const workerUrl = new URL(fromSource ? './worker-from-source.mjs' : './worker.js
 type Listener = (event: EngineEvent) => void;
 
 /** The worker's share of the service configuration. */
-export function workerConfigOf(config: Readonly<Config>): WorkerConfig {
+export function workerConfigOf(config: Readonly<Config>, cores = availableParallelism()): WorkerConfig {
   const { dir, file, threads, decodeThreads } = config.model;
   const { prefillThread, ...scheduler } = config.scheduler;
-  return { modelDir: dir, onnxFile: file, threads, decodeThreads, kvCache: { ...config.kvCache }, scheduler, prefillThread };
+  // The prefill thread is a second compute thread: with one core (or onnxruntime held to one
+  // thread) it only takes turns with the decode steps. Measured on one core (taskset, 16
+  // streaming clients, 2 alternated rounds, 2026-11-29): inline chunks gave 2,660-2,668 vs
+  // 2,419-2,590 tokens/s, ITL p50 4.2-4.3 vs 5.1-5.3 ms, TTFT p50 38-39 vs 43 ms, and no
+  // second copy of the model in memory.
+  const useThread = prefillThread ?? (threads ?? cores) > 1;
+  return { modelDir: dir, onnxFile: file, threads, decodeThreads, kvCache: { ...config.kvCache }, scheduler, prefillThread: useThread };
 }
 
 export class EngineClient {
