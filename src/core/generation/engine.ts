@@ -274,6 +274,13 @@ export class Engine {
     try {
       // An offloaded chunk keeps the loop alive: its result is taken in here, never after.
       while (this.#running.size > 0 || this.#offloading) {
+        if (this.#offloading) {
+          // A chunk's result that came in during the last step is taken in before this step
+          // is laid out, so its sequence decodes in this step, not the next: one turn of the
+          // event loop lets the prefill thread's message in. Its second token then comes one
+          // step after its first, not two (measured at 16 clients: 6.8 ms apart at p50).
+          await new Promise((resolve) => setImmediate(resolve));
+        }
         const start = performance.now();
         for (const r of [...this.#running.values()]) {
           if (r.seq.aborted) this.#finish(r, 'abort', '');

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import type { ForwardInput, ForwardOutput, PrefillModel } from '../../../src/core/generation/model.js';
 import { loadModel } from '../../../src/runtime/load-model.js';
 import { OnnxDecoder } from '../../../src/runtime/onnx-decoder.js';
+import { PrefillThread } from '../../../src/engine/prefill-thread.js';
 import { EngineHarness, type Result } from '../../helpers/engine.js';
 import { MODEL_DIR } from '../../helpers/model.js';
 
@@ -72,6 +73,32 @@ t.test('prompts prefilled beside the batch give the tokens they give inline', as
     'a long prompt went chunk after chunk, each over the chunks before it',
   );
   t.equal(h.engine.running, 0);
+});
+
+t.test('a sequence whose last chunk came back during a step decodes in the next step', async (t) => {
+  // On the real prefill thread: its result is a message, taken in between two steps. The
+  // newcomer's first token is out once it is in; its second must come from the very next
+  // step, so exactly one of the runner's tokens (that step's) lies between them.
+  const thread = await PrefillThread.start(model.info.onnxPath, model.info.vocabSize);
+  t.teardown(() => thread.close());
+  const h = new EngineHarness(model, { limits: LIMITS, prefillModel: thread });
+  const log: string[] = [];
+  let started!: () => void;
+  const decoding = new Promise<void>((resolve) => (started = resolve));
+  const runner = h.start(text(100, 30), { maxTokens: 1000, ignoreEos: true }, (_, id) => {
+    log.push(id);
+    started();
+  });
+  await decoding;
+  for (const [i, prompt] of newcomers.entries()) {
+    const { id, result } = h.start(prompt, { maxTokens: 4, ignoreEos: true }, (_, id) => log.push(id));
+    await result;
+    const first = log.indexOf(id);
+    const between = log.slice(first + 1, log.indexOf(id, first + 1));
+    t.same(between, [runner.id], `newcomer ${i} (${prompt.length} tokens): one runner token between its first two`);
+  }
+  h.engine.abort(runner.id);
+  t.equal((await runner.result).done.finishReason, 'abort', 'the runner was still decoding throughout');
 });
 
 t.test('a request that ends while its chunk is out is dropped; the batch decodes on', async (t) => {
