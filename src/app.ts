@@ -1,7 +1,9 @@
 // Builds the Fastify application: error catalog rendering, request logging, and the routes.
 // The engine is attached later (services.attach) so liveness answers while the model loads.
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest, LogController } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
 import { randomUUID } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { Config } from './config.js';
 import type { FinishReason } from './core/generation/sequence.js';
 import { ApiError, apiError } from './errors.js';
@@ -70,6 +72,32 @@ declare module 'fastify' {
 
 export const VERSION = '0.1.0';
 
+/**
+ * Connection-level errors, answered on the raw socket before any request exists (Node's
+ * HTTP parser failed, the headers were too large, the request took too long to arrive).
+ */
+function clientError(this: FastifyInstance, err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) return;
+  const apiErr =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? apiError('receive_timeout', 'the request did not arrive in time')
+      : err.code === 'HPE_HEADER_OVERFLOW'
+        ? apiError('headers_too_large', 'the request headers are too large')
+        : apiError('bad_request', 'the request is not valid HTTP/1.1');
+  this.log.debug({ err }, 'client error');
+  const body = JSON.stringify(apiErr.toBody());
+  socket.end(
+    [
+      `HTTP/1.1 ${apiErr.status} ${STATUS_CODES[apiErr.status]}`,
+      'Connection: close',
+      'Content-Type: application/json; charset=utf-8',
+      `Content-Length: ${Buffer.byteLength(body)}`,
+      '',
+      body,
+    ].join('\r\n'),
+  );
+}
+
 function toApiError(err: FastifyError | ApiError | Error): ApiError {
   if (err instanceof ApiError) return err;
   const e = err as FastifyError;
@@ -97,6 +125,31 @@ export async function buildApp(config: Readonly<Config>, logger: FastifyBaseLogg
     // kvserve writes its own line per request (finishRequest) instead of Fastify's two.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.limits.bodyLimitBytes,
+    // Fastify's default is no limit: a client sending a body byte by byte (or never) would
+    // hold its connection forever.
+    requestTimeout: config.limits.receiveTimeoutMs,
+    http: {
+      // Node checks the timeouts on this period (default 30 s: up to 30 s late), and leaves a
+      // request whose headers arrived unchecked unless headersTimeout ≤ requestTimeout.
+      connectionsCheckingInterval: Math.min(1000, config.limits.receiveTimeoutMs),
+      headersTimeout: config.limits.receiveTimeoutMs,
+      requestTimeout: config.limits.receiveTimeoutMs,
+    },
+    // A JSON key named __proto__ or constructor.prototype is dropped, like any unknown field,
+    // instead of failing the body as invalid JSON (it is valid JSON).
+    onProtoPoisoning: 'remove',
+    onConstructorPoisoning: 'remove',
+    routerOptions: {
+      // Session ids may be 256 characters (sessionId in src/http/schemas.ts); the router's
+      // default of 100 made longer ones unreachable by URL.
+      maxParamLength: 1024,
+    },
+    // Errors raised before a route runs get the same OpenAI-style body as the routes' own.
+    frameworkErrors: (err, _request, reply) => {
+      const apiErr = apiError('bad_request', `the URL is not valid: ${err.message}`);
+      void (reply as FastifyReply).code(apiErr.status).send(apiErr.toBody());
+    },
+    clientErrorHandler: clientError,
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
     return503OnClosing: true,
@@ -115,7 +168,9 @@ export async function buildApp(config: Readonly<Config>, logger: FastifyBaseLogg
 
   app.setErrorHandler((err: FastifyError | ApiError, request, reply) => {
     const apiErr = toApiError(err);
-    if (apiErr.status >= 500) request.log.error({ err }, 'request failed');
+    // An expected refusal (not ready, timed out, cache full) is a line, not a stack trace.
+    if (apiErr.code === 'internal_error') request.log.error({ err }, 'request failed');
+    else if (apiErr.status >= 500) request.log.warn({ code: apiErr.code, message: apiErr.message }, 'request refused');
     if (reply.sent || reply.raw.headersSent) return;
     return reply.code(apiErr.status).headers(apiErr.headers).send(apiErr.toBody());
   });

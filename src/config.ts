@@ -52,6 +52,8 @@ const schema = z.strictObject({
     bodyLimitBytes: z.number().int().positive(),
     /** max_tokens when a request names none (bounded by the room left in the context). */
     defaultMaxTokens: z.number().int().positive(),
+    /** A client must send a request's headers and body within this long (408 after). */
+    receiveTimeoutMs: z.number().int().positive(),
   }),
   sse: z.strictObject({
     /** `: ping` comment interval while a stream waits for its first token. */
@@ -87,6 +89,7 @@ const ENV: Record<string, { path: string[]; type: 'string' | 'int' | 'bool' }> =
   PREFILL_THREAD: { path: ['scheduler', 'prefillThread'], type: 'bool' },
   BODY_LIMIT_BYTES: { path: ['limits', 'bodyLimitBytes'], type: 'int' },
   DEFAULT_MAX_TOKENS: { path: ['limits', 'defaultMaxTokens'], type: 'int' },
+  RECEIVE_TIMEOUT_MS: { path: ['limits', 'receiveTimeoutMs'], type: 'int' },
   SSE_HEARTBEAT_MS: { path: ['sse', 'heartbeatMs'], type: 'int' },
   SSE_WRITE_TIMEOUT_MS: { path: ['sse', 'writeTimeoutMs'], type: 'int' },
   SHUTDOWN_GRACE_MS: { path: ['shutdown', 'graceMs'], type: 'int' },

@@ -44,6 +44,7 @@ const overrides: Array<[name: string, value: string, get: (c: Readonly<Config>) 
   ['PREFILL_THREAD', '0', (c) => c.scheduler.prefillThread, false],
   ['BODY_LIMIT_BYTES', '4096', (c) => c.limits.bodyLimitBytes, 4096],
   ['DEFAULT_MAX_TOKENS', '64', (c) => c.limits.defaultMaxTokens, 64],
+  ['RECEIVE_TIMEOUT_MS', '5000', (c) => c.limits.receiveTimeoutMs, 5000],
   ['SSE_HEARTBEAT_MS', '250', (c) => c.sse.heartbeatMs, 250],
   ['SSE_WRITE_TIMEOUT_MS', '1500', (c) => c.sse.writeTimeoutMs, 1500],
   ['SHUTDOWN_GRACE_MS', '0', (c) => c.shutdown.graceMs, 0],

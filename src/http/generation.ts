@@ -40,16 +40,56 @@ const SAMPLING_PARAM: Record<string, string> = {
 /** A streaming request whose engine answers within this long gets a plain HTTP status (e.g. 503) instead of an SSE error event. */
 const STREAM_FIRST_EVENT_WAIT_MS = 50;
 
-export function planRequest(body: Body, promptIds: number[], services: Services, format: ChoiceFormat, tenant: string): GenerateRequest {
-  const context = services.engine().info.contextLength;
+/**
+ * A prompt longer than this many tokens' worth of characters cannot fit the context whatever
+ * it says, and is refused before it is tokenized: tokenizing runs on the HTTP thread, and a
+ * megabyte of text (within the body limit) held it for most of a second. The margin covers
+ * normalizers that merge characters (NFC can make three code points one).
+ */
+const PROMPT_CHARS_MARGIN = 4;
+
+/** The completion length the client asked for, and the field it used (chat: the newer name wins, as at OpenAI and vLLM). */
+function maxTokensOf(body: Body): { requested: number | undefined; param: string } {
+  if ('max_completion_tokens' in body && body.max_completion_tokens != null) return { requested: body.max_completion_tokens, param: 'max_completion_tokens' };
+  return { requested: body.max_tokens ?? undefined, param: 'max_tokens' };
+}
+
+/**
+ * Refuses, before any costly work, input that cannot fit the context: `chars` characters of
+ * text (more than any `contextLength` tokens of this tokenizer span) or, for chat, more
+ * messages than the context has tokens (a chat template gives each message at least one
+ * token; rendering 30,000 of them took the HTTP thread half a second).
+ */
+export function checkPromptSize(services: Services, param: string, chars: number, messages?: number): void {
+  const engine = services.engine();
+  const context = engine.info.contextLength;
+  const limit = `This model's maximum context length is ${context} tokens. However, the ${param}`;
+  if (messages !== undefined && messages > context) {
+    throw apiError('context_length_exceeded', `${limit} has ${messages} messages, more than fit in ${context} tokens (refused without rendering them).`, param);
+  }
+  if (chars > PROMPT_CHARS_MARGIN * engine.tokenizer.maxTokenChars * context) {
+    throw apiError(
+      'context_length_exceeded',
+      `${limit} is ${chars} characters, more than ${context} tokens of this tokenizer can hold (refused without tokenizing it).`,
+      param,
+    );
+  }
+}
+
+export function planRequest(body: Body, prompt: string, services: Services, format: ChoiceFormat, tenant: string): GenerateRequest {
+  const engine = services.engine();
+  const context = engine.info.contextLength;
+  const { requested, param } = maxTokensOf(body);
+  checkPromptSize(services, format.promptParam, prompt.length);
+  const promptIds = engine.tokenizer.encode(prompt);
   if (promptIds.length === 0) throw apiError('invalid_request', `${format.promptParam} must not be empty`, format.promptParam);
-  const requested = body.max_tokens ?? ('max_completion_tokens' in body ? body.max_completion_tokens : undefined);
   const room = context - promptIds.length;
   if (requested != null ? promptIds.length + requested > context : room < 1) {
     throw apiError(
       'context_length_exceeded',
       `This model's maximum context length is ${context} tokens. However, you requested ${promptIds.length + (requested ?? 1)} tokens (${promptIds.length} in the ${format.promptParam}, ${requested ?? 1} in the completion).`,
-      requested == null ? format.promptParam : body.max_tokens != null ? 'max_tokens' : 'max_completion_tokens',
+      // The prompt alone leaves no room: it is the field to shorten, whatever max_tokens says.
+      requested == null || room < 1 ? format.promptParam : param,
     );
   }
   const sampling = {
@@ -89,8 +129,8 @@ function usageOf(u: Usage) {
   };
 }
 
-/** The HTTP error for a generation the engine refused or failed. */
-function engineError(done: Done): ApiError {
+/** The HTTP error for a generation the engine refused or failed; `maxTokensParam` names the client's max-tokens field. */
+function engineError(done: Done, maxTokensParam: string): ApiError {
   switch (done.errorCode) {
     case 'kv_cache_full':
       return apiError('kv_cache_full', done.error ?? 'KV cache full', null, { 'Retry-After': '1' });
@@ -99,7 +139,7 @@ function engineError(done: Done): ApiError {
     case 'request_timeout':
       return apiError('request_timeout', done.error ?? 'request timed out');
     case 'kv_budget_exceeded':
-      return apiError('kv_budget_exceeded', done.error ?? 'KV budget exceeded', 'max_tokens');
+      return apiError('kv_budget_exceeded', done.error ?? 'KV budget exceeded', maxTokensParam);
     case 'invalid_request':
       return apiError('invalid_request', done.error ?? 'invalid request');
     default:
@@ -118,6 +158,7 @@ export async function respond(
 ): Promise<void> {
   const engine = services.engine();
   const { metrics } = services;
+  const maxTokensParam = maxTokensOf(body).param;
   const id = `${format.idPrefix}-${randomUUID().replaceAll('-', '')}`;
   const created = Math.floor(Date.now() / 1000);
   const model = engine.info.id;
@@ -181,8 +222,9 @@ export async function respond(
       if (e.type !== 'done') continue;
       finished(e);
       if (e.finishReason === 'error') {
-        request.log.error({ err: e.error }, 'generation failed mid-stream');
-        await sse.send(engineError(e).toBody());
+        if (e.errorCode === 'internal' || !e.errorCode) request.log.error({ err: e.error }, 'generation failed mid-stream');
+        else request.log.warn({ code: e.errorCode, message: e.error }, 'generation ended mid-stream');
+        await sse.send(engineError(e, maxTokensParam).toBody());
       } else {
         await sse.send(chunk([format.chunkChoice('', e.finishReason, first)]));
         if (includeUsage) await sse.send(chunk([], usageOf(e.usage)));
@@ -206,7 +248,7 @@ export async function respond(
         finished(e);
         if (e.finishReason === 'error') {
           if (e.errorCode === 'internal' || !e.errorCode) request.log.error({ err: e.error }, 'generation failed');
-          throw engineError(e);
+          throw engineError(e, maxTokensParam);
         }
         if (controller.signal.aborted && reply.raw.destroyed) {
           stats.status = 499;
@@ -223,7 +265,7 @@ export async function respond(
     const early = await Promise.race([firstEvent, delay(STREAM_FIRST_EVENT_WAIT_MS, undefined, { ref: false })]);
     if (early && !early.done && early.value.type === 'done' && early.value.finishReason === 'error') {
       finished(early.value);
-      throw engineError(early.value);
+      throw engineError(early.value, maxTokensParam);
     }
 
     reply.hijack();

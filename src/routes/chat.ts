@@ -1,7 +1,7 @@
 // POST /v1/chat/completions — OpenAI's chat API; messages are rendered with the model's
 // chat template, then generated like a completion.
 import type { FastifyInstance } from 'fastify';
-import { type ChoiceFormat, planRequest, respond } from '../http/generation.js';
+import { type ChoiceFormat, checkPromptSize, planRequest, respond } from '../http/generation.js';
 import { type ChatMessage, chatRequest } from '../http/schemas.js';
 import { DEFAULT_TENANT } from '../http/services.js';
 import { parseBody } from '../http/validate.js';
@@ -36,8 +36,10 @@ export default async function chat(app: FastifyInstance): Promise<void> {
     const services = app.services;
     const engine = services.engine();
     checkModel(body.model, engine.info.id);
-    const prompt = services.chatTemplate().render(toTurns(body.messages));
-    const genRequest = planRequest(body, engine.tokenizer.encode(prompt), services, format, DEFAULT_TENANT);
+    const turns = toTurns(body.messages);
+    checkPromptSize(services, 'messages', turns.reduce((n, m) => n + m.content.length, 0), turns.length);
+    const prompt = services.chatTemplate().render(turns);
+    const genRequest = planRequest(body, prompt, services, format, DEFAULT_TENANT);
     await respond(request, reply, services, body, genRequest, format);
   });
 }

@@ -9,13 +9,26 @@ export class TextTokenizer implements TokenDecoder {
   readonly vocabSize: number;
   readonly eosToken: string | undefined;
   readonly specialIds: ReadonlySet<number>;
+  /**
+   * The longest token of the vocabulary, in UTF-16 units (its text in tokenizer.json or as
+   * decoded, whichever is longer): a text of n units is at least n / maxTokenChars tokens.
+   */
+  readonly maxTokenChars: number;
   readonly #single = new Map<number, string>();
 
   constructor(tokenizerJson: object, tokenizerConfig: Record<string, unknown>) {
     this.#tok = new Tokenizer(tokenizerJson, tokenizerConfig);
     let maxId = -1;
-    for (const id of this.#tok.get_vocab(true).values()) maxId = Math.max(maxId, id);
+    let maxChars = 1;
+    for (const [token, id] of this.#tok.get_vocab(true)) {
+      maxId = Math.max(maxId, id);
+      maxChars = Math.max(maxChars, token.length);
+    }
     this.vocabSize = maxId + 1;
+    // Decoding can lengthen a token's text (byte-level "Ċ" is one unit either way, but a
+    // decoder may expand): take the longer of the two, once, for every id.
+    for (let id = 0; id < this.vocabSize; id++) maxChars = Math.max(maxChars, this.#tok.decode([id], { skip_special_tokens: false }).length);
+    this.maxTokenChars = maxChars;
     this.specialIds = new Set(
       [...this.#tok.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id),
     );

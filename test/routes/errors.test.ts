@@ -1,6 +1,7 @@
 // Every way a request can be wrong gets the OpenAI error shape {error:{message,type,param,code}}
 // with the catalog's status/type/code and a `param` naming the field; the service keeps serving.
 import t, { type Test } from 'tap';
+import { connect } from 'node:net';
 import { catalog } from '../../src/errors.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
@@ -63,7 +64,9 @@ const rows: Row[] = [
   invalid('max_tokens 1.5', completion({ max_tokens: 1.5 }), 'max_tokens'),
   invalid("max_tokens 'ten'", completion({ max_tokens: 'ten' }), 'max_tokens'),
   invalid('stop 5', completion({ stop: 5 }), 'stop'),
-  invalid('stop [1]', completion({ stop: [1] }), 'stop'),
+  invalid('stop [1]', completion({ stop: [1] }), 'stop[0]'),
+  { ...invalid('stop with 17 strings', completion({ stop: Array.from({ length: 17 }, (_, i) => `s${i}`) }), 'stop'), mentions: ['16'] },
+  { ...invalid('prompt with two strings', completion({ prompt: ['To be', 'or not'] }), 'prompt'), mentions: ['single prompt'] },
   invalid("stream 'yes'", completion({ stream: 'yes' }), 'stream'),
   invalid('n 2', completion({ n: 2 }), 'n'),
   invalid('logprobs 1 (not supported)', completion({ logprobs: 1 }), 'logprobs'),
@@ -80,6 +83,12 @@ const rows: Row[] = [
   invalid('chat: messages []', { messages: [], max_tokens: 4 }, 'messages', CHAT),
   invalid("chat: role 'robot'", { messages: [{ role: 'robot', content: 'hi' }], max_tokens: 4 }, 'messages[0].role', CHAT),
   invalid('chat: content 5', { messages: userSays(5), max_tokens: 4 }, 'messages[0].content', CHAT),
+  invalid(
+    'chat: an image part',
+    { messages: userSays([{ type: 'text', text: 'hi' }, { type: 'image_url', image_url: { url: 'x' } }]), max_tokens: 4 },
+    'messages[0].content[1].type',
+    CHAT,
+  ),
   {
     name: 'context overflow: max_tokens 5000 with a short prompt',
     body: completion({ max_tokens: 5000 }),
@@ -97,6 +106,54 @@ const rows: Row[] = [
     param: 'prompt',
     code: 'context_length_exceeded',
     mentions: ['2048', String(tokens(longPrompt))],
+  },
+  {
+    name: 'context overflow: a prompt longer than the context names the prompt, even with max_tokens',
+    body: { prompt: longPrompt, max_tokens: 2 },
+    status: 400,
+    type: 'invalid_request_error',
+    param: 'prompt',
+    code: 'context_length_exceeded',
+    mentions: ['2048', String(tokens(longPrompt))],
+  },
+  {
+    name: 'a prompt of a million characters is refused before it is tokenized',
+    body: { prompt: 'x'.repeat(1_000_000) },
+    status: 400,
+    type: 'invalid_request_error',
+    param: 'prompt',
+    code: 'context_length_exceeded',
+    mentions: ['2048', '1000000 characters', 'without tokenizing'],
+  },
+  {
+    name: 'chat: more messages than the context has tokens are refused before they are rendered',
+    url: CHAT,
+    body: { messages: Array.from({ length: 2049 }, () => ({ role: 'user', content: '' })) },
+    status: 400,
+    type: 'invalid_request_error',
+    param: 'messages',
+    code: 'context_length_exceeded',
+    mentions: ['2048', '2049 messages'],
+  },
+  {
+    name: 'chat: messages of a million characters are refused before they are rendered',
+    url: CHAT,
+    body: { messages: userSays('x'.repeat(1_000_000)) },
+    status: 400,
+    type: 'invalid_request_error',
+    param: 'messages',
+    code: 'context_length_exceeded',
+    mentions: ['1000000 characters'],
+  },
+  {
+    name: 'chat: max_completion_tokens wins over max_tokens (and is checked)',
+    url: CHAT,
+    body: { messages: userSays('hi'), max_tokens: 4, max_completion_tokens: 100_000 },
+    status: 400,
+    type: 'invalid_request_error',
+    param: 'max_completion_tokens',
+    code: 'context_length_exceeded',
+    mentions: ['100000'],
   },
   {
     name: 'chat context overflow: messages longer than the context',
@@ -118,6 +175,7 @@ const rows: Row[] = [
     code: 'context_length_exceeded',
     mentions: ['2048'],
   },
+  { name: 'a URL with bad percent-encoding', method: 'GET', url: '/v1/sessions/%ZZ', status: 400, type: 'invalid_request_error', param: null, code: 'bad_request' },
   { name: 'unknown route', method: 'GET', url: '/v1/engines', status: 404, type: 'invalid_request_error', param: null, code: 'not_found' },
   { name: 'wrong method (GET on a POST route)', method: 'GET', url: C, status: 404, type: 'invalid_request_error', param: null, code: 'not_found' },
   { name: 'wrong method (DELETE on chat)', method: 'DELETE', url: CHAT, status: 404, type: 'invalid_request_error', param: null, code: 'not_found' },
@@ -200,6 +258,76 @@ t.test('unknown extra fields are ignored (documented behaviour)', async (t) => {
   t.equal((res.json() as { choices: unknown[] }).choices.length, 1);
   const chat = await send(server, { url: CHAT, body: { messages: userSays('hi'), max_tokens: 4, foo: 1 } });
   t.equal(chat.statusCode, 200, chat.body);
+});
+
+t.test('a __proto__ or constructor key is dropped like any unknown field', async (t) => {
+  const res = await send(server, { url: C, body: '{"prompt":"To be","max_tokens":2,"__proto__":{"x":1},"constructor":{"prototype":{"y":1}}}' });
+  t.equal(res.statusCode, 200, res.body);
+  t.equal((res.json() as { usage: { completion_tokens: number } }).usage.completion_tokens, 2);
+});
+
+t.test('chat: max_completion_tokens sets the length when both fields are sent', async (t) => {
+  const res = await send(server, { url: CHAT, body: { messages: userSays('hi'), max_tokens: 50, max_completion_tokens: 3, ignore_eos: true } });
+  t.equal(res.statusCode, 200, res.body);
+  t.equal((res.json() as { usage: { completion_tokens: number } }).usage.completion_tokens, 3);
+});
+
+/** Sends raw bytes on a fresh connection; resolves with all that came back once the server closes it (or after `waitMs`). */
+function rawExchange(url: string, payload: string, waitMs = 10_000): Promise<string> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname);
+    let out = '';
+    const timer = setTimeout(() => socket.destroy(), waitMs);
+    socket.on('data', (d) => (out += String(d)));
+    socket.on('error', reject);
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(out);
+    });
+    socket.write(payload);
+  });
+}
+
+/** Splits a raw HTTP/1.1 response into its status and its (JSON) body. */
+function parseRaw(raw: string): { status: number; headers: string; body: string } {
+  const [head = '', body = ''] = raw.split('\r\n\r\n');
+  return { status: Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1]), headers: head, body };
+}
+
+t.test('errors below the routes (bad HTTP, huge headers, a slow client) get the same shape', async (t) => {
+  const slow = await startServer({ env: { RECEIVE_TIMEOUT_MS: '300' } });
+  t.teardown(() => slow.close());
+  const cases = [
+    { name: 'not HTTP at all', payload: 'GARBAGE\r\n\r\n', status: 400, code: 'bad_request' },
+    { name: 'headers over 16 KiB', payload: `GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, status: 431, code: 'headers_too_large' },
+    { name: 'headers that never end', payload: 'POST /v1/completions HTTP/1.1\r\nHost: x\r\n', status: 408, code: 'receive_timeout' },
+    {
+      name: 'a body that never comes',
+      payload: 'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{',
+      status: 408,
+      code: 'receive_timeout',
+    },
+  ];
+  for (const c of cases) {
+    const res = parseRaw(await rawExchange(slow.url, c.payload));
+    t.equal(res.status, c.status, `${c.name}: status`);
+    t.match(res.headers, /content-type: application\/json/i, `${c.name}: JSON`);
+    const error = checkShape(t, res.body);
+    t.equal(error.code, c.code, `${c.name}: code`);
+    t.equal(error.type, 'invalid_request_error');
+    t.ok(Object.values(catalog).some((e) => e.code === c.code && e.status === c.status), `${c.name}: in the catalog`);
+  }
+  // RECEIVE_TIMEOUT_MS bounds receiving the request, not streaming the answer.
+  const started = performance.now();
+  const stream = await fetch(`${slow.url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ prompt: 'To be', max_tokens: 1000, ignore_eos: true, stream: true }),
+  });
+  const text = await stream.text();
+  t.ok(performance.now() - started > 300, 'the stream outlasted the receive timeout');
+  t.ok(text.endsWith('data: [DONE]\n\n'), 'and ended normally');
 });
 
 t.test('a body over BODY_LIMIT_BYTES gets 413', async (t) => {

@@ -70,6 +70,18 @@ t.test('the sessions API lists, returns and deletes sessions; unknown ids are 40
   }
 });
 
+t.test('a session id of 256 characters (the most allowed) is reachable by URL', async (t) => {
+  const id = 'Ω'.repeat(100) + 's'.repeat(156);
+  const res = await postJson(url, { prompt: 'KING LEAR:\nBlow, winds!\n', session_id: id, ...greedy });
+  t.equal(res.status, 200);
+  const path = `${server.url}/v1/sessions/${encodeURIComponent(id)}`;
+  const got = await fetch(path);
+  t.equal(got.status, 200);
+  t.match(await got.json(), { object: 'session', id });
+  const del = await fetch(path, { method: 'DELETE' });
+  t.same(await del.json(), { id, object: 'session', deleted: true });
+});
+
 t.test('idle sessions expire after the TTL', async (t) => {
   const short = await startServer({ env: { SESSION_TTL_MS: '300' } });
   t.teardown(() => short.close());
@@ -85,6 +97,9 @@ t.test('a request whose cache could never fit the budget is a clear 400', async 
   const res = await postJson(`${tiny.url}/v1/completions`, { prompt: 'KING LEAR:\n', max_tokens: 100 });
   t.equal(res.status, 400);
   t.match(res.json.error, { code: 'kv_budget_exceeded', param: 'max_tokens' });
+  const chat = await postJson(`${tiny.url}/v1/chat/completions`, { messages: [{ role: 'user', content: 'hi' }], max_completion_tokens: 100 });
+  t.equal(chat.status, 400);
+  t.match(chat.json.error, { code: 'kv_budget_exceeded', param: 'max_completion_tokens' }, 'the field the client used');
   const ok = await postJson(`${tiny.url}/v1/completions`, { prompt: 'KING LEAR:\n', max_tokens: 20 });
   t.equal(ok.status, 200, 'a request that fits still runs');
 });
