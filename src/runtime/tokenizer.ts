@@ -22,12 +22,10 @@ export class TextTokenizer implements TokenDecoder {
     let maxChars = 1;
     for (const [token, id] of this.#tok.get_vocab(true)) {
       maxId = Math.max(maxId, id);
-      maxChars = Math.max(maxChars, token.length);
+      // (The library lists an undefined token for an id gap before an added token.)
+      maxChars = Math.max(maxChars, (token as string | undefined)?.length ?? 0, this.#decodedLength(id));
     }
     this.vocabSize = maxId + 1;
-    // Decoding can lengthen a token's text (byte-level "Ċ" is one unit either way, but a
-    // decoder may expand): take the longer of the two, once, for every id.
-    for (let id = 0; id < this.vocabSize; id++) maxChars = Math.max(maxChars, this.#tok.decode([id], { skip_special_tokens: false }).length);
     this.maxTokenChars = maxChars;
     this.specialIds = new Set(
       [...this.#tok.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id),
@@ -35,6 +33,15 @@ export class TextTokenizer implements TokenDecoder {
     const eos = tokenizerConfig.eos_token;
     this.eosToken =
       typeof eos === 'string' ? eos : typeof (eos as { content?: unknown } | null)?.content === 'string' ? (eos as { content: string }).content : undefined;
+  }
+
+  /** One id's decoded length: a decoder may make a token's text longer (0 if it cannot decode it). */
+  #decodedLength(id: number): number {
+    try {
+      return (this.#tok.decode([id], { skip_special_tokens: false }) as string | undefined)?.length ?? 0;
+    } catch {
+      return 0; // the load check names a tokenizer that does not fit the model
+    }
   }
 
   encode(text: string): number[] {

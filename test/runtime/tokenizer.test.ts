@@ -38,3 +38,18 @@ t.test('sequences decode as the library does, whatever single ids were decoded b
   );
   t.pass('500 random sequences');
 });
+
+t.test('maxTokenChars bounds how few tokens a text can be', async (t) => {
+  const tok = new TextTokenizer(json, config);
+  // Byte-level: every byte is a token of one character, but the end-of-text token matches
+  // its 13-character literal in text.
+  t.equal(tok.maxTokenChars, '<|endoftext|>'.length);
+  t.equal(tok.encode('<|endoftext|>').length, 1, 'the literal is one token');
+  fc.assert(
+    fc.property(fc.array(fc.oneof(fc.string({ unit: 'grapheme' }), fc.constant('<|endoftext|>'))), (parts) => {
+      const text = parts.join('');
+      return tok.encode(text).length >= text.length / tok.maxTokenChars;
+    }),
+    { numRuns: 500 },
+  );
+});
