@@ -5,7 +5,7 @@
 import { Rng, randomSeed } from './rng.js';
 
 export interface SamplingParams {
-  temperature: number; // 0 => greedy (argmax, ties -> lowest id)
+  temperature: number; // 0 => greedy (argmax, ties -> lowest id); so is any T whose 1/T overflows
   topK: number; // 0 => disabled
   topP: number; // 1 => disabled
   minP: number; // 0 => disabled (keep tokens with p >= minP * pMax)
@@ -57,6 +57,9 @@ export function validateSampling(p: SamplingParams): void {
 }
 
 const EMPTY_F32 = new Float32Array(0);
+
+/** Largest finite float32. */
+const F32_MAX = 3.4028234663852886e38;
 
 /** Index of the largest value, lowest index on ties; -1 if none is > -Infinity. */
 function argmax(x: Float32Array): number {
@@ -174,7 +177,11 @@ function noLogitError(): RangeError {
 }
 
 /**
- * Per-request sampler. Logits must not contain NaN or +Infinity; -Infinity masks a token.
+ * Per-request sampler. -Infinity masks a token. A model's non-finite logits are not trusted to
+ * be absent: NaN carries no information, so it masks its token too, and +Infinity is read as
+ * its limit, a logit that outgrows every other, so the +Infinity tokens share all the mass
+ * equally (greedy: the lowest id), penalties or not (Infinity - x is Infinity). Only a row
+ * with nothing else throws.
  * Scratch is at most two V-sized Float32Arrays plus candidate arrays that grow only as far as a
  * request's distributions need (about 1.2 MB at V = 150k in the common case).
  */
@@ -221,8 +228,16 @@ export class Sampler {
   sample(logits: Float32Array): number {
     if (logits.length === 0) throw new RangeError('logits is empty');
     const src = this.#penalise(logits);
+    // softmax(x / T) tends to the argmax as T -> 0, and below T = 1 / Number.MAX_VALUE
+    // (~5.6e-309) 1/T is Infinity, which would make (x - max) * (1/T) NaN at the max itself.
+    // So those temperatures are greedy, like 0 (and -0, which JSON and the schema let through:
+    // 1 / -0 is -Infinity). Every other temperature keeps its exact 1/T: when that is finite
+    // but huge, every weight but the max's underflows to 0, so the draw is already the argmax
+    // (or one of exact ties at the max).
+    const invT = 1 / this.params.temperature;
     let token: number;
-    if (this.params.temperature === 0) {
+    if (!(invT > 0 && invT < Infinity)) {
+      // argmax skips NaN and takes the lowest +Infinity id already: no #sanitise pass.
       token = argmax(src);
       if (token < 0) throw noLogitError();
       this.#lastSrc = src;
@@ -230,7 +245,17 @@ export class Sampler {
       this.#lastMax = src[token]!;
       this.#lastLogZ = NaN;
     } else {
-      token = this.#sampleStochastic(src);
+      token = this.#sampleStochastic(src, invT);
+      if (token < 0) {
+        // The row holds NaN or +Infinity, found on the way rather than by a pass of its own
+        // (the draw stops before using the RNG), or nothing in it is drawable.
+        const clean = this.#sanitise(src);
+        token = this.#sampleStochastic(clean, invT);
+        // A clean row with finite 1/T always gives a token unless all of it is masked; even
+        // so, no id outside the vocabulary ever leaves here.
+        if (token < 0) token = argmax(clean);
+        if (token < 0) throw noLogitError();
+      }
     }
     if (this.#trackCounts) this.#counts.set(token, (this.#counts.get(token) ?? 0) + 1);
     this.#seen?.add(token);
@@ -240,29 +265,42 @@ export class Sampler {
   /**
    * log-probability of `token` under the distribution the last sample() drew from: after
    * penalties and temperature, before top-k/top-p/min-p (what OpenAI `logprobs` reports). For
-   * greedy requests temperature 1 is used, since the argmax "distribution" is degenerate.
+   * greedy requests (temperature 0, or so small that 1/T overflows) temperature 1 is used,
+   * since the argmax "distribution" is degenerate.
    * Without active penalties this reads the `logits` passed to sample() again, so call it
    * before that buffer is reused. The first call after a sample() may cost one O(V) pass.
    */
   logprob(token: number): number {
-    const src = this.#lastSrc;
+    let src = this.#lastSrc;
     if (src === null) throw new Error('logprob() called before sample()');
     if (!Number.isInteger(token) || token < 0 || token >= src.length) {
       throw new RangeError(`token ${token} is outside the vocabulary (size ${src.length})`);
     }
-    const invT = this.#lastInvT;
     if (Number.isNaN(this.#lastLogZ)) {
-      let m = this.#lastMax;
-      if (Number.isNaN(m)) {
-        m = -Infinity;
-        for (let i = 0; i < src.length; i++) if (src[i]! > m) m = src[i]!;
-        this.#lastMax = m;
+      let z = this.#sumExp(src);
+      if (!(z < Infinity)) {
+        // NaN or +Infinity that the draw did not need cleaned (greedy, min-p alone).
+        src = this.#lastSrc = this.#sanitise(src);
+        this.#lastMax = NaN;
+        z = this.#sumExp(src);
       }
-      let z = 0;
-      for (let i = 0; i < src.length; i++) z += Math.exp((src[i]! - m) * invT);
       this.#lastLogZ = Math.log(z);
     }
-    return (src[token]! - this.#lastMax) * invT - this.#lastLogZ;
+    return (src[token]! - this.#lastMax) * this.#lastInvT - this.#lastLogZ;
+  }
+
+  /** sum exp((x - max) / T) over `src`, for logprob(); NaN if `src` holds NaN or +Infinity. */
+  #sumExp(src: Float32Array): number {
+    const invT = this.#lastInvT;
+    let m = this.#lastMax;
+    if (Number.isNaN(m)) {
+      m = -Infinity;
+      for (let i = 0; i < src.length; i++) if (src[i]! > m) m = src[i]!;
+      this.#lastMax = m;
+    }
+    let z = 0;
+    for (let i = 0; i < src.length; i++) z += Math.exp((src[i]! - m) * invT);
+    return z;
   }
 
   #penalise(logits: Float32Array): Float32Array {
@@ -280,24 +318,90 @@ export class Sampler {
     // vLLM order: repetition penalty first, then frequency and presence.
     if (repActive) {
       const rep = p.repetitionPenalty;
+      // The largest logit whose boosted value x / rep left float32 range (see #boostPastRange).
+      let top = -Infinity;
       for (const id of seen) {
         if (id >= V) continue;
-        let x = work[id]!;
-        x = x > 0 ? x / rep : x * rep;
+        const raw = work[id]!;
+        let x = raw > 0 ? raw / rep : raw * rep;
         const c = counts.get(id);
         if (c !== undefined) x -= freq * c + pres;
         work[id] = x;
+        // Only the repetition penalty can push a finite logit out of float32 range: |freq * c +
+        // pres| is far below float32 spacing out there.
+        const y = work[id]!;
+        if (y === Infinity && raw < Infinity) {
+          if (raw > top) top = raw;
+        } else if (y === -Infinity && raw > -Infinity) {
+          // x * rep below -F32_MAX (a penalty > 1 on a logit below -3.4e37): the token falls
+          // below every unpenalised logit by > 1e31, and so it does at -F32_MAX for any T <= 2.
+          // It is not masked (masks are the model's), so it stays drawable if nothing else is,
+          // though order among such tokens is then lost.
+          work[id] = -F32_MAX;
+        }
       }
+      if (top > -Infinity) this.#boostPastRange(logits, work, seen, top);
     } else {
       for (const [id, c] of counts) if (id < V) work[id] = work[id]! - (freq * c + pres);
     }
     return work;
   }
 
-  #sampleStochastic(src: Float32Array): number {
+  /**
+   * A repetition penalty below 1 divides positive logits; a tiny one (1e-39, say) sends x / rep
+   * past float32 range, where storing it gives +Infinity and (Infinity - max) gives NaN. The
+   * exact values decide the draw anyway: each such token stands above every finite float32,
+   * so every unpenalised logit, by at least half a float32 step there (~1e31), and two
+   * penalised ones with different logits x differ by (x1 - x2) / rep >= (x / rep) * 2^-24,
+   * also > 1e31 (float32 spacing near x is >= x * 2^-24). At any temperature the API accepts
+   * (<= 2) exp() of minus that is 0, and as rep -> 0 it is so at every temperature: all the
+   * mass goes to the seen tokens with the largest logit `top`, and only their frequency and
+   * presence penalties still tell them apart. Shifted by -top / rep, that is a row of
+   * -Infinity but for those, at -(freq * c + pres). A logit the model itself made +Infinity
+   * still outranks them: then they are just finite, and #sanitise keeps the infinite ones.
+   */
+  #boostPastRange(logits: Float32Array, work: Float32Array, seen: ReadonlySet<number>, top: number): void {
+    const p = this.params;
+    const counts = this.#counts;
+    if (logits.includes(Infinity)) {
+      for (const id of seen) if (work[id] === Infinity && logits[id]! < Infinity) work[id] = F32_MAX;
+      return;
+    }
+    work.fill(-Infinity);
+    for (const id of seen) {
+      if (logits[id] !== top) continue;
+      const c = counts.get(id);
+      work[id] = c === undefined ? 0 : -(p.frequencyPenalty * c + p.presencePenalty);
+    }
+  }
+
+  /**
+   * `src` with the class comment's reading of NaN and +Infinity: NaN -> -Infinity, and if any
+   * +Infinity, 0 for those and -Infinity for the rest. `src` itself if it holds neither, else a
+   * copy in #work. Costs a pass, so it runs only once a row is known to need it.
+   */
+  #sanitise(src: Float32Array): Float32Array {
+    const V = src.length;
+    let i = 0;
+    while (i < V && src[i]! < Infinity) i++;
+    if (i === V) return src;
+    const inf = src.includes(Infinity, i);
+    if (this.#work.length !== V) this.#work = new Float32Array(V);
+    const work = this.#work; // may be `src` itself (penalised): each entry only reads its own
+    for (let j = 0; j < V; j++) {
+      const x = src[j]!;
+      work[j] = inf ? (x === Infinity ? 0 : -Infinity) : x < Infinity ? x : -Infinity;
+    }
+    return work;
+  }
+
+  /**
+   * Draws from softmax(src * invT) through top-k/top-p/min-p. -1 if `src` holds NaN or
+   * +Infinity (then before any RNG draw; see sample()) or nothing drawable.
+   */
+  #sampleStochastic(src: Float32Array, invT: number): number {
     const p = this.params;
     const V = src.length;
-    const invT = 1 / p.temperature;
     this.#lastSrc = src;
     this.#lastInvT = invT;
     this.#lastMax = NaN;
@@ -325,7 +429,7 @@ export class Sampler {
 
     let m = -Infinity;
     for (let i = 0; i < V; i++) if (src[i]! > m) m = src[i]!;
-    if (!(m > -Infinity)) throw noLogitError();
+    if (!(m > -Infinity && m < Infinity)) return -1;
     this.#lastMax = m;
 
     if (p.topP >= 1 && p.minP <= 0) {
@@ -338,6 +442,7 @@ export class Sampler {
         e[i] = x;
         z += e[i]!; // sum the stored float32 value so the draw below sees the same total
       }
+      if (!(z < Infinity)) return -1; // NaN: the max pass skips NaN, but exp() does not
       this.#lastLogZ = Math.log(z);
       const u = this.#rng.next() * z;
       let acc = 0;
@@ -371,6 +476,7 @@ export class Sampler {
         full[i] = Math.exp((src[i]! - m) * invT);
         z += full[i]!;
       }
+      if (!(z < Infinity)) return -1; // NaN
       this.#lastLogZ = Math.log(z);
       // p_i >= tau  <=>  (x_i - m) * invT >= ln(tau * z)
       thr = m + Math.log(((1 - p.topP) / V) * z) / invT;
@@ -391,9 +497,10 @@ export class Sampler {
   }
 
   /**
-   * Applies top-p and min-p to the candidates in #ids[0, n) and draws one. `total` is the
-   * softmax normaliser top-p mass is measured against (NaN: the candidates' own sum, i.e. the
-   * top-k renormalised distribution, as vLLM masks before its softmax); `max` the largest
+   * Applies top-p and min-p to the candidates in #ids[0, n) and draws one (-1: as for
+   * #sampleStochastic; a NaN in the top-k heap is never evicted, so it is among them). `total`
+   * is the softmax normaliser top-p mass is measured against (NaN: the candidates' own sum, i.e.
+   * the top-k renormalised distribution, as vLLM masks before its softmax); `max` the largest
    * candidate logit if already known; `full` the weights of the whole vocabulary if computed.
    */
   #finish(src: Float32Array, n: number, invT: number, total: number, max: number, full: Float32Array | null): number {
@@ -404,7 +511,7 @@ export class Sampler {
       m = -Infinity;
       for (let j = 0; j < n; j++) if (src[ids[j]!]! > m) m = src[ids[j]!]!;
     }
-    if (!(m > -Infinity)) throw noLogitError();
+    if (!(m > -Infinity && m < Infinity)) return -1;
     if (this.#w.length < n) this.#w = new Float64Array(ids.length);
     const w = this.#w;
     let s = 0;
@@ -413,6 +520,7 @@ export class Sampler {
       w[j] = x;
       s += x;
     }
+    if (!(s < Infinity)) return -1; // NaN
     if (p.topP < 1) n = selectNucleus(src, ids, w, n, p.topP * (Number.isNaN(total) ? s : total));
     if (p.minP > 0) {
       // w is relative to the most likely token (w = 1 there), so this is p >= minP * pMax.
@@ -428,6 +536,7 @@ export class Sampler {
     }
     s = 0;
     for (let j = 0; j < n; j++) s += w[j]!;
+    if (!(s > 0)) return -1;
     const u = this.#rng.next() * s;
     let acc = 0;
     let last = 0;

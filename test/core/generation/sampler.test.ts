@@ -4,6 +4,16 @@
 import t, { type Test } from 'tap';
 import fc from 'fast-check';
 import { Sampler, defaultSampling, selectNucleus, validateSampling, type SamplingParams } from '../../../src/core/generation/sampler.js';
+import { loadModel } from '../../../src/runtime/load-model.js';
+import { MODEL_DIR, argmax, runAll } from '../../helpers/model.js';
+
+// Real next-token rows from the shipped model, for the numerical edge cases at the end: the
+// sampler is a pure function of its rows, so these are computed once.
+const model = await loadModel(MODEL_DIR);
+t.teardown(() => model.decoder.close());
+const VOCAB = model.info.vocabSize;
+const ROMEO = model.tokenizer.encode('ROMEO:\nBut soft, what light through yonder window breaks?');
+const realRows = (await runAll(model.decoder, ROMEO)).rows;
 
 function params(over: Partial<SamplingParams> = {}): SamplingParams {
   return { ...defaultSampling, seed: 1, ...over };
@@ -414,4 +424,295 @@ t.test('large vocabulary: all paths stay fast', async (t) => {
       t.ok(ms < 50, `${label} ${JSON.stringify(c)}: ${ms.toFixed(3)} ms/token`);
     }
   }
+});
+
+// Numerical edge cases. The HTTP schema accepts temperature in [0, 2], top_p in (0, 1], min_p in
+// [0, 1], frequency/presence in [-2, 2] and repetition_penalty in (0, 10]; at the small ends
+// 1 / T and x / penalty overflow, which once made sample() return -1 (fed to the model as a
+// token). Expected tokens come from the limits the comments in sampler.ts derive.
+
+/** Draws `n` tokens over `rows` (cycled) and returns them. */
+function drawAll(p: SamplingParams, prompt: number[], rows: Float32Array[], n = rows.length): number[] {
+  const s = new Sampler(p, prompt);
+  return Array.from({ length: n }, (_, i) => s.sample(rows[i % rows.length]!));
+}
+
+/** Rows with a unique maximum, so "greedy" has one answer however ties would be broken. */
+const uniqueMaxRows = realRows.filter((r) => r.filter((x) => x === r[argmax(r)]).length === 1);
+
+t.test('real rows: vocabulary size and a unique argmax', async (t) => {
+  t.equal(VOCAB, 257, 'the shipped model is byte-level');
+  t.ok(realRows.every((r) => r.length === VOCAB));
+  t.ok(uniqueMaxRows.length >= 50, `${uniqueMaxRows.length} rows with a unique max`);
+});
+
+t.test('a temperature whose 1/T overflows is greedy', async (t) => {
+  const tiny = [1e-320, Number.MIN_VALUE, 5e-309, 5.56e-309, -0];
+  const filters: Array<Partial<SamplingParams>> = [
+    {},
+    { topK: 40 },
+    { topK: 1 },
+    { topP: 0.9 },
+    { topP: Number.MIN_VALUE },
+    { minP: 0.05 },
+    { minP: Number.MIN_VALUE },
+    { topK: 40, topP: 0.9, minP: 0.05 },
+    { topK: VOCAB, topP: 1e-308, minP: 1 },
+  ];
+  const want = uniqueMaxRows.map(argmax);
+  for (const temperature of tiny) {
+    t.equal(1 / temperature === Infinity || 1 / temperature === -Infinity, true, `1/${temperature} overflows`);
+    for (const f of filters) {
+      for (const seed of [1, 2, 3]) {
+        const got = drawAll(params({ temperature, seed, ...f }), [], uniqueMaxRows);
+        t.same(got, want, `T=${temperature} ${JSON.stringify(f)} seed ${seed}: every row gives its argmax`);
+      }
+    }
+  }
+  // Greedy requests report temperature-1 logprobs; so do these.
+  const g = new Sampler(params({ temperature: 0 }), []);
+  const s = new Sampler(params({ temperature: 1e-320 }), []);
+  const row = uniqueMaxRows[3]!;
+  t.equal(s.sample(row), g.sample(row));
+  for (const id of [0, 10, argmax(row)]) t.equal(s.logprob(id), g.logprob(id), `logprob(${id}) as greedy`);
+});
+
+t.test('a tiny but finite-1/T temperature draws the argmax', async (t) => {
+  // 1/T is finite here, so the stochastic path runs: every weight but the max's underflows.
+  const want = uniqueMaxRows.map(argmax);
+  for (const temperature of [1e-308, 5.57e-309, 1e-300, 1e-30]) {
+    for (const f of [{}, { topK: 40 }, { topP: 0.9 }, { minP: 0.05 }, { topK: 40, topP: 0.5, minP: 0.5 }]) {
+      t.same(drawAll(params({ temperature, ...f }), [], uniqueMaxRows), want, `T=${temperature} ${JSON.stringify(f)}`);
+    }
+  }
+});
+
+t.test('tiny temperature on the real model generates the greedy text', async (t) => {
+  // What the fuzzer sent: {"prompt":"ROMEO:","max_tokens":12,"temperature":1e-320}, and
+  // the same with the filters and penalties on.
+  const prompt = model.tokenizer.encode('ROMEO:');
+  const generate = async (over: Partial<SamplingParams>) => {
+    const s = new Sampler(params(over), prompt);
+    const first = await runAll(model.decoder, prompt);
+    const out: number[] = [s.sample(first.rows.at(-1)!)];
+    while (out.length < 12) out.push(s.sample((await runAll(model.decoder, [out.at(-1)!], first.cache)).rows[0]!));
+    return out;
+  };
+  const penalties = { repetitionPenalty: 1.3, frequencyPenalty: 0.5, presencePenalty: 0.5 };
+  for (const over of [{}, { topK: 40, topP: 0.9, minP: 0.05 }, penalties]) {
+    const greedy = await generate({ ...over, temperature: 0 });
+    t.ok(greedy.every((id) => Number.isInteger(id) && id >= 0 && id < VOCAB));
+    for (const temperature of [1e-320, Number.MIN_VALUE, 5e-309]) {
+      const got = await generate({ ...over, temperature, seed: 42 });
+      t.same(got, greedy, `T=${temperature} ${JSON.stringify(over)}: ${JSON.stringify(model.tokenizer.decode(got))}`);
+    }
+  }
+});
+
+/**
+ * Greedy over the exactly penalised row (float64; x / rep is increasing in x, so among seen
+ * tokens whose value overflows even float64 the larger logit is the larger value).
+ */
+function refPenalisedArgmax(row: Float32Array, seen: ReadonlySet<number>, rep: number): number {
+  let best = -1;
+  let bestV = -Infinity;
+  for (let i = 0; i < row.length; i++) {
+    const x = row[i]!;
+    const v = seen.has(i) ? (x > 0 ? x / rep : x * rep) : x;
+    if (v > bestV || (v === Infinity && bestV === Infinity && x > row[best]!)) {
+      best = i;
+      bestV = v;
+    }
+  }
+  return best;
+}
+
+t.test('a repetition penalty whose x / rep leaves float32 takes its limit', async (t) => {
+  // 2 / 1e-39 is past float32's 3.4e38; as rep -> 0 the seen token with the largest logit takes
+  // all the mass, at any temperature. Token 0 (unseen) leads before the penalty; token 1 is the
+  // lowest id that overflows, which a plain +Infinity would have made win.
+  const hand = Float32Array.of(3, 1, 2, 0.5, -1);
+  for (const repetitionPenalty of [1e-39, 1e-300, Number.MIN_VALUE]) {
+    for (const temperature of [0, 0.7, 1, 2, 1e-320]) {
+      for (const f of [{}, { topK: 2 }, { topP: 0.9 }, { minP: 0.1 }]) {
+        const p = params({ repetitionPenalty, temperature, ...f });
+        t.same(drawAll(p, [1, 2, 4], [hand], 5), [2, 2, 2, 2, 2], `rep=${repetitionPenalty} T=${temperature} ${JSON.stringify(f)}`);
+      }
+    }
+  }
+
+  // Real rows, the prompt's bytes seen: the reference is the float64 greedy of the penalised row.
+  const seen = new Set(ROMEO);
+  const row6 = realRows[6]!;
+  t.not(refPenalisedArgmax(row6, seen, 1e-39), argmax(row6), 'the penalty changes the winner');
+  t.not(refPenalisedArgmax(row6, seen, 1e-39), Math.min(...[...seen].filter((i) => row6[i]! / 1e-39 > 3.5e38)), 'not the lowest overflowing id');
+  for (const repetitionPenalty of [1e-39, 1e-38, 1e-100, Number.MIN_VALUE]) {
+    for (const [k, row] of realRows.entries()) {
+      const want = refPenalisedArgmax(row, seen, repetitionPenalty);
+      for (const over of [{ temperature: 0 }, { temperature: 1 }, { temperature: 2, topK: 50, topP: 0.95, minP: 0.01 }]) {
+        // A fresh sampler per row: its draws would add to `seen` otherwise.
+        const got = new Sampler(params({ repetitionPenalty, ...over }), ROMEO).sample(row);
+        if (got !== want) t.fail(`rep=${repetitionPenalty} row ${k} ${JSON.stringify(over)}: ${got}, want ${want}`);
+      }
+    }
+  }
+  t.pass('every real row, every config, gives the limit token');
+});
+
+t.test('past float32, frequency and presence penalties still rank the tied tokens', async (t) => {
+  // Tokens 0 and 1 share a logit, both boosted past float32: only their penalties separate
+  // them, as in exact arithmetic (the huge common part cancels in the softmax).
+  const row = Float32Array.of(1, 1, 0.5, 3);
+  const greedy = drawAll(params({ temperature: 0, repetitionPenalty: 1e-39, frequencyPenalty: 1 }), [0, 1, 2], [row], 4);
+  t.same(greedy, [0, 1, 0, 1], 'greedy: the less often generated of the two, lowest id on ties');
+  // Sampled: after drawing one of them, the other is e^2 times likelier.
+  let other = 0;
+  const n = 4000;
+  for (let seed = 0; seed < n; seed++) {
+    const [a, b] = drawAll(params({ repetitionPenalty: 1e-39, presencePenalty: 2, seed }), [0, 1, 2], [row], 2);
+    t.ok(a! <= 1 && b! <= 1, 'only the tied pair is drawn') || t.bailout();
+    if (a !== b) other++;
+  }
+  const want = 1 / (1 + Math.exp(-2));
+  t.ok(Math.abs(other / n - want) < 0.03, `switch rate ${(other / n).toFixed(3)} ~ ${want.toFixed(3)}`);
+  const s = new Sampler(params({ temperature: 0, repetitionPenalty: 1e-39, presencePenalty: 2 }), [0, 1, 2]);
+  t.same([s.sample(row), s.sample(row)], [0, 1]);
+  // The second draw saw token 0 at -2 relative to token 1.
+  t.ok(Math.abs(s.logprob(1) + Math.log1p(Math.exp(-2))) < 1e-6, `logprob is of the limit distribution (${s.logprob(1)})`);
+  t.ok(Math.abs(s.logprob(0) + 2 + Math.log1p(Math.exp(-2))) < 1e-6, `and so is the other one's (${s.logprob(0)})`);
+  t.equal(s.logprob(3), -Infinity, 'the unseen leader has no mass left');
+});
+
+t.test('large repetition penalties: valid ids, the exact penalised greedy token', async (t) => {
+  const seen = new Set(ROMEO);
+  for (const repetitionPenalty of [2, 9.99, 10]) {
+    for (const [k, row] of realRows.entries()) {
+      const want = refPenalisedArgmax(row, seen, repetitionPenalty);
+      const got = new Sampler(params({ temperature: 0, repetitionPenalty }), ROMEO).sample(row);
+      if (got !== want) t.fail(`rep=${repetitionPenalty} row ${k}: ${got}, want ${want}`);
+      const drawn = new Sampler(params({ repetitionPenalty, topP: 0.9 }), ROMEO).sample(row);
+      if (!(Number.isInteger(drawn) && drawn >= 0 && drawn < VOCAB)) t.fail(`rep=${repetitionPenalty} row ${k}: drew ${drawn}`);
+    }
+  }
+  t.pass('greedy matches the float64 reference on every real row');
+  // x * rep past -3.4e38 is not a mask: with nothing else left, such a token is still drawn.
+  const row = Float32Array.of(-Infinity, -1e38, -2e38, -Infinity);
+  for (const over of [{ temperature: 0 }, { temperature: 1 }, { topK: 1 }, { topP: 0.5 }, { minP: 0.5 }]) {
+    for (const repetitionPenalty of [10, 1e300]) {
+      const tok = new Sampler(params({ repetitionPenalty, ...over }), [1, 2]).sample(row);
+      t.ok(tok === 1 || tok === 2, `rep=${repetitionPenalty} ${JSON.stringify(over)}: ${tok}`);
+    }
+  }
+  t.equal(new Sampler(params({ temperature: 0, repetitionPenalty: 10 }), [1]).sample(Float32Array.of(-1e38, -1e38)), 0, 'an unpenalised token outranks it');
+});
+
+t.test('non-finite logits from the model', async (t) => {
+  const nan = Float32Array.of(NaN, 1, 3, NaN, 2);
+  const inf = Float32Array.of(0, Infinity, 5, Infinity, -Infinity);
+  const configs: Array<Partial<SamplingParams>> = [
+    { temperature: 0 },
+    {},
+    { temperature: 1e-320 },
+    { temperature: 1e-308 },
+    { temperature: 2 },
+    { topK: 2 },
+    { topP: 0.9 },
+    { minP: 0.1 },
+    { topK: 3, topP: 0.5, minP: 0.2, temperature: 0.7 },
+    { repetitionPenalty: 1.5, frequencyPenalty: 1, presencePenalty: -1 },
+    { repetitionPenalty: 1e-39, presencePenalty: 2 },
+  ];
+  for (const c of configs) {
+    const a = new Set(drawAll(params(c), [0, 1, 2, 3], [nan], 300));
+    t.ok([...a].every((id) => id === 1 || id === 2 || id === 4), `NaN is never drawn ${JSON.stringify(c)}: ${[...a]}`);
+    const b = new Set(drawAll(params(c), [0, 2], [inf], 300));
+    t.ok([...b].every((id) => id === 1 || id === 3), `only +Infinity is drawn ${JSON.stringify(c)}: ${[...b]}`);
+  }
+  t.equal(new Sampler(params({ temperature: 0 }), []).sample(nan), 2, 'greedy skips NaN');
+  t.equal(new Sampler(params({ temperature: 0 }), []).sample(inf), 1, 'greedy: lowest +Infinity id');
+  checkFrequencies(t, histogram(params({ seed: 9 }), inf, 20_000), [0, 0.5, 0, 0.5, 0], '+Infinity tokens share the mass');
+  const s = new Sampler(params(), []);
+  s.sample(inf);
+  t.ok(Math.abs(s.logprob(1) - Math.log(0.5)) < 1e-9, 'logprob of a +Infinity token is log(1/count)');
+  t.equal(s.logprob(2), -Infinity, 'finite tokens have none next to +Infinity');
+  // A real row with holes: the rest still samples as before.
+  const row = realRows[10]!.slice();
+  const top = argmax(row);
+  row[0] = NaN;
+  row[200] = NaN;
+  t.equal(new Sampler(params({ temperature: 0 }), []).sample(row), top, 'NaN elsewhere leaves greedy alone');
+  row[77] = Infinity;
+  t.same(drawAll(params({ topP: 0.9 }), [], [row], 20), new Array(20).fill(77), 'one +Infinity takes every draw');
+  const copy = Float32Array.of(NaN, Infinity, 1);
+  new Sampler(params({ repetitionPenalty: 1e-39 }), [0, 1, 2]).sample(copy);
+  t.ok(Number.isNaN(copy[0]!) && copy[1] === Infinity && copy[2] === 1, 'logits are not mutated');
+  // The sampler finds NaN/+Infinity on the way and redraws from the cleaned row: that must be
+  // exactly the draw from a row the caller cleaned, with the same seed.
+  const clean = (r: Float32Array) =>
+    r.includes(Infinity) ? r.map((x) => (x === Infinity ? 0 : -Infinity)) : r.map((x) => (Number.isNaN(x) ? -Infinity : x));
+  const dirty = [0, 5, 20, 56].map((k) => {
+    const r = realRows[k]!.slice();
+    r[k % 7] = NaN;
+    r[argmax(r)] = NaN; // the top token too
+    r[200] = NaN;
+    return r;
+  });
+  const infRow = realRows[30]!.map((x, i) => (i === 40 || i === 170 ? Infinity : x));
+  for (const c of [...configs, { topK: 1 }, { topK: 2, temperature: 2 }, { minP: 0.5, temperature: 1e-300 }]) {
+    for (const rows of [dirty, [infRow]]) {
+      // Penalties do not move +Infinity (Infinity - x is Infinity), but would move the zeros a
+      // caller cleaned it to.
+      if (rows !== dirty && (c.frequencyPenalty || c.presencePenalty)) continue;
+      const a = drawAll(params({ ...c, seed: 77 }), ROMEO, rows, 40);
+      const b = drawAll(params({ ...c, seed: 77 }), ROMEO, rows.map(clean), 40);
+      t.same(a, b, `${rows === dirty ? 'NaN' : '+Infinity'} ${JSON.stringify(c)}: as the cleaned row`);
+    }
+  }
+  // With no usable logit at all there is no token to give: same error as an all-masked row.
+  for (const bad of [Float32Array.of(NaN, NaN), Float32Array.of(NaN, -Infinity)]) {
+    for (const c of [{ temperature: 0 }, {}, { topK: 1 }, { topP: 0.5 }]) {
+      t.throws(() => new Sampler(params(c), []).sample(bad), { name: 'RangeError', message: /no token/ });
+    }
+  }
+});
+
+t.test('any parameters the API accepts give a token id in [0, vocab)', async (t) => {
+  const tiny = [Number.MIN_VALUE, 1e-320, 1e-308, 5e-309];
+  const pick = <T>(edges: T[], range: fc.Arbitrary<T>) => fc.oneof(fc.constantFrom(...edges), range);
+  const unit = fc.double({ min: 0, max: 1, noNaN: true });
+  const arb = fc.record({
+    temperature: pick([0, -0, ...tiny, 1e-300, 0.7, 1, 2], fc.double({ min: 0, max: 2, noNaN: true })),
+    topK: pick([0, 1, 2, 40, VOCAB - 1, VOCAB, VOCAB + 10], fc.nat({ max: 2 * VOCAB })),
+    topP: pick([...tiny, 1e-9, 0.5, 0.9, 1 - 2 ** -53, 1], unit.filter((x) => x > 0)),
+    minP: pick([0, ...tiny, 0.05, 0.5, 1 - 2 ** -53, 1], unit),
+    repetitionPenalty: pick([...tiny, 1e-39, 1e-3, 0.5, 1, 1.1, 2, 10], fc.double({ min: 0, max: 10, noNaN: true }).filter((x) => x > 0)),
+    frequencyPenalty: pick([-2, 0, 2, Number.MIN_VALUE], fc.double({ min: -2, max: 2, noNaN: true })),
+    presencePenalty: pick([-2, 0, 2, Number.MIN_VALUE], fc.double({ min: -2, max: 2, noNaN: true })),
+    seed: fc.nat(),
+    row: fc.nat({ max: realRows.length - 1 }),
+    prompt: fc.constantFrom([], ROMEO, ROMEO.slice(0, 6), [0, 10, 256]),
+    // Now and then the model's row carries NaN or infinities.
+    holes: fc.array(fc.tuple(fc.nat({ max: VOCAB - 1 }), fc.constantFrom(NaN, Infinity, -Infinity)), { maxLength: 3 }),
+  });
+  let runs = 0;
+  fc.assert(
+    fc.property(arb, ({ row: k, prompt, holes, ...p }) => {
+      runs++;
+      const row = realRows[k]!.slice();
+      for (const [i, v] of holes) row[i] = v;
+      const copy = row.slice();
+      const s = new Sampler(p, prompt);
+      // Several steps, so generated tokens feed the penalties.
+      for (let step = 0; step < 6; step++) {
+        const id = s.sample(row);
+        if (!(Number.isInteger(id) && id >= 0 && id < VOCAB)) return false;
+        if (row[id]! !== row[id]! || row[id] === -Infinity) return false; // never a NaN or masked token
+        const lp = s.logprob(id);
+        if (Number.isNaN(lp) || lp > 1e-9) return false;
+      }
+      return copy.every((v, i) => Object.is(v, row[i]));
+    }),
+    { numRuns: 3000 },
+  );
+  t.equal(runs, 3000, 'every run returned an id in range, never NaN or masked, with a real logprob');
 });
