@@ -395,7 +395,7 @@ export class Engine {
     this.#batch.write(r, out.newKv, n);
     seq.length = cached + n;
     this.#options.cache.grow(r.lease, seq.length);
-    this.#accept(r, seq.sampler.sample(out.logits(0, n - 1)));
+    this.#accept(r, out.logits(0, n - 1));
   }
 
   async #prefillChunk(r: Running, n: number): Promise<void> {
@@ -429,11 +429,10 @@ export class Engine {
       return;
     }
     this.#prefilling.splice(this.#prefilling.indexOf(r), 1);
-    const token = seq.sampler.sample(out.logits(0, n - 1));
     // The prompt's last chunk goes straight into the batch row (one copy, not two); a
     // sequence that ends here keeps its cache as one piece for the pool.
     r.tail = { kv: out.newKv, length: n };
-    if (this.#accept(r, token)) this.#ready.push(r);
+    if (this.#accept(r, out.logits(0, n - 1))) this.#ready.push(r);
   }
 
   /** A prefilled sequence enters the decode batch. */
@@ -471,12 +470,23 @@ export class Engine {
     for (const [b, r] of rows.entries()) {
       r.seq.length = lengths[b]! + 1;
       this.#options.cache.grow(r.lease, r.seq.length);
-      this.#accept(r, r.seq.sampler.sample(out.logits(b, 0)));
+      this.#accept(r, out.logits(b, 0));
     }
   }
 
-  /** Takes a sampled token: emits its text, or finishes the sequence. Returns whether it goes on. */
-  #accept(r: Running, token: number): boolean {
+  /**
+   * Samples the sequence's next token from `logits` and takes it: emits its text, or finishes
+   * the sequence. Returns whether it goes on. A row the sampler cannot draw from (a model that
+   * emitted only NaN or -Infinity) fails this request alone, not the step or the loop.
+   */
+  #accept(r: Running, logits: Float32Array): boolean {
+    let token: number;
+    try {
+      token = r.seq.sampler.sample(logits);
+    } catch (err) {
+      this.#fail(r, 'internal', `sampling failed: ${(err as Error).message}`);
+      return false;
+    }
     const { seq } = r;
     seq.generated.push(token);
     if (!seq.ignoreEos && this.#eos.has(token)) return this.#finish(r, 'stop', seq.flush());
