@@ -4,10 +4,10 @@
 // or is not used at all.
 import t from 'tap';
 import { readFileSync } from 'node:fs';
-import type { ForwardInput, ForwardOutput, PrefillModel } from '../../../src/core/generation/model.js';
-import { loadModel } from '../../../src/runtime/load-model.js';
+import { MessageChannel } from 'node:worker_threads';
+import type { DecoderModel, ForwardInput, ForwardOutput, PrefillModel } from '../../../src/core/generation/model.js';
+import { type LoadedModel, loadModel } from '../../../src/runtime/load-model.js';
 import { OnnxDecoder } from '../../../src/runtime/onnx-decoder.js';
-import { PrefillThread } from '../../../src/engine/prefill-thread.js';
 import { EngineHarness, type Result } from '../../helpers/engine.js';
 import { MODEL_DIR } from '../../helpers/model.js';
 
@@ -76,12 +76,37 @@ t.test('prompts prefilled beside the batch give the tokens they give inline', as
 });
 
 t.test('a sequence whose last chunk came back during a step decodes in the next step', async (t) => {
-  // On the real prefill thread: its result is a message, taken in between two steps. The
-  // newcomer's first token is out once it is in; its second must come from the very next
-  // step, so exactly one of the runner's tokens (that step's) lies between them.
-  const thread = await PrefillThread.start(model.info.onnxPath, model.info.vocabSize);
-  t.teardown(() => thread.close());
-  const h = new EngineHarness(model, { limits: LIMITS, prefillModel: thread });
+  // The prefill thread's result is a message; here the prefill model's result is one too,
+  // posted as a decode step's model call returns: it came in during that step. It must be
+  // taken in before the next step is laid out, so that exactly one of the runner's tokens
+  // (that next step's) lies between the newcomer's first two.
+  const channel = new MessageChannel();
+  t.teardown(() => channel.port1.close());
+  let deliver: (() => void) | undefined;
+  const prefill: PrefillModel = {
+    layout: second.layout,
+    vocabSize: second.vocabSize,
+    alive: true,
+    async forward(input) {
+      const out = await second.forward(input);
+      await new Promise<void>((resolve) => {
+        channel.port1.once('message', () => resolve());
+        deliver = () => channel.port2.postMessage(null);
+      });
+      return out;
+    },
+  };
+  const decoder: DecoderModel = {
+    layout: model.decoder.layout,
+    vocabSize: model.decoder.vocabSize,
+    async forward(input) {
+      const out = await model.decoder.forward(input);
+      deliver?.();
+      deliver = undefined;
+      return out;
+    },
+  };
+  const h = new EngineHarness({ ...model, decoder } as unknown as LoadedModel, { limits: LIMITS, prefillModel: prefill });
   const log: string[] = [];
   let started!: () => void;
   const decoding = new Promise<void>((resolve) => (started = resolve));
