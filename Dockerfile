@@ -33,4 +33,4 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 8080) + '/health/ready').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # Exec form: node is PID 1 and receives SIGTERM itself; kvserve drains and exits 0. No init is
 # needed: kvserve starts no child processes (inference runs in a worker thread).
-CMD ["node", "dist/src/main.js"]
+CMD ["node", "--no-concurrent-marking", "dist/src/main.js"]

@@ -1,19 +1,20 @@
 // kvserve entry: configuration → HTTP server (liveness at once) → engine worker (readiness
 // once the model is loaded) → graceful shutdown on SIGTERM/SIGINT.
-import { setFlagsFromString } from 'node:v8';
 import { pino } from 'pino';
 import { buildApp } from './app.js';
 import { type Config, ConfigError, loadConfig } from './config.js';
 import { EngineClient, workerConfigOf } from './engine/client.js';
 
-// Garbage collection marks on the JS thread that allocates (incrementally), not on V8's
-// concurrent marker threads. Set before the engine worker exists, so its heap runs this way.
-// Why: the worker's onnxruntime steps use every core, with threads that spin-wait on each
-// other; a concurrent marker thread taking a core stalls a whole step. Measured in the engine
-// worker with 16 streams on 2 cores (2026-11-29, side by side): major GCs 17 vs 30–32 in 6 s;
-// over HTTP (bench:concurrency's load, 3 pairs) p99 inter-token latency 14.0–15.8 vs
+// `npm start` and the Docker image run node with --no-concurrent-marking: garbage collection
+// marks on the JS thread that allocates (incrementally), not on V8's concurrent marker
+// threads. Why: the worker's onnxruntime steps use every core, with threads that spin-wait on
+// each other; a concurrent marker thread taking a core stalls a whole step. Measured in the
+// engine worker with 16 streams on 2 cores (2026-11-29, side by side): major GCs 17 vs 30–32
+// in 6 s; over HTTP (bench:concurrency's load, 3 pairs) p99 inter-token latency 14.0–15.8 vs
 // 16.1–20.4 ms at 16 clients and 3.7–4.0 vs 4.0–4.2 ms at one, tokens/s within noise.
-setFlagsFromString('--no-concurrent-marking');
+// It must be a command-line flag: set here at run time (v8.setFlagsFromString, as before),
+// it raced a marking job already under way and V8 aborted the process ("Fatal error ...
+// unreachable code" in ConcurrentMarking::RunMajor, seen once under bench load).
 
 let config: Readonly<Config>;
 try {
