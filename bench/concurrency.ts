@@ -31,7 +31,7 @@
 //
 // Goal (issue #5): kvserve's tokens/s at 16 clients ≥ 3× its single-client tokens/s, with
 // p99 ITL at 16 clients ≤ 4× the single-client p99. After the sweep, CONCURRENCY_GOAL_ROUNDS
-// (3) rounds measure kvserve at 1 and 16 clients back to back (alternating which first); the
+// (5) rounds measure kvserve at 1 and 16 clients back to back (alternating which first); the
 // goal's ratios are the medians of the per-round ratios (see GOAL_ROUNDS).
 //
 // BENCH_QUICK=1: a smoke run (1 s warm-up, 2 s window, 32 tokens). CONCURRENCY_LEVELS
@@ -87,7 +87,7 @@ const GOAL_ITL_X = 4;
  * So the goal gets its own rounds, each measuring 1 and 16 clients back to back (alternating
  * which goes first), and reports the median of the per-round ratios.
  */
-const GOAL_ROUNDS = envInt('CONCURRENCY_GOAL_ROUNDS', QUICK ? 1 : 3);
+const GOAL_ROUNDS = envInt('CONCURRENCY_GOAL_ROUNDS', QUICK ? 1 : 5);
 
 interface Row {
   clients: number;
