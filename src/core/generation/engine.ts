@@ -35,6 +35,9 @@ import type { TokenDecoder } from './detokenizer.js';
 import type { DecoderModel, ForwardInput, ForwardOutput, PrefillModel } from './model.js';
 import { type FinishReason, type GenerateRequest, Sequence, type Usage } from './sequence.js';
 
+/** Resolves after one turn of the event loop: what arrived meanwhile (messages, I/O) is handled. */
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
 /** Why a request failed, for the HTTP layer to map onto a status. */
 export type EngineErrorCode = 'kv_cache_full' | 'kv_budget_exceeded' | 'invalid_request' | 'queue_full' | 'request_timeout' | 'internal';
 
@@ -279,7 +282,7 @@ export class Engine {
         // step, not the next: its second token came two steps after its first, 6.8 ms at
         // p50 with 16 clients), a newcomer (its prefill starts a step sooner: TTFT p50 at 16
         // clients 25-26 vs 29-30 ms, 3 alternated rounds), an abort. It costs a few µs.
-        await new Promise((resolve) => setImmediate(resolve));
+        await nextTurn();
         const start = performance.now();
         for (const r of [...this.#running.values()]) {
           if (r.seq.aborted) this.#finish(r, 'abort', '');
@@ -289,7 +292,7 @@ export class Engine {
         if (this.#ready.length > 0) {
           // Newcomers' first tokens leave before they join the batch (a join copies the whole
           // prompt cache): one turn of the event loop lets the sink deliver them.
-          await new Promise((resolve) => setImmediate(resolve));
+          await nextTurn();
           for (const r of this.#ready.splice(0)) this.#join(r);
         }
         if (this.#batch.size > 0) {
@@ -351,12 +354,10 @@ export class Engine {
     r.offloaded = true;
     // The sequence may have ended (aborted, timed out) while its chunk ran: then nothing is kept.
     const current = (): boolean => this.#running.get(r.seq.id) === r;
+    // One handler for the call failing and for taking its result in failing.
     this.#offloading = thread
       .forward(input)
-      .then(
-        (out) => current() && this.#chunkDone(r, n, input.pastLength, out),
-        (err: Error) => current() && this.#fail(r, 'internal', err.message),
-      )
+      .then((out) => current() && this.#chunkDone(r, n, input.pastLength, out))
       .catch((err: Error) => current() && this.#fail(r, 'internal', err.message))
       .finally(() => {
         r.offloaded = false;
