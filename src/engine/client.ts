@@ -14,6 +14,7 @@ import type { SessionInfo } from '../core/kv/cache-manager.js';
 import type { EngineStats } from '../metrics/metrics.js';
 import type { FromWorker, Rpc, RpcMethod, ToWorker, WorkerConfig } from './protocol.js';
 import { stopWorker, whenReady } from './worker-lifecycle.js';
+import { TokenizerThread } from './tokenizer-thread.js';
 
 // The built service runs dist/*.js; from the .ts sources (dev, tests) the worker needs a
 // TypeScript loader of its own (tsx, a dev dependency), whatever loader the parent used.
@@ -21,6 +22,12 @@ const fromSource = import.meta.url.endsWith('.ts');
 const workerUrl = new URL(fromSource ? './worker-from-source.mjs' : './worker.js', import.meta.url);
 
 type Listener = (event: EngineEvent) => void;
+
+/**
+ * Texts up to this many characters are tokenized on the HTTP thread (~1 ms at most with the
+ * shipped tokenizer), longer ones on the tokenizer thread.
+ */
+export const INLINE_TOKENIZE_CHARS = 2048;
 
 /** The worker's share of the service configuration. */
 export function workerConfigOf(config: Readonly<Config>, cores = availableParallelism()): WorkerConfig {
@@ -39,16 +46,18 @@ export class EngineClient {
   readonly info: ModelInfo;
   readonly tokenizer: TextTokenizer;
   readonly #worker: Worker;
+  readonly #tokenizerThread: TokenizerThread;
   readonly #listeners = new Map<string, Listener>();
   readonly #calls = new Map<string, (result: unknown) => void>();
   #exited = false;
   #exitCode: number | undefined;
   #closing: Promise<number> | undefined;
 
-  private constructor(worker: Worker, info: ModelInfo, tokenizer: TextTokenizer) {
+  private constructor(worker: Worker, info: ModelInfo, tokenizer: TextTokenizer, tokenizerThread: TokenizerThread) {
     this.#worker = worker;
     this.info = info;
     this.tokenizer = tokenizer;
+    this.#tokenizerThread = tokenizerThread;
     worker.on('message', (msg: FromWorker) => {
       if (msg.type === 'result') this.#calls.get(msg.id)?.(msg.result);
       else if (msg.type === 'events') for (const e of msg.events) this.#listeners.get(e.id)?.(e);
@@ -74,8 +83,35 @@ export class EngineClient {
     const files = readModelDir(config.modelDir, config.onnxFile);
     const tokenizer = new TextTokenizer(files.tokenizerJson, files.tokenizerConfig);
     const worker = new Worker(workerUrl, { workerData: config, execArgv: [] });
-    const { info } = await whenReady<Extract<FromWorker, { type: 'ready' }>>(worker, 'engine worker');
-    return new EngineClient(worker, info, tokenizer);
+    const [ready, tokenizerThread] = await Promise.allSettled([
+      whenReady<Extract<FromWorker, { type: 'ready' }>>(worker, 'engine worker'),
+      TokenizerThread.start({ tokenizerJson: files.tokenizerJson, tokenizerConfig: files.tokenizerConfig }),
+    ]);
+    if (ready.status === 'rejected' || tokenizerThread.status === 'rejected') {
+      // Neither thread outlives a failed start (whenReady has ended the one that failed).
+      if (ready.status === 'fulfilled') await stopWorker(worker, 10_000);
+      if (tokenizerThread.status === 'fulfilled') await tokenizerThread.value.close();
+      throw ready.status === 'rejected' ? ready.reason : (tokenizerThread as PromiseRejectedResult).reason;
+    }
+    return new EngineClient(worker, ready.value.info, tokenizer, tokenizerThread.value);
+  }
+
+  /**
+   * A text's token ids. Texts longer than INLINE_TOKENIZE_CHARS are tokenized on the
+   * tokenizer thread, so the HTTP thread goes on streaming meanwhile (tokenizer-thread.ts);
+   * shorter ones here, at once (0.14 ms for 256 characters, 0.5 ms for 1,024). Should the
+   * thread have stopped, here too.
+   */
+  async encode(text: string): Promise<number[]> {
+    const thread = this.#tokenizerThread;
+    if (text.length <= INLINE_TOKENIZE_CHARS || !thread.alive) return this.tokenizer.encode(text);
+    try {
+      return await thread.encode(text);
+    } catch (err) {
+      // The thread ended under the call: tokenize here. (A text the tokenizer rejects fails here too.)
+      if (thread.alive) throw err;
+      return this.tokenizer.encode(text);
+    }
   }
 
   get alive(): boolean {
@@ -168,7 +204,10 @@ export class EngineClient {
    * process. Terminated anyway if it has not ended after `timeoutMs`.
    */
   close(timeoutMs = 10_000): Promise<number> {
-    this.#closing ??= this.#exited ? Promise.resolve(this.#exitCode ?? 0) : stopWorker(this.#worker, timeoutMs);
+    this.#closing ??= Promise.all([
+      this.#exited ? Promise.resolve(this.#exitCode ?? 0) : stopWorker(this.#worker, timeoutMs),
+      this.#tokenizerThread.close(timeoutMs),
+    ]).then(([code]) => code);
     return this.#closing;
   }
 

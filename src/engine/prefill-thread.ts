@@ -7,7 +7,7 @@
 import { Worker } from 'node:worker_threads';
 import type { ForwardInput, ForwardOutput, PrefillModel } from '../core/generation/model.js';
 import type { KvData, KvLayout } from '../core/kv/layout.js';
-import { stopWorker, whenReady } from './worker-lifecycle.js';
+import { onGone, stopWorker, whenReady } from './worker-lifecycle.js';
 
 const fromSource = import.meta.url.endsWith('.ts');
 const workerUrl = new URL(fromSource ? './worker-from-source.mjs' : './prefill-worker.js', import.meta.url);
@@ -64,11 +64,7 @@ export class PrefillThread implements PrefillModel {
     });
     // A thread that fails must not take the engine with it: its calls fail, and the engine
     // prefills inline from then on (`alive`).
-    let failure = 'the prefill thread exited';
-    worker.on('error', (err) => {
-      failure = `the prefill thread failed: ${err.message}`;
-    });
-    worker.on('exit', () => {
+    onGone(worker, 'prefill thread', (failure) => {
       this.#alive = false;
       for (const call of this.#pending.values()) call.reject(new Error(failure));
       this.#pending.clear();

@@ -76,12 +76,12 @@ export function checkPromptSize(services: Services, param: string, chars: number
   }
 }
 
-export function planRequest(body: Body, prompt: string, services: Services, format: ChoiceFormat, tenant: string): GenerateRequest {
+export async function planRequest(body: Body, prompt: string, services: Services, format: ChoiceFormat, tenant: string): Promise<GenerateRequest> {
   const engine = services.engine();
   const context = engine.info.contextLength;
   const { requested, param } = maxTokensOf(body);
   checkPromptSize(services, format.promptParam, prompt.length);
-  const promptIds = engine.tokenizer.encode(prompt);
+  const promptIds = await engine.encode(prompt);
   if (promptIds.length === 0) throw apiError('invalid_request', `${format.promptParam} must not be empty`, format.promptParam);
   const room = context - promptIds.length;
   if (requested != null ? promptIds.length + requested > context : room < 1) {

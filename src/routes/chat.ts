@@ -39,7 +39,7 @@ export default async function chat(app: FastifyInstance): Promise<void> {
     const turns = toTurns(body.messages);
     checkPromptSize(services, 'messages', turns.reduce((n, m) => n + m.content.length, 0), turns.length);
     const prompt = services.chatTemplate().render(turns);
-    const genRequest = planRequest(body, prompt, services, format, DEFAULT_TENANT);
+    const genRequest = await planRequest(body, prompt, services, format, DEFAULT_TENANT);
     await respond(request, reply, services, body, genRequest, format);
   });
 }

@@ -23,7 +23,7 @@ export default async function completions(app: FastifyInstance): Promise<void> {
     checkModel(body.model, engine.info.id);
     const prompt = typeof body.prompt === 'string' ? body.prompt : body.prompt[0]!;
     if (prompt.length === 0) throw apiError('invalid_request', 'prompt must not be empty', 'prompt');
-    const genRequest = planRequest(body, prompt, services, format, DEFAULT_TENANT);
+    const genRequest = await planRequest(body, prompt, services, format, DEFAULT_TENANT);
     await respond(request, reply, services, body, genRequest, format);
   });
 }

@@ -15,7 +15,7 @@ export default async function tokenize(app: FastifyInstance): Promise<void> {
     if (body.prompt !== undefined) text = body.prompt;
     else if (body.messages) text = app.services.chatTemplate().render(toTurns(body.messages), body.add_generation_prompt ?? true);
     else throw apiError('invalid_request', 'prompt or messages is required', 'prompt');
-    const tokens = engine.tokenizer.encode(text);
+    const tokens = await engine.encode(text);
     return { tokens, count: tokens.length, max_model_len: engine.info.contextLength };
   });
 

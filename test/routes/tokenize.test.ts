@@ -1,6 +1,7 @@
 // /tokenize and /detokenize round-trip any UTF-8 text as its bytes (the model is byte-level),
 // plus the small GET routes: /v1/models, /health, /health/ready and the generated /openapi.json.
 import t from 'tap';
+import { INLINE_TOKENIZE_CHARS } from '../../src/engine/client.js';
 import { startServer } from '../helpers/server.js';
 
 const server = await startServer();
@@ -77,6 +78,37 @@ t.test('tokenize with messages renders the chat template; chat requests use the 
   const chat = await post('/v1/chat/completions', { messages, max_tokens: 1, temperature: 0 });
   t.equal(chat.status, 200);
   t.match(chat.body, { usage: { prompt_tokens: count } }, 'the chat route counts the same prompt');
+});
+
+t.test('a long text is tokenized off the HTTP thread: the event loop goes on turning meanwhile', async (t) => {
+  const text = Array.from({ length: 8_000 }, (_, i) => `JULIET ${i}: O Romeo, Romeo! wherefore art thou Romeo? 🌹\n`).join('');
+  t.ok(text.length > INLINE_TOKENIZE_CHARS);
+  // What tokenizing it costs this thread, the yardstick for the stall below (same machine, same run).
+  const started = performance.now();
+  const expected = server.engine.tokenizer.encode(text);
+  const inlineMs = performance.now() - started;
+  let last = performance.now();
+  let longestStallMs = 0;
+  const ticker = setInterval(() => {
+    const now = performance.now();
+    longestStallMs = Math.max(longestStallMs, now - last);
+    last = now;
+  }, 1);
+  const res = await post('/tokenize', { prompt: text });
+  clearInterval(ticker);
+  longestStallMs = Math.max(longestStallMs, performance.now() - last);
+  t.equal(res.status, 200);
+  t.same(res.body.tokens, expected, 'the same tokens');
+  t.ok(longestStallMs < inlineMs / 3, `longest stall of this thread ${longestStallMs.toFixed(1)} ms, tokenizing here takes ${inlineMs.toFixed(1)} ms`);
+});
+
+t.test('a completion whose prompt is tokenized off the HTTP thread: its tokens are counted the same', async (t) => {
+  // Longer than the context (2,048 tokens, one per byte here): the context check reports the count.
+  const prompt = 'ROMEO: ' + 'But soft, what light through yonder window breaks? '.repeat(60);
+  t.ok(prompt.length > INLINE_TOKENIZE_CHARS);
+  const res = await post('/v1/completions', { prompt, max_tokens: 2 });
+  t.equal(res.status, 400);
+  t.match(res.body, { error: { code: 'context_length_exceeded', param: 'prompt', message: `(${Buffer.byteLength(prompt)} in the prompt, 2 in the completion)` } });
 });
 
 t.test('tokenize needs prompt or messages', async (t) => {
