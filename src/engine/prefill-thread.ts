@@ -27,6 +27,7 @@ export type ToPrefill =
 export type FromPrefill =
   | { type: 'ready'; layout: KvLayout; vocabSize: number }
   | { type: 'fatal'; message: string }
+  /** logits: batch × seqLen rows, or batch rows (each row's last position) with lastLogitsOnly. */
   | { type: 'result'; id: number; logits: Float32Array; newKv: KvData[] }
   | { type: 'error'; id: number; message: string };
 
@@ -34,6 +35,7 @@ interface Pending {
   resolve: (out: ForwardOutput) => void;
   reject: (err: Error) => void;
   seqLen: number;
+  lastOnly: boolean;
 }
 
 export class PrefillThread implements PrefillModel {
@@ -56,10 +58,15 @@ export class PrefillThread implements PrefillModel {
       this.#pending.delete(msg.id);
       if (msg.type === 'error') return call.reject(new Error(msg.message));
       const { logits, newKv } = msg;
+      const { seqLen, lastOnly } = call;
       const vocab = this.vocabSize;
       call.resolve({
         newKv,
-        logits: (b, s) => logits.subarray((b * call.seqLen + s) * vocab, (b * call.seqLen + s + 1) * vocab),
+        logits: (b, s) => {
+          if (lastOnly && s !== seqLen - 1) throw new RangeError(`only the last position's logits were kept (asked for ${s} of ${seqLen})`);
+          const row = lastOnly ? b : b * seqLen + s;
+          return logits.subarray(row * vocab, (row + 1) * vocab);
+        },
       });
     });
     // A thread that fails must not take the engine with it: its calls fail, and the engine
@@ -103,10 +110,11 @@ export class PrefillThread implements PrefillModel {
         positionIds: Array.from(input.positionIds),
         ...(input.pastValid ? { pastValid: Array.from(input.pastValid) } : {}),
         past,
+        ...(input.lastLogitsOnly ? { lastLogitsOnly: true } : {}),
       },
     };
     return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject, seqLen: input.seqLen });
+      this.#pending.set(id, { resolve, reject, seqLen: input.seqLen, lastOnly: input.lastLogitsOnly === true });
       this.#worker.postMessage(msg, past.map((t) => t.buffer as ArrayBuffer));
     });
   }

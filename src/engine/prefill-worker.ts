@@ -25,10 +25,14 @@ try {
       try {
         const { input } = msg;
         const out = await decoder.forward(input);
-        const rows = input.batch * input.seqLen;
-        const logits = new Float32Array(rows * decoder.vocabSize);
+        // A prompt chunk needs only its last position's logits: sending every position's
+        // would copy seqLen × vocabulary floats per chunk (64 × 32,000 × 4 B = 8 MB for a
+        // 32k vocabulary) for nothing.
+        const from = input.lastLogitsOnly ? input.seqLen - 1 : 0;
+        const kept = input.seqLen - from;
+        const logits = new Float32Array(input.batch * kept * decoder.vocabSize);
         for (let b = 0; b < input.batch; b++) {
-          for (let s = 0; s < input.seqLen; s++) logits.set(out.logits(b, s), (b * input.seqLen + s) * decoder.vocabSize);
+          for (let s = from; s < input.seqLen; s++) logits.set(out.logits(b, s), (b * kept + s - from) * decoder.vocabSize);
         }
         const newKv: KvData[] = out.newKv.map((t) => (t.byteOffset === 0 && t.byteLength === t.buffer.byteLength ? t : t.slice()));
         post({ type: 'result', id: msg.id, logits, newKv }, [logits.buffer, ...newKv.map((t) => t.buffer as ArrayBuffer)]);

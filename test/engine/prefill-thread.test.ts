@@ -40,6 +40,19 @@ t.test('calls made together are answered in order, each with its own result', as
   t.notSame(a!.logits(0, 0), b!.logits(0, 0));
 });
 
+t.test("a prompt chunk's call brings back its last position's logits only", async (t) => {
+  const ids = Array.from('JULIET:\nO Romeo, Romeo! wherefore art thou Romeo?', (c) => c.charCodeAt(0));
+  const input = { batch: 1, seqLen: ids.length, pastLength: 0, inputIds: ids, positionIds: ids.map((_, i) => i), past: KvCache.empty(model.info.layout).tensors };
+  const local = await model.decoder.forward(input);
+  const last = local.logits(0, ids.length - 1).slice();
+  const remote = await thread.forward({ ...input, lastLogitsOnly: true });
+  const row = remote.logits(0, ids.length - 1);
+  t.same(row, last, 'the same last-position logits');
+  t.equal(row.buffer.byteLength, model.info.vocabSize * 4, 'and only those came back');
+  t.same(remote.newKv, local.newKv, 'keys and values for every position');
+  t.throws(() => remote.logits(0, 0), RangeError, 'an earlier position is not there to read');
+});
+
 t.test('close() ends the thread; later calls are refused', async (t) => {
   await thread.close();
   t.notOk(thread.alive);

@@ -415,6 +415,7 @@ export class Engine {
       inputIds: seq.promptIds.slice(past, past + n),
       positionIds: Array.from({ length: n }, (_, i) => past + i),
       past: kv.tensors,
+      lastLogitsOnly: true,
     };
   }
 

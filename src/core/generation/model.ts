@@ -25,6 +25,11 @@ export interface ForwardInput {
   past: readonly KvData[];
   /** Another thread is computing meanwhile (a prefill chunk): run on one thread, not all cores. */
   singleThread?: boolean;
+  /**
+   * Only the last new position's logits will be read, logits(b, seqLen - 1) (a prompt chunk):
+   * the model may leave the others out.
+   */
+  lastLogitsOnly?: boolean;
 }
 
 export interface ForwardOutput {
