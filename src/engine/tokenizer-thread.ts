@@ -63,8 +63,6 @@ export class TokenizerThread {
   static async start(data: TokenizerWorkerData): Promise<TokenizerThread> {
     const worker = new Worker(workerUrl, { workerData: data satisfies TokenizerWorkerData, argv: ['./tokenizer-worker.ts'], execArgv: [] });
     await whenReady(worker, 'tokenizer thread');
-    // Idle, it must not keep the process alive (an EngineClient that is never closed).
-    worker.unref();
     return new TokenizerThread(worker);
   }
 
