@@ -1,6 +1,7 @@
-// Start-up and stop of kvserve's worker threads (the engine, prefill and tokenizer workers), which
-// share one protocol for both: the worker posts {type: 'ready', …} once it is loaded (its
-// model, its tokenizer) or {type: 'fatal', message}; it ends by itself when sent {type: 'close'}.
+// Start-up and stop of kvserve's worker threads (the engine, prefill and tokenizer workers),
+// which share one protocol for both: the worker posts {type: 'ready', …} once it is loaded
+// (its model, its tokenizer) or {type: 'fatal', message}; it ends by itself when sent
+// {type: 'close'}.
 import type { Worker } from 'node:worker_threads';
 
 /**
@@ -27,7 +28,7 @@ export async function whenReady<Ready extends { type: 'ready' }>(worker: Worker,
 }
 
 /**
- * Calls `onGone` once the worker has exited, with why (its uncaught error, if any), for its
+ * Calls `gone` once the worker has exited, with why (its uncaught error, if any), for its
  * owner to fail the calls it was waiting on.
  */
 export function onGone(worker: Worker, name: string, gone: (failure: string) => void): void {
