@@ -42,9 +42,10 @@ const STREAM_FIRST_EVENT_WAIT_MS = 50;
 
 /**
  * A prompt longer than this many tokens' worth of characters cannot fit the context whatever
- * it says, and is refused before it is tokenized: tokenizing runs on the HTTP thread, and a
- * megabyte of text (within the body limit) held it for most of a second. The margin covers
- * normalizers that merge characters (NFC can make three code points one).
+ * it says, and is refused before it is tokenized: a megabyte of text (within the body limit)
+ * costs most of a second of tokenizing (on the tokenizer thread, see EngineClient.encode) for
+ * nothing. The margin covers normalizers that merge characters (NFC can make three code
+ * points one).
  */
 const PROMPT_CHARS_MARGIN = 4;
 
