@@ -109,7 +109,14 @@ interface Results {
     itl_p99_ratio: number;
     itl_p99_goal: number;
     met: boolean;
-    rounds?: { tokens_per_s_1: number; tokens_per_s_16: number; itl_p99_ms_1: number; itl_p99_ms_16: number; tokens_per_s_ratio: number; itl_p99_ratio: number }[];
+    rounds?: {
+      tokens_per_s_1: number;
+      tokens_per_s_16: number;
+      itl_p99_ms_1: number;
+      itl_p99_ms_16: number;
+      tokens_per_s_ratio: number;
+      itl_p99_ratio: number;
+    }[];
     method?: string;
   } | null;
   [key: string]: unknown;
@@ -160,7 +167,8 @@ async function measure(target: Target, clients: number, prompts: string[]): Prom
       drainTimeoutMs: DRAIN_TIMEOUT_MS,
     });
     if (result.requests.failed > 0) throw new Error(`${result.requests.failed} requests failed, e.g. ${result.errors.join(' | ')}`);
-    if (result.requests.aborted_at_drain_timeout > 0) log(`  WARNING: ${result.requests.aborted_at_drain_timeout} requests still running after the ${DRAIN_TIMEOUT_MS} ms drain were aborted`);
+    if (result.requests.aborted_at_drain_timeout > 0)
+      log(`  WARNING: ${result.requests.aborted_at_drain_timeout} requests still running after the ${DRAIN_TIMEOUT_MS} ms drain were aborted`);
     if (result.chunk_token_mismatches > 0) log(`  WARNING: ${result.chunk_token_mismatches} streams had a chunk count different from usage.completion_tokens`);
     if (result.prompts_wrapped) log(`  WARNING: more requests than prompts (${prompts.length}): prompts repeated, the prefix cache may have served some`);
     if (!server.alive()) throw new Error(`${target.name} exited during the run:\n${server.output()}`);

@@ -145,14 +145,10 @@ try {
     log(`throughput rep ${rep + 1}/${REPS}: engine ${tps(e!).toFixed(1)} tok/s, http ${tps(h!).toFixed(1)} tok/s`);
   });
 
-  ttft = await interleave(
-    TTFT_RUNS,
-    [() => engineSide(uniquePrompt(), TTFT_MAX_TOKENS), () => httpSide(uniquePrompt(), TTFT_MAX_TOKENS)],
-    ([e, h], rep) => {
-      for (const r of [e!, h!]) if (r.cached !== 0) throw new Error(`${r.side} TTFT prompt reused ${r.cached} cached tokens`);
-      log(`ttft run ${rep + 1}/${TTFT_RUNS}: engine ${e!.ttftMs.toFixed(1)} ms, http ${h!.ttftMs.toFixed(1)} ms`);
-    },
-  );
+  ttft = await interleave(TTFT_RUNS, [() => engineSide(uniquePrompt(), TTFT_MAX_TOKENS), () => httpSide(uniquePrompt(), TTFT_MAX_TOKENS)], ([e, h], rep) => {
+    for (const r of [e!, h!]) if (r.cached !== 0) throw new Error(`${r.side} TTFT prompt reused ${r.cached} cached tokens`);
+    log(`ttft run ${rep + 1}/${TTFT_RUNS}: engine ${e!.ttftMs.toFixed(1)} ms, http ${h!.ttftMs.toFixed(1)} ms`);
+  });
 } finally {
   const code = await server.stop();
   if (code !== 0) log(`WARNING: server exited with ${code}:\n${server.output()}`);
@@ -163,8 +159,14 @@ const [engineRuns, httpRuns] = throughput as [Run[], Run[]];
 const [engineTtft, httpTtft] = ttft as [Run[], Run[]];
 const engineTps = (MAX_TOKENS / median(engineRuns.map((r) => r.ms))) * 1000;
 const httpTps = (MAX_TOKENS / median(httpRuns.map((r) => r.ms))) * 1000;
-const ttftP50 = percentile(httpTtft.map((r) => r.ttftMs), 50);
-const engineTtftP50 = percentile(engineTtft.map((r) => r.ttftMs), 50);
+const ttftP50 = percentile(
+  httpTtft.map((r) => r.ttftMs),
+  50,
+);
+const engineTtftP50 = percentile(
+  engineTtft.map((r) => r.ttftMs),
+  50,
+);
 
 const result = {
   engine_tokens_per_s: round1(engineTps),
@@ -172,14 +174,26 @@ const result = {
   ratio: round2(httpTps / engineTps),
   ttft_ms_p50: round1(ttftP50),
   engine_ttft_ms_p50: round1(engineTtftP50),
-  http_ttft_ms_p90: round1(percentile(httpTtft.map((r) => r.ttftMs), 90)),
+  http_ttft_ms_p90: round1(
+    percentile(
+      httpTtft.map((r) => r.ttftMs),
+      90,
+    ),
+  ),
   runs: {
     engine_ms: engineRuns.map((r) => round1(r.ms)),
     http_ms: httpRuns.map((r) => round1(r.ms)),
     http_ttft_ms: httpTtft.map((r) => round1(r.ttftMs)),
     engine_ttft_ms: engineTtft.map((r) => round1(r.ttftMs)),
   },
-  settings: { prompt: PROMPT, max_tokens: MAX_TOKENS, reps: REPS, ttft_prompt_tokens: TTFT_PROMPT_TOKENS, ttft_max_tokens: TTFT_MAX_TOKENS, ttft_runs: TTFT_RUNS },
+  settings: {
+    prompt: PROMPT,
+    max_tokens: MAX_TOKENS,
+    reps: REPS,
+    ttft_prompt_tokens: TTFT_PROMPT_TOKENS,
+    ttft_max_tokens: TTFT_MAX_TOKENS,
+    ttft_runs: TTFT_RUNS,
+  },
   date: new Date().toISOString(),
   machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), os: `${platform()} ${release()}` },
   threads: CONFIG.model.threads ?? availableParallelism(),
@@ -202,7 +216,10 @@ const lines = [
   '| | p50 ms | p90 ms |',
   '|:--|-----:|-----:|',
   `| http (streamed) | ${result.ttft_ms_p50.toFixed(1)} | ${result.http_ttft_ms_p90.toFixed(1)} |`,
-  `| engine (in-process) | ${result.engine_ttft_ms_p50.toFixed(1)} | ${percentile(engineTtft.map((r) => r.ttftMs), 90).toFixed(1)} |`,
+  `| engine (in-process) | ${result.engine_ttft_ms_p50.toFixed(1)} | ${percentile(
+    engineTtft.map((r) => r.ttftMs),
+    90,
+  ).toFixed(1)} |`,
   '',
   `${result.machine.cpu}, ${result.machine.cores} cores, Node ${result.node}, onnxruntime-node ${result.onnxruntime}; wrote ${relative(process.cwd(), OUT_FILE)}`,
 ];

@@ -49,7 +49,6 @@ const DECODE_THREADS = CONFIG.model.decodeThreads ?? 1;
  */
 const repsFor = (n: number): number => Math.max(1, Math.min(5, Math.floor(512 / n)));
 
-
 /** Greedy choice: the highest logit, ties to the lowest id (as the engine's sampler does). */
 function argmax(row: Float32Array): number {
   let best = 0;
@@ -185,8 +184,7 @@ class RawGreedy {
   async generate(prompt: readonly number[], n: number): Promise<number[]> {
     const session = this.prefill;
     const { kvHeads, headDim } = this.layout;
-    const int64 = (values: readonly number[]): ort.Tensor =>
-      new ort.Tensor('int64', BigInt64Array.from(values, BigInt), [1, values.length]);
+    const int64 = (values: readonly number[]): ort.Tensor => new ort.Tensor('int64', BigInt64Array.from(values, BigInt), [1, values.length]);
     let past: Record<string, ort.Tensor> = {};
     for (const name of session.inputNames.filter((s) => s.startsWith('past_key_values.'))) {
       past[name] = new ort.Tensor('float32', new Float32Array(0), [1, kvHeads, 0, headDim]);
@@ -315,8 +313,7 @@ const lines = [
   '| tokens | cached tok/s | recompute tok/s | ratio | reps |',
   '|-------:|-------------:|----------------:|------:|-----:|',
   ...part1.rows.map(
-    (r, i) =>
-      `| ${r.tokens} | ${r.cached_tokens_per_s.toFixed(1)} | ${r.recompute_tokens_per_s.toFixed(1)} | ${r.ratio.toFixed(2)}× | ${part1.reps[i]} |`,
+    (r, i) => `| ${r.tokens} | ${r.cached_tokens_per_s.toFixed(1)} | ${r.recompute_tokens_per_s.toFixed(1)} | ${r.ratio.toFixed(2)}× | ${part1.reps[i]} |`,
   ),
   '',
   `Engine (worker, EngineClient) vs raw onnxruntime-node loop: ${ENGINE_TOKENS} greedy tokens, median of ${ENGINE_REPS} (ratio = engine / raw)`,

@@ -77,7 +77,10 @@ async function coldWarm(url: string): Promise<Pair> {
   const cold = await streamCompletion(url, { prompt: prefix + suffixA, max_tokens: TTFT_MAX_TOKENS });
   const warm = await streamCompletion(url, { prompt: prefix + suffixB, max_tokens: TTFT_MAX_TOKENS });
   const expected = PREFIX_TOKENS + SUFFIX_TOKENS;
-  for (const [what, r] of [['cold', cold], ['warm', warm]] as const) {
+  for (const [what, r] of [
+    ['cold', cold],
+    ['warm', warm],
+  ] as const) {
     if (r.usage.prompt_tokens !== expected) throw new Error(`${what}: ${r.usage.prompt_tokens} prompt tokens, expected ${expected}`);
     if (r.usage.completion_tokens !== TTFT_MAX_TOKENS) throw new Error(`${what}: ${r.usage.completion_tokens} completion tokens`);
   }

@@ -156,7 +156,9 @@ const server = await startServerProcess({
   KV_CACHE_MAX_BYTES: String(KV_BYTES),
   SESSION_TTL_MS: String(SESSION_TTL_MS),
 });
-log(`server ${server.url} (pid ${server.pid}); ${REQUESTS} requests, concurrency ${CONCURRENCY}, KV budget ${KV_BYTES} bytes, session TTL ${SESSION_TTL_MS} ms`);
+log(
+  `server ${server.url} (pid ${server.pid}); ${REQUESTS} requests, concurrency ${CONCURRENCY}, KV budget ${KV_BYTES} bytes, session TTL ${SESSION_TTL_MS} ms`,
+);
 
 const samples: Sample[] = [];
 const statuses: Record<string, number> = {};
@@ -338,7 +340,11 @@ const lines = [
   `| evictions lru / ttl / deleted | ${evictions.lru} / ${evictions.ttl} / ${evictions.deleted} |`,
   `| lookups hit / partial / miss | ${lookups.hit} / ${lookups.partial} / ${lookups.miss} |`,
   `| prompt tokens reused / computed | ${result.reused_tokens} / ${result.computed_tokens} |`,
-  `| rejected (server) | ${Object.entries(result.rejected).map(([k, v]) => `${k}: ${v}`).join(', ') || 'none'} |`,
+  `| rejected (server) | ${
+    Object.entries(result.rejected)
+      .map(([k, v]) => `${k}: ${v}`)
+      .join(', ') || 'none'
+  } |`,
   `| RSS after ${result.rss.baseline_at_requests} req → end | ${mib(result.rss.baseline_bytes)} → ${mib(result.rss.end_bytes)} (×${result.rss.ratio ?? '?'}; goal ≤ 1.10) |`,
   `| RSS range after baseline | ${mib(result.rss.min_bytes)} – ${mib(result.rss.max_bytes)} |`,
   `| after idle ${SESSION_TTL_MS + 1500} ms | KV ${mib(afterIdle.kv_bytes)}, ${afterIdle.sessions} sessions, +${afterIdle.ttl_evictions} ttl evictions |`,

@@ -34,23 +34,79 @@ export interface CatalogEntry {
 
 /** The catalog: documented in the README (a test keeps the two in step). */
 export const catalog = {
-  invalid_request: { status: 400, type: 'invalid_request_error', code: null, description: 'A body field is missing, of the wrong type or out of range; `param` names it.' },
+  invalid_request: {
+    status: 400,
+    type: 'invalid_request_error',
+    code: null,
+    description: 'A body field is missing, of the wrong type or out of range; `param` names it.',
+  },
   invalid_json: { status: 400, type: 'invalid_request_error', code: 'invalid_json', description: 'The body is not valid JSON.' },
   unsupported_media_type: { status: 415, type: 'invalid_request_error', code: 'unsupported_media_type', description: 'The body is not application/json.' },
-  context_length_exceeded: { status: 400, type: 'invalid_request_error', code: 'context_length_exceeded', description: "Prompt tokens plus max_tokens exceed the model's context length; the message states both numbers." },
+  context_length_exceeded: {
+    status: 400,
+    type: 'invalid_request_error',
+    code: 'context_length_exceeded',
+    description: "Prompt tokens plus max_tokens exceed the model's context length; the message states both numbers.",
+  },
   model_not_found: { status: 404, type: 'invalid_request_error', code: 'model_not_found', description: 'The `model` named is not the one this server serves.' },
   not_found: { status: 404, type: 'invalid_request_error', code: 'not_found', description: 'No such route.' },
-  bad_request: { status: 400, type: 'invalid_request_error', code: 'bad_request', description: 'The HTTP request itself is malformed (e.g. a URL with bad percent-encoding); the connection may be closed.' },
-  headers_too_large: { status: 431, type: 'invalid_request_error', code: 'headers_too_large', description: "The request's headers are larger than Node's limit (16 KiB); the connection is closed." },
-  receive_timeout: { status: 408, type: 'invalid_request_error', code: 'receive_timeout', description: 'The whole request (headers and body) did not arrive within `limits.receiveTimeoutMs`; the connection is closed.' },
+  bad_request: {
+    status: 400,
+    type: 'invalid_request_error',
+    code: 'bad_request',
+    description: 'The HTTP request itself is malformed (e.g. a URL with bad percent-encoding); the connection may be closed.',
+  },
+  headers_too_large: {
+    status: 431,
+    type: 'invalid_request_error',
+    code: 'headers_too_large',
+    description: "The request's headers are larger than Node's limit (16 KiB); the connection is closed.",
+  },
+  receive_timeout: {
+    status: 408,
+    type: 'invalid_request_error',
+    code: 'receive_timeout',
+    description: 'The whole request (headers and body) did not arrive within `limits.receiveTimeoutMs`; the connection is closed.',
+  },
   body_too_large: { status: 413, type: 'invalid_request_error', code: 'body_too_large', description: 'The request body is over `limits.bodyLimitBytes`.' },
-  kv_budget_exceeded: { status: 400, type: 'invalid_request_error', code: 'kv_budget_exceeded', description: "The request's KV cache at full length (prompt + max_tokens) would exceed the whole KV budget." },
-  session_not_found: { status: 404, type: 'invalid_request_error', code: 'session_not_found', description: 'No session with that id (never created, expired or evicted).' },
-  kv_cache_full: { status: 503, type: 'server_overloaded', code: 'kv_cache_full', description: 'Running requests hold the whole KV budget and none freed room within `kvCache.admissionTimeoutMs`; retry after `Retry-After` seconds.' },
-  queue_full: { status: 429, type: 'server_overloaded', code: 'queue_full', description: 'Every batch slot is busy and `scheduler.maxQueued` requests already wait; refused at once, retry after `Retry-After` seconds.' },
-  request_timeout: { status: 504, type: 'timeout_error', code: 'request_timeout', description: 'The generation did not finish within `scheduler.requestTimeoutMs` of its arrival (queued or running); a stream that already started ends with this error event.' },
+  kv_budget_exceeded: {
+    status: 400,
+    type: 'invalid_request_error',
+    code: 'kv_budget_exceeded',
+    description: "The request's KV cache at full length (prompt + max_tokens) would exceed the whole KV budget.",
+  },
+  session_not_found: {
+    status: 404,
+    type: 'invalid_request_error',
+    code: 'session_not_found',
+    description: 'No session with that id (never created, expired or evicted).',
+  },
+  kv_cache_full: {
+    status: 503,
+    type: 'server_overloaded',
+    code: 'kv_cache_full',
+    description: 'Running requests hold the whole KV budget and none freed room within `kvCache.admissionTimeoutMs`; retry after `Retry-After` seconds.',
+  },
+  queue_full: {
+    status: 429,
+    type: 'server_overloaded',
+    code: 'queue_full',
+    description: 'Every batch slot is busy and `scheduler.maxQueued` requests already wait; refused at once, retry after `Retry-After` seconds.',
+  },
+  request_timeout: {
+    status: 504,
+    type: 'timeout_error',
+    code: 'request_timeout',
+    description:
+      'The generation did not finish within `scheduler.requestTimeoutMs` of its arrival (queued or running); a stream that already started ends with this error event.',
+  },
   not_ready: { status: 503, type: 'server_error', code: 'not_ready', description: 'The engine is not ready (starting, shutting down, or its worker stopped).' },
-  internal: { status: 500, type: 'server_error', code: 'internal_error', description: 'An unexpected failure; details are in the server log, never in the response.' },
+  internal: {
+    status: 500,
+    type: 'server_error',
+    code: 'internal_error',
+    description: 'An unexpected failure; details are in the server log, never in the response.',
+  },
 } as const satisfies Record<string, CatalogEntry>;
 
 export type ErrorCode = keyof typeof catalog;

@@ -72,7 +72,14 @@ t.test('every environment variable overrides its key, and only that key', async 
 
 t.test('PREFILL_THREAD takes true/false/1/0, any case', async (t) => {
   t.equal(defaults.scheduler.prefillThread, undefined, 'unset: decided by the thread count (engine/client.ts)');
-  for (const [value, expected] of [['1', true], ['true', true], ['TRUE', true], ['0', false], ['false', false], [' False ', false]] as const) {
+  for (const [value, expected] of [
+    ['1', true],
+    ['true', true],
+    ['TRUE', true],
+    ['0', false],
+    ['false', false],
+    [' False ', false],
+  ] as const) {
     t.equal(loadConfig({ PREFILL_THREAD: value }).scheduler.prefillThread, expected, `PREFILL_THREAD=${JSON.stringify(value)}`);
   }
 });

@@ -114,17 +114,27 @@ t.test('SIGTERM lets running streams finish within the grace period, then exits 
   );
   t.match(late, /^(status 503|error (ECONNREFUSED|ECONNRESET|UND_ERR_SOCKET))$/, `a request after SIGTERM is refused (${late})`);
 
-  for (const [name, s] of [['first', a], ['second', b]] as const) {
+  for (const [name, s] of [
+    ['first', a],
+    ['second', b],
+  ] as const) {
     const r = await s.done;
     t.equal(r.status, 200, `${name} stream: 200`);
     t.equal(r.error, undefined, `${name} stream: read to the end without a transport error`);
     t.equal(r.events.at(-1), '[DONE]', `${name} stream: ends with [DONE]`);
     const reasons = finishReasons(r.events);
     t.equal(reasons.at(-1), 'length', `${name} stream: its last chunk finishes normally (within the grace)`);
-    t.strictSame(reasons.slice(0, -1).filter((x) => x !== null), [], `${name} stream: only the last chunk has a finish_reason`);
+    t.strictSame(
+      reasons.slice(0, -1).filter((x) => x !== null),
+      [],
+      `${name} stream: only the last chunk has a finish_reason`,
+    );
   }
   t.equal(await service.exited, 0, 'exit code 0');
-  t.ok(service.logs.some((l) => l.msg === 'stopped'), "logged 'stopped'");
+  t.ok(
+    service.logs.some((l) => l.msg === 'stopped'),
+    "logged 'stopped'",
+  );
 });
 
 t.test('when the grace period expires, running streams are ended with a final chunk', async (t) => {
@@ -167,7 +177,10 @@ t.test('a bad config value exits non-zero with exactly one stderr line naming it
   const code = await service.exited;
   t.not(code, 0, `exit code ${code}`);
   t.not(code, null, 'exited by itself, not by a signal');
-  const lines = service.stderr().split('\n').filter((l) => l.trim() !== '');
+  const lines = service
+    .stderr()
+    .split('\n')
+    .filter((l) => l.trim() !== '');
   t.equal(lines.length, 1, `one stderr line: ${JSON.stringify(service.stderr())}`);
   t.match(lines[0], 'PORT');
   t.equal(service.stdout(), '', 'nothing on stdout');

@@ -15,12 +15,7 @@ const agent = new Agent({ keepAlive: true });
  * a non-200 status (with the body), an error event, a stream that ends without [DONE], or
  * `signal`.
  */
-export function postStream(
-  url: string,
-  body: unknown,
-  onChunks: (chunks: CompletionChunk[], at: number) => void,
-  signal?: AbortSignal,
-): Promise<void> {
+export function postStream(url: string, body: unknown, onChunks: (chunks: CompletionChunk[], at: number) => void, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     const req = request(url, { method: 'POST', agent, headers: { 'content-type': 'application/json' }, ...(signal ? { signal } : {}) }, (res) => {
       res.setEncoding('utf8');

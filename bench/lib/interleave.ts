@@ -3,11 +3,7 @@
 // (another process, thermal drift, GC) hits every side alike instead of one side's block.
 
 /** Runs `sides` in order on even repetitions and reversed on odd ones; returns each side's results. */
-export async function interleave<T>(
-  reps: number,
-  sides: readonly (() => Promise<T>)[],
-  onRep: (results: T[], rep: number) => void = () => {},
-): Promise<T[][]> {
+export async function interleave<T>(reps: number, sides: readonly (() => Promise<T>)[], onRep: (results: T[], rep: number) => void = () => {}): Promise<T[][]> {
   const all: T[][] = sides.map(() => []);
   for (let rep = 0; rep < reps; rep++) {
     const order = sides.map((_, i) => i);

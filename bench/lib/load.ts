@@ -73,12 +73,17 @@ async function send(prompt: string, signal: AbortSignal): Promise<RequestRecord>
       stream_options: { include_usage: true },
     };
     let usage: Usage | undefined;
-    await postStream(`${params.url}/v1/completions`, body, (chunks, at) => {
-      for (const chunk of chunks) {
-        if (chunk.choices?.[0]?.text) record.chunkAt.push(at);
-        if (chunk.usage) usage = chunk.usage;
-      }
-    }, signal);
+    await postStream(
+      `${params.url}/v1/completions`,
+      body,
+      (chunks, at) => {
+        for (const chunk of chunks) {
+          if (chunk.choices?.[0]?.text) record.chunkAt.push(at);
+          if (chunk.usage) usage = chunk.usage;
+        }
+      },
+      signal,
+    );
     if (!usage) throw new Error('stream ended without a usage chunk');
     if (record.chunkAt.length === 0) throw new Error('stream carried no text');
     record.completionTokens = usage.completion_tokens;

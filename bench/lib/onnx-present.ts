@@ -143,7 +143,14 @@ export function concatPresentOutputs(model: Uint8Array): Uint8Array {
           if (g.no !== VALUE_INFO_TYPE) return g;
           return messageField(
             VALUE_INFO_TYPE,
-            parse(g.data).map((t) => (t.no === TYPE_TENSOR ? messageField(TYPE_TENSOR, parse(t.data).filter((s) => s.no !== TENSOR_TYPE_SHAPE)) : t)),
+            parse(g.data).map((t) =>
+              t.no === TYPE_TENSOR
+                ? messageField(
+                    TYPE_TENSOR,
+                    parse(t.data).filter((s) => s.no !== TENSOR_TYPE_SHAPE),
+                  )
+                : t,
+            ),
           );
         }),
       );
@@ -184,7 +191,10 @@ export async function presentHoldsWholeCache(file: string): Promise<boolean> {
       } else if (m.name.startsWith('past_key_values.') && m.isTensor) {
         const [, heads, , dim] = m.shape;
         if (typeof heads !== 'number' || typeof dim !== 'number') throw new Error(`${m.name}: heads and head size are not fixed in the graph`);
-        feeds[m.name] = m.type === 'float16' ? new ort.Tensor('float16', new Uint16Array(heads * dim), [1, heads, 1, dim]) : new ort.Tensor('float32', new Float32Array(heads * dim), [1, heads, 1, dim]);
+        feeds[m.name] =
+          m.type === 'float16'
+            ? new ort.Tensor('float16', new Uint16Array(heads * dim), [1, heads, 1, dim])
+            : new ort.Tensor('float32', new Float32Array(heads * dim), [1, heads, 1, dim]);
       }
     }
     const out = await session.run(feeds);

@@ -111,9 +111,7 @@ function renderPanel(panel: Panel, chart: Chart, ox: number, oy: number): string
   }
   out.push(`<rect x="${n2(x0)}" y="${n2(y0)}" width="${n2(w)}" height="${n2(h)}" class="frame"/>`);
   out.push(`<text x="${n2(x0 + w / 2)}" y="${n2(y0 + h + 34)}" class="xlabel">${esc(chart.xLabel)}</text>`);
-  out.push(
-    `<text transform="translate(${n2(ox + 14)} ${n2(y0 + h / 2)}) rotate(-90)" class="ylabel">${esc(panel.yLabel)}</text>`,
-  );
+  out.push(`<text transform="translate(${n2(ox + 14)} ${n2(y0 + h / 2)}) rotate(-90)" class="ylabel">${esc(panel.yLabel)}</text>`);
   for (const g of panel.goals) {
     const y = yPos(g.y);
     const x = xPos(g.x);

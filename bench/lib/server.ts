@@ -31,11 +31,7 @@ export interface ServerProcess {
  * process's environment (PORT, HOST and LOG_LEVEL=warn set here unless `env` names them) and
  * resolves once it is ready.
  */
-export async function startServerProcess(
-  env: Record<string, string> = {},
-  readyTimeoutMs = 120_000,
-  script = 'src/main.ts',
-): Promise<ServerProcess> {
+export async function startServerProcess(env: Record<string, string> = {}, readyTimeoutMs = 120_000, script = 'src/main.ts'): Promise<ServerProcess> {
   const port = await freePort();
   // kvserve with the V8 flag `npm start` gives it (src/main.ts says why); other scripts as they are.
   const flags = script === 'src/main.ts' ? ['--no-concurrent-marking'] : [];

@@ -41,7 +41,8 @@ import { ROOT } from './server.js';
 
 const MODEL_DIR = resolve(ROOT, process.env.MODEL_DIR ?? 'models/tiny-shakespeare');
 const THREADS = Number(process.env.TJS_THREADS ?? 1);
-if (!Number.isInteger(THREADS) || THREADS < 1 || THREADS > availableParallelism() * 4) throw new Error(`TJS_THREADS=${process.env.TJS_THREADS} is not a thread count`);
+if (!Number.isInteger(THREADS) || THREADS < 1 || THREADS > availableParallelism() * 4)
+  throw new Error(`TJS_THREADS=${process.env.TJS_THREADS} is not a thread count`);
 
 /** The model directory Transformers.js can drive: MODEL_DIR itself, or a rewritten copy. */
 async function optimumFormDir(): Promise<{ dir: string; temporary: boolean }> {

@@ -5,7 +5,15 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as common from '@grafana/grafana-foundation-sdk/common';
-import { AnnotationQueryBuilder, type Dashboard, DashboardBuilder, DashboardCursorSync, RowBuilder, ThresholdsConfigBuilder, ThresholdsMode } from '@grafana/grafana-foundation-sdk/dashboard';
+import {
+  AnnotationQueryBuilder,
+  type Dashboard,
+  DashboardBuilder,
+  DashboardCursorSync,
+  RowBuilder,
+  ThresholdsConfigBuilder,
+  ThresholdsMode,
+} from '@grafana/grafana-foundation-sdk/dashboard';
 import * as gauge from '@grafana/grafana-foundation-sdk/gauge';
 import { DataqueryBuilder } from '@grafana/grafana-foundation-sdk/prometheus';
 import * as timeseries from '@grafana/grafana-foundation-sdk/timeseries';
@@ -108,29 +116,72 @@ export function buildDashboard(): Dashboard {
     .variables([])
 
     .withRow(new RowBuilder('Traffic'))
-    .withPanel(graph('Generated tokens/s', 'Tokens generated per second, all requests together.', { unit: 'short' }, [q('generated', `sum(${rate('kvserve_generated_tokens_total')})`)]))
     .withPanel(
-      graph('Requests/s by status', 'API requests per second by HTTP status (499: the client left before the response ended); scrapes and health checks left out.', { unit: 'reqps', stacked: true }, [
-        q('{{status}}', `sum by (status) (${rate('kvserve_requests_total{route!~"/metrics|/health.*"}')})`),
+      graph('Generated tokens/s', 'Tokens generated per second, all requests together.', { unit: 'short' }, [
+        q('generated', `sum(${rate('kvserve_generated_tokens_total')})`),
       ]),
     )
     .withPanel(
-      graph('Finished generations/s by reason', 'Generations per second by finish reason: stop (end of sequence or a stop string), length (max_tokens), abort, error.', { unit: 'reqps', stacked: true }, [
-        q('{{reason}}', `sum by (reason) (${rate('kvserve_request_finish_total')})`),
-      ]),
+      graph(
+        'Requests/s by status',
+        'API requests per second by HTTP status (499: the client left before the response ended); scrapes and health checks left out.',
+        { unit: 'reqps', stacked: true },
+        [q('{{status}}', `sum by (status) (${rate('kvserve_requests_total{route!~"/metrics|/health.*"}')})`)],
+      ),
     )
     .withPanel(
-      graph('Aborted and rejected requests/s', 'Generations aborted (client gone, shutdown), and generations refused before running by reason (kv_cache_full, kv_budget_exceeded).', { unit: 'reqps' }, [
-        q('aborted', `sum(${rate('kvserve_requests_aborted_total')})`),
-        q('rejected: {{reason}}', `sum by (reason) (${rate('kvserve_requests_rejected_total')})`),
-      ]),
+      graph(
+        'Finished generations/s by reason',
+        'Generations per second by finish reason: stop (end of sequence or a stop string), length (max_tokens), abort, error.',
+        { unit: 'reqps', stacked: true },
+        [q('{{reason}}', `sum by (reason) (${rate('kvserve_request_finish_total')})`)],
+      ),
+    )
+    .withPanel(
+      graph(
+        'Aborted and rejected requests/s',
+        'Generations aborted (client gone, shutdown), and generations refused before running by reason (kv_cache_full, kv_budget_exceeded).',
+        { unit: 'reqps' },
+        [
+          q('aborted', `sum(${rate('kvserve_requests_aborted_total')})`),
+          q('rejected: {{reason}}', `sum by (reason) (${rate('kvserve_requests_rejected_total')})`),
+        ],
+      ),
     )
 
     .withRow(new RowBuilder('Latency'))
-    .withPanel(graph('Time to first token', 'From request arrival to the first generated text: queueing, prefill and the first decode step.', { unit: 's' }, quantiles('kvserve_time_to_first_token_seconds', 0.5, 0.95, 0.99)))
-    .withPanel(graph('Inter-token latency', 'Between successive text deltas of one request: a decode step as the client sees it.', { unit: 's' }, quantiles('kvserve_inter_token_latency_seconds', 0.5, 0.99)))
-    .withPanel(graph('End-to-end latency', 'From request arrival to the end of the response, generation requests only.', { unit: 's' }, quantiles('kvserve_request_duration_seconds', 0.5, 0.95, 0.99)))
-    .withPanel(graph('Queue time', 'How long admitted generations waited for KV room before they ran.', { unit: 's' }, quantiles('kvserve_queue_time_seconds', 0.5, 0.99)))
+    .withPanel(
+      graph(
+        'Time to first token',
+        'From request arrival to the first generated text: queueing, prefill and the first decode step.',
+        { unit: 's' },
+        quantiles('kvserve_time_to_first_token_seconds', 0.5, 0.95, 0.99),
+      ),
+    )
+    .withPanel(
+      graph(
+        'Inter-token latency',
+        'Between successive text deltas of one request: a decode step as the client sees it.',
+        { unit: 's' },
+        quantiles('kvserve_inter_token_latency_seconds', 0.5, 0.99),
+      ),
+    )
+    .withPanel(
+      graph(
+        'End-to-end latency',
+        'From request arrival to the end of the response, generation requests only.',
+        { unit: 's' },
+        quantiles('kvserve_request_duration_seconds', 0.5, 0.95, 0.99),
+      ),
+    )
+    .withPanel(
+      graph(
+        'Queue time',
+        'How long admitted generations waited for KV room before they ran.',
+        { unit: 's' },
+        quantiles('kvserve_queue_time_seconds', 0.5, 0.99),
+      ),
+    )
 
     .withRow(new RowBuilder('Engine'))
     .withPanel(
@@ -145,7 +196,14 @@ export function buildDashboard(): Dashboard {
         q('mean', `sum(${rate('kvserve_batch_size_sum')}) / sum(${rate('kvserve_batch_size_count')})`),
       ]),
     )
-    .withPanel(graph('Step duration', 'One scheduler step: the batched decode plus any prefill chunks run with it.', { unit: 's' }, quantiles('kvserve_step_duration_seconds', 0.5, 0.99)))
+    .withPanel(
+      graph(
+        'Step duration',
+        'One scheduler step: the batched decode plus any prefill chunks run with it.',
+        { unit: 's' },
+        quantiles('kvserve_step_duration_seconds', 0.5, 0.99),
+      ),
+    )
 
     .withRow(new RowBuilder('KV cache'))
     .withPanel(
@@ -155,26 +213,38 @@ export function buildDashboard(): Dashboard {
       ]),
     )
     .withPanel(
-      percentGauge('KV cache use', 'K/V bytes held as a share of the budget, per instance. Near 100% the pool evicts session and prefix caches, and requests wait for room or are refused (kv_cache_full).', [
-        q('{{instance}}', '100 * kvserve_kv_cache_bytes / kvserve_kv_cache_capacity_bytes'),
-      ]),
+      percentGauge(
+        'KV cache use',
+        'K/V bytes held as a share of the budget, per instance. Near 100% the pool evicts session and prefix caches, and requests wait for room or are refused (kv_cache_full).',
+        [q('{{instance}}', '100 * kvserve_kv_cache_bytes / kvserve_kv_cache_capacity_bytes')],
+      ),
     )
     .withPanel(
-      graph('Cache hit ratio', 'Share of admission lookups that found every reusable prompt token cached (hit), and that found at least a prefix (hit or partial).', { unit: 'percentunit', max: 1 }, [
-        q('hit', `sum(${rate('kvserve_kv_cache_lookups_total{result="hit"}')}) / sum(${rate('kvserve_kv_cache_lookups_total')})`),
-        q('hit or partial', `sum(${rate('kvserve_kv_cache_lookups_total{result!="miss"}')}) / sum(${rate('kvserve_kv_cache_lookups_total')})`),
-      ]),
+      graph(
+        'Cache hit ratio',
+        'Share of admission lookups that found every reusable prompt token cached (hit), and that found at least a prefix (hit or partial).',
+        { unit: 'percentunit', max: 1 },
+        [
+          q('hit', `sum(${rate('kvserve_kv_cache_lookups_total{result="hit"}')}) / sum(${rate('kvserve_kv_cache_lookups_total')})`),
+          q('hit or partial', `sum(${rate('kvserve_kv_cache_lookups_total{result!="miss"}')}) / sum(${rate('kvserve_kv_cache_lookups_total')})`),
+        ],
+      ),
     )
     .withPanel(
-      graph('Prompt tokens/s: reused vs computed', 'Prompt tokens whose K/V came from the cache, against those prefilled by the model.', { unit: 'short', stacked: true }, [
-        q('reused', `sum(${rate('kvserve_kv_cache_reused_tokens_total')})`),
-        q('computed', `sum(${rate('kvserve_kv_cache_computed_tokens_total')})`),
-      ]),
+      graph(
+        'Prompt tokens/s: reused vs computed',
+        'Prompt tokens whose K/V came from the cache, against those prefilled by the model.',
+        { unit: 'short', stacked: true },
+        [q('reused', `sum(${rate('kvserve_kv_cache_reused_tokens_total')})`), q('computed', `sum(${rate('kvserve_kv_cache_computed_tokens_total')})`)],
+      ),
     )
     .withPanel(
-      graph('Evictions/s by reason', 'Pool entries evicted per second: lru (budget pressure), ttl (idle session), deleted (by a user).', { unit: 'ops', stacked: true }, [
-        q('{{reason}}', `sum by (reason) (${rate('kvserve_kv_cache_evictions_total')})`),
-      ]),
+      graph(
+        'Evictions/s by reason',
+        'Pool entries evicted per second: lru (budget pressure), ttl (idle session), deleted (by a user).',
+        { unit: 'ops', stacked: true },
+        [q('{{reason}}', `sum by (reason) (${rate('kvserve_kv_cache_evictions_total')})`)],
+      ),
     )
     .withPanel(
       graph('Evicted bytes/s by reason', 'K/V bytes freed by evictions per second.', { unit: 'Bps', stacked: true }, [
@@ -190,14 +260,27 @@ export function buildDashboard(): Dashboard {
 
     .withRow(new RowBuilder('Process'))
     .withPanel(
-      graph('Process memory', "The process's resident set (the engine worker's K/V tensors and onnxruntime's buffers count here), and the HTTP thread's V8 heap in use and external memory, per instance.", { unit: 'bytes' }, [
-        q('resident {{instance}}', 'kvserve_process_resident_memory_bytes'),
-        q('heap used {{instance}}', 'kvserve_nodejs_heap_size_used_bytes'),
-        q('external {{instance}}', 'kvserve_nodejs_external_memory_bytes'),
+      graph(
+        'Process memory',
+        "The process's resident set (the engine worker's K/V tensors and onnxruntime's buffers count here), and the HTTP thread's V8 heap in use and external memory, per instance.",
+        { unit: 'bytes' },
+        [
+          q('resident {{instance}}', 'kvserve_process_resident_memory_bytes'),
+          q('heap used {{instance}}', 'kvserve_nodejs_heap_size_used_bytes'),
+          q('external {{instance}}', 'kvserve_nodejs_external_memory_bytes'),
+        ],
+      ),
+    )
+    .withPanel(
+      graph('CPU', 'CPU time in cores, all threads (HTTP and the engine worker), per instance.', { unit: 'short' }, [
+        q('{{instance}}', rate('kvserve_process_cpu_seconds_total')),
       ]),
     )
-    .withPanel(graph('CPU', 'CPU time in cores, all threads (HTTP and the engine worker), per instance.', { unit: 'short' }, [q('{{instance}}', rate('kvserve_process_cpu_seconds_total'))]))
-    .withPanel(graph('Event-loop lag', "The HTTP thread's event-loop lag p99 (inference runs in the worker, so this should stay small), per instance.", { unit: 's' }, [q('{{instance}}', 'kvserve_nodejs_eventloop_lag_p99_seconds')]))
+    .withPanel(
+      graph('Event-loop lag', "The HTTP thread's event-loop lag p99 (inference runs in the worker, so this should stay small), per instance.", { unit: 's' }, [
+        q('{{instance}}', 'kvserve_nodejs_eventloop_lag_p99_seconds'),
+      ]),
+    )
     .build();
 
   // Ids in layout order, rows included (the SDK leaves them unset).
@@ -252,6 +335,9 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const readme = readFileSync(README_FILE, 'utf8');
   const block = readmePanelTable(readme);
   if (block === undefined) throw new Error(`README.md has no '${README_BEGIN}' … '${README_END}' block`);
-  writeFileSync(README_FILE, readme.replace(block, () => panelTable(dashboard)));
+  writeFileSync(
+    README_FILE,
+    readme.replace(block, () => panelTable(dashboard)),
+  );
   process.stdout.write(`wrote ${DASHBOARD_FILE} and the README's panel table\n`);
 }

@@ -19,9 +19,7 @@ export interface PrefillWorkerData {
 }
 
 /** Messages to the prefill worker. */
-export type ToPrefill =
-  | { type: 'forward'; id: number; input: Omit<ForwardInput, 'singleThread'> }
-  | { type: 'close' };
+export type ToPrefill = { type: 'forward'; id: number; input: Omit<ForwardInput, 'singleThread'> } | { type: 'close' };
 
 /** Messages from the prefill worker. */
 export type FromPrefill =
@@ -115,7 +113,10 @@ export class PrefillThread implements PrefillModel {
     };
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject, seqLen: input.seqLen, lastOnly: input.lastLogitsOnly === true });
-      this.#worker.postMessage(msg, past.map((t) => t.buffer as ArrayBuffer));
+      this.#worker.postMessage(
+        msg,
+        past.map((t) => t.buffer as ArrayBuffer),
+      );
     });
   }
 

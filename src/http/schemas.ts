@@ -33,9 +33,7 @@ const samplingFields = {
 
 export const completionRequest = z.object({
   ...samplingFields,
-  prompt: z
-    .union([z.string(), z.array(z.string()).length(1, { error: 'only a single prompt is supported' })])
-    .describe('The text to continue.'),
+  prompt: z.union([z.string(), z.array(z.string()).length(1, { error: 'only a single prompt is supported' })]).describe('The text to continue.'),
   logprobs: z.null({ error: 'logprobs are not supported' }).optional(),
   echo: z.literal(false, { error: 'echo is not supported' }).nullish(),
   best_of: z.literal(1, { error: 'only best_of=1 is supported' }).nullish(),

@@ -8,7 +8,13 @@ import type { EngineErrorCode } from '../core/generation/engine.js';
 import { BATCH_SIZE_BUCKETS, type BucketSnapshot, LATENCY_BUCKETS, newObservations } from '../core/stats/buckets.js';
 
 /** Why the engine refuses a request before it runs (kvserve_requests_rejected_total{reason}). */
-export const REJECT_REASONS = ['queue_full', 'kv_cache_full', 'kv_budget_exceeded', 'invalid_request', 'request_timeout'] as const satisfies readonly EngineErrorCode[];
+export const REJECT_REASONS = [
+  'queue_full',
+  'kv_cache_full',
+  'kv_budget_exceeded',
+  'invalid_request',
+  'request_timeout',
+] as const satisfies readonly EngineErrorCode[];
 
 export interface EngineStats {
   cache: CacheSnapshot;
@@ -55,19 +61,26 @@ export class Metrics {
     for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
       this.registry.removeSingleMetric(`kvserve_${name}`);
     }
-    const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) =>
-      new Counter<L>({ name, help, labelNames, registers });
+    const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) => new Counter<L>({ name, help, labelNames, registers });
     const gauge = <L extends string>(name: string, help: string, labelNames: L[] = []) => new Gauge<L>({ name, help, labelNames, registers });
     const histogram = (name: string, help: string, buckets = LATENCY_BUCKETS) => new Histogram({ name, help, buckets, registers });
 
-    this.#cacheLookups = counter('kvserve_kv_cache_lookups_total', 'KV cache lookups at admission, by result: hit (whole reusable prompt cached), partial, miss.', ['result']);
+    this.#cacheLookups = counter(
+      'kvserve_kv_cache_lookups_total',
+      'KV cache lookups at admission, by result: hit (whole reusable prompt cached), partial, miss.',
+      ['result'],
+    );
     this.#cacheReused = counter('kvserve_kv_cache_reused_tokens_total', 'Prompt tokens whose keys and values came from the cache.');
     this.#cacheComputed = counter('kvserve_kv_cache_computed_tokens_total', 'Prompt tokens prefilled (computed by the model).');
     this.#cacheBytes = gauge('kvserve_kv_cache_bytes', 'Bytes of K/V tensors held by the KV pool (running, session and prefix caches).');
     this.#cacheCapacity = gauge('kvserve_kv_cache_capacity_bytes', 'Byte budget of the KV pool.');
     this.#cacheEntries = gauge('kvserve_kv_cache_entries', 'Entries in the KV pool by kind: session, prefix (blocks), active (running requests).', ['kind']);
     this.#cachePinned = gauge('kvserve_kv_cache_pinned_entries', 'KV pool entries in use by running requests (never evicted).');
-    this.#evictions = counter('kvserve_kv_cache_evictions_total', 'KV pool entries evicted, by reason: lru (budget), ttl (idle session), deleted (by a user).', ['reason']);
+    this.#evictions = counter(
+      'kvserve_kv_cache_evictions_total',
+      'KV pool entries evicted, by reason: lru (budget), ttl (idle session), deleted (by a user).',
+      ['reason'],
+    );
     this.#evictedBytes = counter('kvserve_kv_cache_evicted_bytes_total', 'Bytes freed by KV pool evictions, by reason.', ['reason']);
 
     this.requests = counter('kvserve_requests_total', 'HTTP requests by route and status code.', ['route', 'status']);

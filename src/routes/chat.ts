@@ -37,7 +37,12 @@ export default async function chat(app: FastifyInstance): Promise<void> {
     const engine = services.engine();
     checkModel(body.model, engine.info.id);
     const turns = toTurns(body.messages);
-    checkPromptSize(services, 'messages', turns.reduce((n, m) => n + m.content.length, 0), turns.length);
+    checkPromptSize(
+      services,
+      'messages',
+      turns.reduce((n, m) => n + m.content.length, 0),
+      turns.length,
+    );
     const prompt = services.chatTemplate().render(turns);
     const genRequest = await planRequest(body, prompt, services, format, DEFAULT_TENANT);
     await respond(request, reply, services, body, genRequest, format);

@@ -8,7 +8,13 @@ const json = (schema: z.ZodType) => ({ 'application/json': { schema: z.toJSONSch
 const errors = Object.fromEntries(
   [...new Set(Object.values(catalog).map((e) => e.status))].map((status) => [
     String(status),
-    { description: Object.values(catalog).filter((e) => e.status === status).map((e) => e.description).join(' '), content: json(s.errorResponse) },
+    {
+      description: Object.values(catalog)
+        .filter((e) => e.status === status)
+        .map((e) => e.description)
+        .join(' '),
+      content: json(s.errorResponse),
+    },
   ]),
 );
 const generation = (summary: string, body: z.ZodType, response: z.ZodType) => ({
@@ -33,10 +39,20 @@ export function openApiDocument(version: string) {
       '/v1/completions': generation('Text completion', s.completionRequest, s.completionResponse),
       '/v1/chat/completions': generation('Chat completion', s.chatRequest, s.chatResponse),
       '/v1/models': { get: { summary: 'The served model', responses: { 200: { description: 'A list with one model.' } } } },
-      '/tokenize': { post: { summary: 'Text or messages to token ids', requestBody: { content: json(s.tokenizeRequest) }, responses: { 200: { description: '{tokens, count, max_model_len}' }, ...errors } } },
-      '/detokenize': { post: { summary: 'Token ids to text', requestBody: { content: json(s.detokenizeRequest) }, responses: { 200: { description: '{prompt}' }, ...errors } } },
+      '/tokenize': {
+        post: {
+          summary: 'Text or messages to token ids',
+          requestBody: { content: json(s.tokenizeRequest) },
+          responses: { 200: { description: '{tokens, count, max_model_len}' }, ...errors },
+        },
+      },
+      '/detokenize': {
+        post: { summary: 'Token ids to text', requestBody: { content: json(s.detokenizeRequest) }, responses: { 200: { description: '{prompt}' }, ...errors } },
+      },
       '/health': { get: { summary: 'Liveness', responses: { 200: { description: 'The process serves HTTP.' } } } },
-      '/health/ready': { get: { summary: 'Readiness', responses: { 200: { description: 'Model loaded, engine answering.' }, 503: { description: 'Not ready.' } } } },
+      '/health/ready': {
+        get: { summary: 'Readiness', responses: { 200: { description: 'Model loaded, engine answering.' }, 503: { description: 'Not ready.' } } },
+      },
     },
   };
 }

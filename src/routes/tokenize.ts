@@ -24,7 +24,8 @@ export default async function tokenize(app: FastifyInstance): Promise<void> {
     const engine = app.services.engine();
     checkModel(body.model, engine.info.id);
     const bad = body.tokens.findIndex((t) => t >= engine.info.vocabSize);
-    if (bad >= 0) throw apiError('invalid_request', `tokens[${bad}]: id ${body.tokens[bad]} is outside the vocabulary (${engine.info.vocabSize})`, `tokens[${bad}]`);
+    if (bad >= 0)
+      throw apiError('invalid_request', `tokens[${bad}]: id ${body.tokens[bad]} is outside the vocabulary (${engine.info.vocabSize})`, `tokens[${bad}]`);
     return { prompt: body.tokens.length ? engine.tokenizer.decode(body.tokens) : '' };
   });
 }

@@ -27,8 +27,7 @@ export interface LoadedModel {
 type Json = Record<string, unknown>;
 
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
-const ids = (v: unknown): number[] =>
-  typeof v === 'number' ? [v] : Array.isArray(v) ? v.filter((x): x is number => typeof x === 'number') : [];
+const ids = (v: unknown): number[] => (typeof v === 'number' ? [v] : Array.isArray(v) ? v.filter((x): x is number => typeof x === 'number') : []);
 
 export interface LoadOptions extends SessionOptions {
   /** An ONNX file relative to the directory, e.g. onnx/model_fp16.onnx. */
@@ -48,17 +47,10 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   const decoder = await OnnxDecoder.load(files.onnxPath, options, num(files.config.vocab_size) ?? num(genaiModel.vocab_size));
   if (tokenizer.vocabSize > decoder.vocabSize) {
     await decoder.close();
-    throw new ModelLoadError(
-      tokenizerPath,
-      `tokenizer has ${tokenizer.vocabSize} tokens but the model's logits cover only ${decoder.vocabSize}`,
-    );
+    throw new ModelLoadError(tokenizerPath, `tokenizer has ${tokenizer.vocabSize} tokens but the model's logits cover only ${decoder.vocabSize}`);
   }
 
-  const eos = new Set([
-    ...ids(files.generationConfig.eos_token_id),
-    ...ids(files.config.eos_token_id),
-    ...ids(genaiModel.eos_token_id),
-  ]);
+  const eos = new Set([...ids(files.generationConfig.eos_token_id), ...ids(files.config.eos_token_id), ...ids(genaiModel.eos_token_id)]);
   if (eos.size === 0 && tokenizer.eosToken !== undefined) {
     const id = tokenizer.tokenToId(tokenizer.eosToken);
     if (id !== undefined) eos.add(id);

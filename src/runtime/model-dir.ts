@@ -61,13 +61,7 @@ export function readModelDir(dirPath: string, onnxFile?: string): ModelFiles {
   }
   const genaiConfig = readJson(join(dir, 'genai_config.json'), false);
   const genaiDecoder = (genaiConfig.model as Json | undefined)?.decoder as Json | undefined;
-  const candidates = onnxFile
-    ? [onnxFile]
-    : [
-        ...(typeof genaiDecoder?.filename === 'string' ? [genaiDecoder.filename] : []),
-        'onnx/model.onnx',
-        'model.onnx',
-      ];
+  const candidates = onnxFile ? [onnxFile] : [...(typeof genaiDecoder?.filename === 'string' ? [genaiDecoder.filename] : []), 'onnx/model.onnx', 'model.onnx'];
   const onnxPath = candidates.map((c) => join(dir, c)).find((p) => existsSync(p));
   if (!onnxPath) {
     throw new ModelLoadError(join(dir, candidates[0] ?? 'model.onnx'), `no ONNX model found (looked for ${candidates.join(', ')})`);

@@ -27,9 +27,7 @@ export class TextTokenizer implements TokenDecoder {
     }
     this.vocabSize = maxId + 1;
     this.maxTokenChars = maxChars;
-    this.specialIds = new Set(
-      [...this.#tok.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id),
-    );
+    this.specialIds = new Set([...this.#tok.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id));
     const eos = tokenizerConfig.eos_token;
     this.eosToken =
       typeof eos === 'string' ? eos : typeof (eos as { content?: unknown } | null)?.content === 'string' ? (eos as { content: string }).content : undefined;

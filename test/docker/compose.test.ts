@@ -54,7 +54,10 @@ t.test('kvserve is built from the repository and listens where it is published',
   const image = parseDockerfile(readFileSync(join(context, 'Dockerfile'), 'utf8')).at(-1)!;
   t.strictSame(kvserve?.ports, [`${image.env.PORT}:${image.env.PORT}`], `publishes the image's PORT ${image.env.PORT}`);
   const graceMs = (JSON.parse(readFileSync(join(root, 'config/default.json'), 'utf8')) as { shutdown: { graceMs: number } }).shutdown.graceMs;
-  t.ok(seconds(kvserve?.stop_grace_period ?? '') * 1000 > graceMs, `stop_grace_period ${kvserve?.stop_grace_period} outlasts the shutdown grace (${graceMs} ms)`);
+  t.ok(
+    seconds(kvserve?.stop_grace_period ?? '') * 1000 > graceMs,
+    `stop_grace_period ${kvserve?.stop_grace_period} outlasts the shutdown grace (${graceMs} ms)`,
+  );
 });
 
 t.test('Prometheus scrapes the kvserve service with the shipped config', async (t) => {
@@ -63,19 +66,33 @@ t.test('Prometheus scrapes the kvserve service with the shipped config', async (
   const config = mountOf(prometheus, '/etc/prometheus/prometheus.yml'); // the image's default --config.file
   t.equal(config?.source, join(composeDir, 'prometheus/prometheus.yml'), 'docker/prometheus/prometheus.yml is the config');
   t.ok(mountOf(prometheus, '/prometheus'), 'its storage on a volume');
-  const scrape = yaml(config!.source) as { global: { scrape_interval: string }; scrape_configs: Array<{ job_name: string; metrics_path?: string; static_configs: Array<{ targets: string[] }> }> };
+  const scrape = yaml(config!.source) as {
+    global: { scrape_interval: string };
+    scrape_configs: Array<{ job_name: string; metrics_path?: string; static_configs: Array<{ targets: string[] }> }>;
+  };
   t.equal(scrape.scrape_configs.length, 1);
   const job = scrape.scrape_configs[0]!;
   t.equal(job.metrics_path ?? '/metrics', '/metrics');
   const port = kvserve?.ports?.[0]?.split(':')[1];
-  t.strictSame(job.static_configs.flatMap((s) => s.targets), [`kvserve:${port}`], 'the target is the compose service name and its container port');
-  t.ok(seconds(scrape.global.scrape_interval) >= 1 && seconds(scrape.global.scrape_interval) <= 15, `a sensible scrape interval (${scrape.global.scrape_interval})`);
+  t.strictSame(
+    job.static_configs.flatMap((s) => s.targets),
+    [`kvserve:${port}`],
+    'the target is the compose service name and its container port',
+  );
+  t.ok(
+    seconds(scrape.global.scrape_interval) >= 1 && seconds(scrape.global.scrape_interval) <= 15,
+    `a sensible scrape interval (${scrape.global.scrape_interval})`,
+  );
 });
 
 t.test('Grafana provisions the data source and the dashboard, and opens on it', async (t) => {
   const sdk = JSON.parse(readFileSync(join(root, 'node_modules/@grafana/grafana-foundation-sdk/package.json'), 'utf8')) as { version: string };
   const schema = /^(\d+\.\d+)\./.exec(sdk.version)?.[1];
-  t.match(grafana?.image, new RegExp(`^grafana/grafana:${schema?.replace('.', '\\.')}\\.\\d+$`), `the Grafana version whose schema the SDK (${sdk.version}) builds`);
+  t.match(
+    grafana?.image,
+    new RegExp(`^grafana/grafana:${schema?.replace('.', '\\.')}\\.\\d+$`),
+    `the Grafana version whose schema the SDK (${sdk.version}) builds`,
+  );
   t.strictSame(grafana?.ports, ['3000:3000']);
 
   const provisioning = mountOf(grafana, '/etc/grafana/provisioning');

@@ -4,7 +4,17 @@
 // issue asks for is there. test/docker/prometheus.test.ts evaluates the queries themselves.
 import { readFileSync } from 'node:fs';
 import t from 'tap';
-import { buildDashboard, DASHBOARD_FILE, DASHBOARD_UID, DATASOURCE, dashboardJson, panelsOf, panelTable, README_FILE, readmePanelTable } from '../../docker/grafana/dashboard.js';
+import {
+  buildDashboard,
+  DASHBOARD_FILE,
+  DASHBOARD_UID,
+  DATASOURCE,
+  dashboardJson,
+  panelsOf,
+  panelTable,
+  README_FILE,
+  readmePanelTable,
+} from '../../docker/grafana/dashboard.js';
 import { Metrics } from '../../src/metrics/metrics.js';
 
 const dashboard = buildDashboard();
@@ -35,13 +45,19 @@ t.test('a dashboard model Grafana loads', async (t) => {
   t.ok(committed.time?.from && committed.time?.to, 'a time range');
 
   const ids = panels.map((p) => p.id);
-  t.ok(ids.every((id) => Number.isInteger(id) && id > 0), 'positive integer ids');
+  t.ok(
+    ids.every((id) => Number.isInteger(id) && id > 0),
+    'positive integer ids',
+  );
   t.equal(new Set(ids).size, ids.length, 'unique ids');
 
   const cells = new Map<string, string>();
   for (const p of panels) {
     const { x, y, w, h } = p.gridPos ?? {};
-    t.ok([x, y, w, h].every((n) => Number.isInteger(n) && n! >= 0) && w! > 0 && h! > 0 && x! + w! <= 24, `${p.title}: gridPos ${JSON.stringify(p.gridPos)} inside 24 columns`);
+    t.ok(
+      [x, y, w, h].every((n) => Number.isInteger(n) && n! >= 0) && w! > 0 && h! > 0 && x! + w! <= 24,
+      `${p.title}: gridPos ${JSON.stringify(p.gridPos)} inside 24 columns`,
+    );
     for (let i = x!; i < x! + w!; i++) {
       for (let j = y!; j < y! + h!; j++) {
         const other = cells.get(`${i},${j}`);
@@ -100,7 +116,10 @@ t.test('the panels the issue asks for are there', async (t) => {
   ]) {
     t.ok(titles.includes(title), title);
   }
-  const exprs = (title: string) => panelsOf(dashboard).find((p) => p.title === title)?.targets.map((q) => q.expr) ?? [];
+  const exprs = (title: string) =>
+    panelsOf(dashboard)
+      .find((p) => p.title === title)
+      ?.targets.map((q) => q.expr) ?? [];
   t.strictSame(
     exprs('Time to first token').map((e) => /histogram_quantile\(([\d.]+)/.exec(e)?.[1]),
     ['0.5', '0.95', '0.99'],
@@ -111,6 +130,10 @@ t.test('the panels the issue asks for are there', async (t) => {
     ['0.5', '0.99'],
     'inter-token latency p50, p99',
   );
-  t.match(exprs('Cache hit ratio')[0], /^sum\(rate\(kvserve_kv_cache_lookups_total\{result="hit"\}\[\$__rate_interval\]\)\) \/ sum\(rate\(kvserve_kv_cache_lookups_total\[\$__rate_interval\]\)\)$/, 'hit ratio from the lookup counters with rate()');
+  t.match(
+    exprs('Cache hit ratio')[0],
+    /^sum\(rate\(kvserve_kv_cache_lookups_total\{result="hit"\}\[\$__rate_interval\]\)\) \/ sum\(rate\(kvserve_kv_cache_lookups_total\[\$__rate_interval\]\)\)$/,
+    'hit ratio from the lookup counters with rate()',
+  );
   t.match(exprs('KV cache use')[0], /kvserve_kv_cache_bytes \/ kvserve_kv_cache_capacity_bytes/, 'KV use as a percentage of capacity');
 });

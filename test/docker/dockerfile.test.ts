@@ -29,8 +29,12 @@ const runtime = stages.at(-1)!;
 t.test('the image is built as the issue asks', async (t) => {
   t.equal(stages.length, 2, 'two stages: build, runtime');
   const [build] = stages;
-  for (const stage of stages) t.match(stage.base, /^node:20(\.[\d.]+)?-(bookworm|bullseye|trixie)-slim$/, `${stage.name}: Node 20 on slim Debian (${stage.base})`);
-  t.ok(build!.steps.some((s) => 'run' in s && /^npm ci\b/.test(String(s.run)) && !/--omit=dev/.test(String(s.run))), 'the build stage installs dev dependencies');
+  for (const stage of stages)
+    t.match(stage.base, /^node:20(\.[\d.]+)?-(bookworm|bullseye|trixie)-slim$/, `${stage.name}: Node 20 on slim Debian (${stage.base})`);
+  t.ok(
+    build!.steps.some((s) => 'run' in s && /^npm ci\b/.test(String(s.run)) && !/--omit=dev/.test(String(s.run))),
+    'the build stage installs dev dependencies',
+  );
   t.ok(
     runtime.steps.some((s) => 'run' in s && /^npm ci\b.*--omit=dev/.test(String(s.run))),
     'the runtime stage installs production dependencies only',
@@ -40,20 +44,51 @@ t.test('the image is built as the issue asks', async (t) => {
   t.equal(runtime.cmd?.[0], 'node');
   t.ok(runtime.healthcheck, 'a HEALTHCHECK');
   t.match(runtime.healthcheck?.cmd.join(' ') ?? '', '/health/ready', 'the HEALTHCHECK asks /health/ready');
-  t.ok(runtime.env.MODEL_DIR?.startsWith(`${runtime.workdir}/models/`), `the shipped model is the default MODEL_DIR (${runtime.env.MODEL_DIR}), overridable by ENV and a volume`);
+  t.ok(
+    runtime.env.MODEL_DIR?.startsWith(`${runtime.workdir}/models/`),
+    `the shipped model is the default MODEL_DIR (${runtime.env.MODEL_DIR}), overridable by ENV and a volume`,
+  );
   t.strictSame(runtime.expose, [runtime.env.PORT], 'EXPOSE matches PORT');
 
   // What reaches the runtime stage: the build output, config, the model, the package manifests.
   const copied = runtime.steps.flatMap((s) => ('copy' in s ? s.copy.sources.map((src) => (s.copy.from ? `${s.copy.from}:${src}` : src)) : []));
-  t.strictSame(copied.sort(), ['.npmrc', 'build:/app/dist', 'config', 'models', 'package-lock.json', 'package.json'], 'the runtime stage copies only what it runs');
+  t.strictSame(
+    copied.sort(),
+    ['.npmrc', 'build:/app/dist', 'config', 'models', 'package-lock.json', 'package.json'],
+    'the runtime stage copies only what it runs',
+  );
   for (const s of runtime.steps) if ('run' in s) t.notMatch(String(s.run), /apt-get|apk |python|pip /, `no tools or Python installed: ${s.run}`);
 });
 
 t.test('.dockerignore keeps tests, tools, dependencies, build output and VCS data out of the context', async (t) => {
-  for (const path of ['node_modules/tap/package.json', 'dist/src/main.js', '.git/HEAD', '.tap/processinfo/x.json', '.ci/run', 'test/main.test.ts', 'test/helpers/server.ts', 'bench/http.ts', 'tools/train.py', 'tools/out/ckpt.pt', 'docker/compose.yml', 'models/tiny-shakespeare/reference.json', 'server.log']) {
+  for (const path of [
+    'node_modules/tap/package.json',
+    'dist/src/main.js',
+    '.git/HEAD',
+    '.tap/processinfo/x.json',
+    '.ci/run',
+    'test/main.test.ts',
+    'test/helpers/server.ts',
+    'bench/http.ts',
+    'tools/train.py',
+    'tools/out/ckpt.pt',
+    'docker/compose.yml',
+    'models/tiny-shakespeare/reference.json',
+    'server.log',
+  ]) {
     t.ok(ignored(path), `excluded: ${path}`);
   }
-  for (const path of ['package.json', 'package-lock.json', '.npmrc', 'tsconfig.json', 'tsconfig.build.json', 'src/main.ts', 'config/default.json', 'models/tiny-shakespeare/onnx/model.onnx', 'models/tiny-shakespeare/tokenizer.json']) {
+  for (const path of [
+    'package.json',
+    'package-lock.json',
+    '.npmrc',
+    'tsconfig.json',
+    'tsconfig.build.json',
+    'src/main.ts',
+    'config/default.json',
+    'models/tiny-shakespeare/onnx/model.onnx',
+    'models/tiny-shakespeare/tokenizer.json',
+  ]) {
     t.notOk(ignored(path), `kept: ${path}`);
   }
 });
@@ -103,7 +138,10 @@ t.test('the Dockerfile, replayed step by step, yields a service that streams and
   t.equal(listed.status, 0, 'git ls-files');
   const sent = listed.stdout.split('\0').filter((f) => f !== '' && !ignored(f) && existsSync(join(root, f)));
   for (const f of sent) await cp(join(root, f), join(context, f), { preserveTimestamps: true });
-  t.notOk(sent.some((f) => /^(test|tools|bench|node_modules)\//.test(f)), 'no tests, tools, benchmarks or dependencies in the context');
+  t.notOk(
+    sent.some((f) => /^(test|tools|bench|node_modules)\//.test(f)),
+    'no tests, tools, benchmarks or dependencies in the context',
+  );
 
   // npm: a private copy of this machine's cache, preferred to the registry.
   const npmCache = join(work, 'npm-cache');
@@ -203,7 +241,10 @@ t.test('the Dockerfile, replayed step by step, yields a service that streams and
   const { events, error } = await readEvents(res.body);
   t.equal(error, undefined, 'read to the end');
   t.equal(events.at(-1), '[DONE]', 'ends with [DONE]');
-  const text = events.slice(0, -1).map((e) => (JSON.parse(e) as { choices: Array<{ text: string }> }).choices[0]?.text ?? '').join('');
+  const text = events
+    .slice(0, -1)
+    .map((e) => (JSON.parse(e) as { choices: Array<{ text: string }> }).choices[0]?.text ?? '')
+    .join('');
   t.ok(text.length > 0, `streamed text: ${JSON.stringify(text)}`);
   t.equal(finishReasons(events).at(-1), 'length', 'the last chunk finishes with length');
 

@@ -47,12 +47,18 @@ const greedy = { temperature: 0, ignore_eos: true };
 async function traffic(base: string): Promise<void> {
   const completions = `${base}/v1/completions`;
   const stream = async (path: string, body: Record<string, unknown>) => {
-    const res = await fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...body, stream: true }) });
+    const res = await fetch(`${base}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ ...body, stream: true }),
+    });
     const { events } = await readEvents(res.body);
     if (res.status !== 200 || events.at(-1) !== '[DONE]') throw new Error(`stream ${path}: ${res.status}, ${events.length} events`);
   };
   // Four streams at once: continuous batching, time to first token, inter-token latency.
-  await Promise.all(['ROMEO:\n', 'JULIET:\n', 'HAMLET:\nTo be', 'OTHELLO:\n'].map((prompt) => stream('/v1/completions', { prompt, max_tokens: 48, ...greedy })));
+  await Promise.all(
+    ['ROMEO:\n', 'JULIET:\n', 'HAMLET:\nTo be', 'OTHELLO:\n'].map((prompt) => stream('/v1/completions', { prompt, max_tokens: 48, ...greedy })),
+  );
   // The same prompt twice: a miss (or partial), then a hit that reuses its blocks.
   const repeated = `KING LEAR:\nBlow, winds, and crack your cheeks! rage! blow! ${Math.random()}\n`;
   for (let i = 0; i < 2; i++) {
@@ -95,7 +101,10 @@ async function scraped(query: (expr: string) => Promise<Sample[]>, base: string)
   ]) {
     const expected = now.get(name);
     if (expected === undefined) throw new Error(`kvserve does not export ${name}`);
-    await waitFor(`Prometheus to scrape ${name} = ${expected}`, async () => ((await query(name))[0]?.value ?? -1) >= expected, { timeoutMs: 15_000, intervalMs: 200 });
+    await waitFor(`Prometheus to scrape ${name} = ${expected}`, async () => ((await query(name))[0]?.value ?? -1) >= expected, {
+      timeoutMs: 15_000,
+      intervalMs: 200,
+    });
   }
 }
 
@@ -143,7 +152,10 @@ t.test('every query of every dashboard panel returns finite data from Prometheus
   t.equal(check.status, 0, `the rewritten config passes promtool too: ${check.output}`);
 
   const prometheus = await startPrometheus(t, configFile);
-  await waitFor('the first scrape of kvserve (up == 1)', async () => (await prometheus.query('up{job="kvserve"}'))[0]?.value === 1, { timeoutMs: 15_000, intervalMs: 200 });
+  await waitFor('the first scrape of kvserve (up == 1)', async () => (await prometheus.query('up{job="kvserve"}'))[0]?.value === 1, {
+    timeoutMs: 15_000,
+    intervalMs: 200,
+  });
 
   // Two rounds with a scrape between them: every series the first round creates (a status code,
   // a rejection reason) grows again in the second, so each rate has an increase to show.

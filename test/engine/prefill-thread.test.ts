@@ -16,7 +16,14 @@ t.test('a chunk over a past: the same logits and keys/values as in-process', asy
   const ids = Array.from('ROMEO:\nBut soft, what light through yonder window breaks?', (c) => c.charCodeAt(0));
   const head = ids.slice(0, 24);
   const chunk = ids.slice(24);
-  const first = await model.decoder.forward({ batch: 1, seqLen: head.length, pastLength: 0, inputIds: head, positionIds: head.map((_, i) => i), past: KvCache.empty(model.info.layout).tensors });
+  const first = await model.decoder.forward({
+    batch: 1,
+    seqLen: head.length,
+    pastLength: 0,
+    inputIds: head,
+    positionIds: head.map((_, i) => i),
+    past: KvCache.empty(model.info.layout).tensors,
+  });
   const cache = KvCache.empty(model.info.layout);
   cache.append(first.newKv, head.length);
   const past = cache.tensors;
@@ -32,7 +39,8 @@ t.test('a chunk over a past: the same logits and keys/values as in-process', asy
 });
 
 t.test('calls made together are answered in order, each with its own result', async (t) => {
-  const one = (c: number) => thread.forward({ batch: 1, seqLen: 1, pastLength: 0, inputIds: [c], positionIds: [0], past: KvCache.empty(model.info.layout).tensors });
+  const one = (c: number) =>
+    thread.forward({ batch: 1, seqLen: 1, pastLength: 0, inputIds: [c], positionIds: [0], past: KvCache.empty(model.info.layout).tensors });
   const [a, b] = await Promise.all([one(65), one(66)]);
   const [la, lb] = await Promise.all([one(65), one(66)].map(async (p) => (await p).logits(0, 0)));
   t.same(a!.logits(0, 0), la);
@@ -42,7 +50,14 @@ t.test('calls made together are answered in order, each with its own result', as
 
 t.test("a prompt chunk's call brings back its last position's logits only", async (t) => {
   const ids = Array.from('JULIET:\nO Romeo, Romeo! wherefore art thou Romeo?', (c) => c.charCodeAt(0));
-  const input = { batch: 1, seqLen: ids.length, pastLength: 0, inputIds: ids, positionIds: ids.map((_, i) => i), past: KvCache.empty(model.info.layout).tensors };
+  const input = {
+    batch: 1,
+    seqLen: ids.length,
+    pastLength: 0,
+    inputIds: ids,
+    positionIds: ids.map((_, i) => i),
+    past: KvCache.empty(model.info.layout).tensors,
+  };
   const local = await model.decoder.forward(input);
   const last = local.logits(0, ids.length - 1).slice();
   const remote = await thread.forward({ ...input, lastLogitsOnly: true });

@@ -28,7 +28,10 @@ t.test('the same ids as in-process, for any text', async (t) => {
 t.test('calls made together are all answered, each with its own ids', async (t) => {
   const texts = Array.from({ length: 20 }, (_, i) => corpus.slice(i * 5_000, i * 5_000 + 1_000 * (i + 1)));
   const got = await Promise.all(texts.map((text) => thread.encode(text)));
-  t.same(got, texts.map((text) => local.encode(text)));
+  t.same(
+    got,
+    texts.map((text) => local.encode(text)),
+  );
 });
 
 t.test('close() lets the texts already sent finish, then refuses more', async (t) => {

@@ -23,6 +23,11 @@ t.test('the rest of the configuration passes through', async (t) => {
   const worker = workerConfigOf(config, 2);
   t.equal(worker.modelDir, config.model.dir);
   t.equal(worker.decodeThreads, 2);
-  t.strictSame(worker.scheduler, { maxRunning: 4, maxQueued: config.scheduler.maxQueued, maxPrefillTokensPerStep: config.scheduler.maxPrefillTokensPerStep, requestTimeoutMs: config.scheduler.requestTimeoutMs });
+  t.strictSame(worker.scheduler, {
+    maxRunning: 4,
+    maxQueued: config.scheduler.maxQueued,
+    maxPrefillTokensPerStep: config.scheduler.maxPrefillTokensPerStep,
+    requestTimeoutMs: config.scheduler.requestTimeoutMs,
+  });
   t.strictSame(worker.kvCache, config.kvCache);
 });

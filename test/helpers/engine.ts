@@ -32,8 +32,7 @@ export class EngineHarness {
     } = {},
   ) {
     this.#model = model;
-    const cache =
-      overrides.cache ?? new KvCacheManager({ layout: model.info.layout, maxBytes: 64 * 2 ** 20, blockSize: 16, sessionTtlMs: 60_000 });
+    const cache = overrides.cache ?? new KvCacheManager({ layout: model.info.layout, maxBytes: 64 * 2 ** 20, blockSize: 16, sessionTtlMs: 60_000 });
     this.engine = new Engine(
       model.decoder,
       model.tokenizer,
@@ -50,11 +49,7 @@ export class EngineHarness {
   }
 
   /** Submits a request; `onDelta` sees each delta as it is emitted. */
-  start(
-    prompt: string,
-    req: Partial<GenerateRequest> = {},
-    onDelta?: (text: string, id: string) => void,
-  ): { id: string; result: Promise<Result> } {
+  start(prompt: string, req: Partial<GenerateRequest> = {}, onDelta?: (text: string, id: string) => void): { id: string; result: Promise<Result> } {
     const id = `req-${this.#next++}`;
     const deltas: string[] = [];
     const result = new Promise<Result>((resolve) => {

@@ -13,7 +13,15 @@ const MODEL = fileURLToPath(new URL('../../models/tiny-shakespeare/onnx/model.on
 
 /** Feeds for one prefill step with an empty KV cache, shaped from the model's own metadata. */
 function prefillFeeds(session: ort.InferenceSession, tokens: number[]): Record<string, ort.Tensor> {
-  const ids = (f: (i: number) => number) => new ort.Tensor('int64', BigInt64Array.from(tokens.map((_, i) => f(i)), BigInt), [1, tokens.length]);
+  const ids = (f: (i: number) => number) =>
+    new ort.Tensor(
+      'int64',
+      BigInt64Array.from(
+        tokens.map((_, i) => f(i)),
+        BigInt,
+      ),
+      [1, tokens.length],
+    );
   const feeds: Record<string, ort.Tensor> = {
     input_ids: ids((i) => tokens[i]!),
     attention_mask: ids(() => 1),
@@ -45,7 +53,10 @@ t.test('externalized model gives the same logits', { skip: existsSync(MODEL) ? f
   const [ref, ext] = await Promise.all([ort.InferenceSession.create(MODEL), ort.InferenceSession.create(modelPath)]);
   t.teardown(() => Promise.all([ref.release(), ext.release()]));
   t.same(ext.inputNames, ref.inputNames);
-  t.ok(ref.inputNames.some((n) => n.startsWith('past_key_values.')), 'model takes a KV cache');
+  t.ok(
+    ref.inputNames.some((n) => n.startsWith('past_key_values.')),
+    'model takes a KV cache',
+  );
 
   const tokens = [20, 8, 15, 15, 18, 1, 23, 18, 21, 15, 7];
   const [a, b] = await Promise.all([ref.run(prefillFeeds(ref, tokens)), ext.run(prefillFeeds(ext, tokens))]);

@@ -165,9 +165,7 @@ async function rewriteTensor(tensor: Uint8Array, sink: DataSink, minBytes: numbe
   if (!rawData || rawData.payload.length < minBytes) return tensor;
 
   const offset = await sink.append(rawData.payload);
-  const kept = fields
-    .filter((f) => f.field !== TENSOR_RAW_DATA && f.field !== TENSOR_DATA_LOCATION)
-    .map((f) => f.raw);
+  const kept = fields.filter((f) => f.field !== TENSOR_RAW_DATA && f.field !== TENSOR_DATA_LOCATION).map((f) => f.raw);
   return concat([
     ...kept,
     stringEntry('location', sink.location),
@@ -194,12 +192,7 @@ async function rewriteGraph(graph: Uint8Array, sink: DataSink, minBytes: number)
 /** Rewrites an ONNX model so that every large initializer's bytes live in an external file beside it
  *  (the layout onnxruntime-genai's model builder and Optimum use for big models):
  *  writes `<dstDir>/<name>` (graph only) and `<dstDir>/<name>.data` (raw tensor bytes). Returns both paths. */
-export async function externalizeOnnx(
-  srcPath: string,
-  dstDir: string,
-  name = 'model.onnx',
-  minBytes = 1024,
-): Promise<{ modelPath: string; dataPath: string }> {
+export async function externalizeOnnx(srcPath: string, dstDir: string, name = 'model.onnx', minBytes = 1024): Promise<{ modelPath: string; dataPath: string }> {
   const modelPath = path.join(dstDir, name);
   const dataPath = `${modelPath}.data`;
   const src = new Uint8Array(await readFile(srcPath));

@@ -68,7 +68,11 @@ export async function startPrometheus(t: Test, configFile: string): Promise<Prom
     log: () => log,
     async query(expr) {
       const res = await fetch(`${url}/api/v1/query?${new URLSearchParams({ query: expr })}`);
-      const body = (await res.json()) as { status: string; error?: string; data?: { resultType: string; result: Array<{ metric: Record<string, string>; value: [number, string] }> } };
+      const body = (await res.json()) as {
+        status: string;
+        error?: string;
+        data?: { resultType: string; result: Array<{ metric: Record<string, string>; value: [number, string] }> };
+      };
       if (body.status !== 'success' || !body.data) throw new Error(`query ${expr} failed (${res.status}): ${body.error ?? JSON.stringify(body)}`);
       if (body.data.resultType !== 'vector') throw new Error(`query ${expr}: a ${body.data.resultType}, not a vector`);
       return body.data.result.map((r) => ({ metric: r.metric, value: Number(r.value[1]) }));

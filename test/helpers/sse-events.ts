@@ -9,10 +9,7 @@ export interface StreamOutcome {
   error?: Error;
 }
 
-export async function readEvents(
-  body: AsyncIterable<Uint8Array> | null,
-  onEvent?: (data: string, index: number) => void,
-): Promise<StreamOutcome> {
+export async function readEvents(body: AsyncIterable<Uint8Array> | null, onEvent?: (data: string, index: number) => void): Promise<StreamOutcome> {
   const events: string[] = [];
   const parser = createParser({
     onEvent: (e) => {

@@ -36,9 +36,15 @@ function checkStream(t: Test, res: SseResult, object: string, idPrefix: string):
   t.ok(data.length >= 2, 'at least one chunk and [DONE]');
   t.equal(data.at(-1)?.data, '[DONE]', '[DONE] is the last event');
   t.ok(res.raw.endsWith('data: [DONE]\n\n'), 'nothing follows [DONE]');
-  t.ok(data.every((d) => d.event === undefined), 'no named events');
+  t.ok(
+    data.every((d) => d.event === undefined),
+    'no named events',
+  );
   const firstData = res.items.findIndex((i) => i.kind === 'data');
-  t.notOk(res.items.slice(firstData).some((i) => i.kind === 'comment'), 'no heartbeat after the first event');
+  t.notOk(
+    res.items.slice(firstData).some((i) => i.kind === 'comment'),
+    'no heartbeat after the first event',
+  );
 
   const chunks: Chunk[] = [];
   for (const d of data.slice(0, -1)) {
@@ -51,10 +57,26 @@ function checkStream(t: Test, res: SseResult, object: string, idPrefix: string):
   const [first] = chunks;
   t.match(first?.id, new RegExp(`^${idPrefix}-\\w+$`));
   const distinct = (f: (c: Chunk) => unknown) => [...new Set(chunks.map(f))];
-  t.same(distinct((c) => c.object), [object], `every chunk is a ${object}`);
-  t.same(distinct((c) => c.id), [first?.id], 'one id for the whole stream');
-  t.same(distinct((c) => c.created), [first?.created], 'one created time');
-  t.same(distinct((c) => c.model), [server.engine.info.id], 'the served model');
+  t.same(
+    distinct((c) => c.object),
+    [object],
+    `every chunk is a ${object}`,
+  );
+  t.same(
+    distinct((c) => c.id),
+    [first?.id],
+    'one id for the whole stream',
+  );
+  t.same(
+    distinct((c) => c.created),
+    [first?.created],
+    'one created time',
+  );
+  t.same(
+    distinct((c) => c.model),
+    [server.engine.info.id],
+    'the served model',
+  );
 
   // Exactly one chunk finishes, and it is the last one with a choice.
   const withChoices = chunks.filter((c) => c.choices.length > 0);
@@ -78,11 +100,17 @@ t.test('completion stream with usage: chunks, finish, usage chunk, [DONE]; same 
   t.match(usageChunk.usage, { prompt_tokens: Buffer.byteLength(prompt), completion_tokens: 24 });
   const u = usageChunk.usage!;
   t.equal(u.total_tokens, u.prompt_tokens + u.completion_tokens);
-  t.ok(chunks.slice(0, -1).every((c) => c.usage === null), 'chunks before the usage chunk carry usage: null');
+  t.ok(
+    chunks.slice(0, -1).every((c) => c.usage === null),
+    'chunks before the usage chunk carry usage: null',
+  );
 
   const finish = chunks.at(-2)!;
   t.equal(finish.choices[0]?.finish_reason, 'length');
-  t.ok(chunks.slice(0, -1).every((c) => c.choices.length === 1 && c.choices[0]?.index === 0), 'one choice, index 0');
+  t.ok(
+    chunks.slice(0, -1).every((c) => c.choices.length === 1 && c.choices[0]?.index === 0),
+    'one choice, index 0',
+  );
 
   const json = (await (await post(completions, request)).json()) as { choices: [{ text: string; finish_reason: string }]; usage: Usage };
   t.equal(textOf(chunks), json.choices[0].text, 'concatenated deltas == non-streamed text');
@@ -93,7 +121,10 @@ t.test('completion stream with usage: chunks, finish, usage chunk, [DONE]; same 
 t.test('without include_usage no chunk has a usage field and the finish chunk is last', async (t) => {
   const res = await postSse(completions, { prompt: 'KING:\n', max_tokens: 5, temperature: 0, stream: true });
   const chunks = checkStream(t, res, 'text_completion', 'cmpl');
-  t.notOk(chunks.some((c) => 'usage' in c), 'no usage key');
+  t.notOk(
+    chunks.some((c) => 'usage' in c),
+    'no usage key',
+  );
   t.not(chunks.at(-1)?.choices[0]?.finish_reason ?? null, null, 'the last chunk finishes');
   t.same(payloads(res), chunks);
 });
@@ -104,7 +135,10 @@ t.test('chat stream: chat.completion.chunk, role in the first delta only, same c
   const chunks = checkStream(t, res, 'chat.completion.chunk', 'chatcmpl');
 
   t.equal(chunks[0]?.choices[0]?.delta?.role, 'assistant', 'first delta names the role');
-  t.notOk(chunks.slice(1).some((c) => c.choices[0]?.delta?.role !== undefined), 'later deltas do not');
+  t.notOk(
+    chunks.slice(1).some((c) => c.choices[0]?.delta?.role !== undefined),
+    'later deltas do not',
+  );
   const finish = chunks.at(-2)!;
   t.equal(finish.choices[0]?.finish_reason, 'length');
   t.same(finish.choices[0]?.delta, {}, 'the finish chunk has an empty delta');
@@ -144,6 +178,9 @@ t.test('heartbeat comments arrive while the prompt is prefilled, before the firs
   const firstData = res.items.findIndex((i) => i.kind === 'data');
   const pings = res.items.slice(0, firstData);
   t.ok(pings.length >= 1, `${pings.length} heartbeat(s) before the first token`);
-  t.ok(pings.every((p) => p.kind === 'comment' && p.text.trim() === 'ping'), 'they are all "ping" comments');
+  t.ok(
+    pings.every((p) => p.kind === 'comment' && p.text.trim() === 'ping'),
+    'they are all "ping" comments',
+  );
   t.ok(res.raw.startsWith(': ping\n\n'), 'the wire starts with a ": ping" comment');
 });

@@ -85,7 +85,13 @@ const rows: Row[] = [
   invalid('chat: content 5', { messages: userSays(5), max_tokens: 4 }, 'messages[0].content', CHAT),
   invalid(
     'chat: an image part',
-    { messages: userSays([{ type: 'text', text: 'hi' }, { type: 'image_url', image_url: { url: 'x' } }]), max_tokens: 4 },
+    {
+      messages: userSays([
+        { type: 'text', text: 'hi' },
+        { type: 'image_url', image_url: { url: 'x' } },
+      ]),
+      max_tokens: 4,
+    },
     'messages[0].content[1].type',
     CHAT,
   ),
@@ -175,7 +181,15 @@ const rows: Row[] = [
     code: 'context_length_exceeded',
     mentions: ['2048'],
   },
-  { name: 'a URL with bad percent-encoding', method: 'GET', url: '/v1/sessions/%ZZ', status: 400, type: 'invalid_request_error', param: null, code: 'bad_request' },
+  {
+    name: 'a URL with bad percent-encoding',
+    method: 'GET',
+    url: '/v1/sessions/%ZZ',
+    status: 400,
+    type: 'invalid_request_error',
+    param: null,
+    code: 'bad_request',
+  },
   { name: 'unknown route', method: 'GET', url: '/v1/engines', status: 404, type: 'invalid_request_error', param: null, code: 'not_found' },
   { name: 'wrong method (GET on a POST route)', method: 'GET', url: C, status: 404, type: 'invalid_request_error', param: null, code: 'not_found' },
   { name: 'wrong method (DELETE on chat)', method: 'DELETE', url: CHAT, status: 404, type: 'invalid_request_error', param: null, code: 'not_found' },
@@ -316,7 +330,10 @@ t.test('errors below the routes (bad HTTP, huge headers, a slow client) get the 
     const error = checkShape(t, res.body);
     t.equal(error.code, c.code, `${c.name}: code`);
     t.equal(error.type, 'invalid_request_error');
-    t.ok(Object.values(catalog).some((e) => e.code === c.code && e.status === c.status), `${c.name}: in the catalog`);
+    t.ok(
+      Object.values(catalog).some((e) => e.code === c.code && e.status === c.status),
+      `${c.name}: in the catalog`,
+    );
   }
   // RECEIVE_TIMEOUT_MS bounds receiving the request, not streaming the answer.
   const started = performance.now();

@@ -54,7 +54,10 @@ t.test('completions streaming with include_usage: content chunks, finish on the 
   t.same(usageChunk.choices, []);
   t.match(usageChunk.usage, { prompt_tokens: Buffer.byteLength(prompt), completion_tokens: 24, total_tokens: Buffer.byteLength(prompt) + 24 });
   t.equal(content.at(-1)?.choices[0]?.finish_reason, 'length', 'the last content chunk finishes');
-  t.ok(content.slice(0, -1).every((c) => c.choices[0]?.finish_reason === null), 'earlier chunks do not');
+  t.ok(
+    content.slice(0, -1).every((c) => c.choices[0]?.finish_reason === null),
+    'earlier chunks do not',
+  );
   t.same([...new Set(chunks.map((c) => c.id))], [chunks[0]?.id], 'one id');
 
   const streamed = content.map((c) => c.choices[0]!.text).join('');

@@ -68,9 +68,12 @@ t.test('tokenize with messages renders the chat template; chat requests use the 
   t.equal((rendered.body.tokens as number[]).length, count);
 
   // Every content's bytes appear, in order, inside the rendered prompt.
-  const text = ((await post('/detokenize', { tokens: rendered.body.tokens })).body.prompt as string);
+  const text = (await post('/detokenize', { tokens: rendered.body.tokens })).body.prompt as string;
   const positions = messages.map((m) => text.indexOf(m.content));
-  t.ok(positions.every((p, i) => p >= 0 && (i === 0 || p > positions[i - 1]!)), 'contents appear in order');
+  t.ok(
+    positions.every((p, i) => p >= 0 && (i === 0 || p > positions[i - 1]!)),
+    'contents appear in order',
+  );
 
   const without = await post('/tokenize', { messages, add_generation_prompt: false });
   t.ok((without.body.count as number) < count, 'add_generation_prompt: false renders a shorter prompt');
@@ -108,7 +111,9 @@ t.test('a completion whose prompt is tokenized off the HTTP thread: its tokens a
   t.ok(prompt.length > INLINE_TOKENIZE_CHARS);
   const res = await post('/v1/completions', { prompt, max_tokens: 2 });
   t.equal(res.status, 400);
-  t.match(res.body, { error: { code: 'context_length_exceeded', param: 'prompt', message: `(${Buffer.byteLength(prompt)} in the prompt, 2 in the completion)` } });
+  t.match(res.body, {
+    error: { code: 'context_length_exceeded', param: 'prompt', message: `(${Buffer.byteLength(prompt)} in the prompt, 2 in the completion)` },
+  });
 });
 
 t.test('tokenize needs prompt or messages', async (t) => {
@@ -172,7 +177,10 @@ t.test('/openapi.json is OpenAPI 3.1 generated from the request schemas', async 
   const request = (path: string) => doc.paths[path]?.post?.requestBody?.content['application/json']?.schema;
   const completion = request('/v1/completions');
   const chat = request('/v1/chat/completions');
-  for (const [name, schema] of [['completions', completion], ['chat', chat]] as const) {
+  for (const [name, schema] of [
+    ['completions', completion],
+    ['chat', chat],
+  ] as const) {
     t.match(nonNull(schema?.properties?.temperature), { type: 'number', minimum: 0, maximum: 2 }, `${name}: temperature in [0, 2]`);
     t.match(nonNull(schema?.properties?.stop), { anyOf: Array }, `${name}: stop is a string or a list`);
     t.ok(doc.paths[name === 'chat' ? '/v1/chat/completions' : '/v1/completions']?.post?.responses['400'], `${name}: documents 400`);

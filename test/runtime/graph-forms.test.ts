@@ -39,5 +39,8 @@ t.test('batched generation gives the same text with either form', async (t) => {
   };
   const [x, y] = [await texts(fresh), await texts(concat)];
   t.same(x, y);
-  t.ok(x.every((s) => s.length > 0), 'every request generated text');
+  t.ok(
+    x.every((s) => s.length > 0),
+    'every request generated text',
+  );
 });

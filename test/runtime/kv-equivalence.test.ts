@@ -72,7 +72,11 @@ t.test('rows with unused past slots in one batch give the logits of each row alo
   for (const p of prompts) {
     const { cache } = await runAll(decoder, p.slice(0, -1));
     caches.push(cache);
-    const copy = KvCache.of(decoder.layout, cache.tensors.map((x) => x.slice()), cache.length);
+    const copy = KvCache.of(
+      decoder.layout,
+      cache.tensors.map((x) => x.slice()),
+      cache.length,
+    );
     alone.push((await runAll(decoder, p.slice(-1), copy)).rows[0]!);
   }
   // One batch: every row's cache in its first slots, the unused slots after it full of junk.
@@ -91,7 +95,15 @@ t.test('rows with unused past slots in one batch give the logits of each row alo
       return buf;
     });
     const valid = rows.map((r) => lengths[r]!);
-    return decoder.forward({ batch: rows.length, seqLen: 1, pastLength: slots, inputIds: rows.map((r) => prompts[r]!.at(-1)!), positionIds: valid, pastValid: valid, past });
+    return decoder.forward({
+      batch: rows.length,
+      seqLen: 1,
+      pastLength: slots,
+      inputIds: rows.map((r) => prompts[r]!.at(-1)!),
+      positionIds: valid,
+      pastValid: valid,
+      past,
+    });
   };
   const all = [0, 1, 2];
   const out = await step(all, Math.max(...lengths) + 7);

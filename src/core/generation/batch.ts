@@ -233,7 +233,7 @@ export class DecodeBatch<T> {
       for (let b = 0; b < this.#items.length; b++) {
         const n = this.#lengths[b]! * headDim;
         for (let h = 0; h < kvHeads; h++) {
-          const from = ((b * kvHeads + h) * oldSlots) * headDim;
+          const from = (b * kvHeads + h) * oldSlots * headDim;
           this.#buffers[i]!.set(old[i]!.subarray(from, from + n), this.#offset(b, h, 0));
         }
       }

@@ -307,7 +307,11 @@ export class KvCacheManager {
         for (let i = entries.length - 1; i >= 0; i--) this.#pool.touch(entries[i]!);
         if (tokens === 0) return KvCache.empty(this.layout);
         // Not joined here: a prompt prefilled in its batch row copies the blocks straight in.
-        return KvCache.ofBlocks(this.layout, entries.map((e) => this.#block(e).tensors), this.blockSize);
+        return KvCache.ofBlocks(
+          this.layout,
+          entries.map((e) => this.#block(e).tensors),
+          this.blockSize,
+        );
       },
     };
   }

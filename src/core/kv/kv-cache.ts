@@ -107,7 +107,8 @@ export class KvCache {
     if (this.#view) {
       const { buffers, offset, slots } = this.#view;
       for (let tensor = 0; tensor < 2 * layers; tensor++) {
-        for (let head = 0; head < kvHeads; head++) yield { tensor, head, src: buffers[tensor]!, from: offset + head * slots * headDim, token: 0, count: this.#length };
+        for (let head = 0; head < kvHeads; head++)
+          yield { tensor, head, src: buffers[tensor]!, from: offset + head * slots * headDim, token: 0, count: this.#length };
       }
       return;
     }

@@ -59,8 +59,14 @@ t.test('greedy output is token-identical alone and in a batch of 16 with request
     t.equal(r.done.usage.completionTokens, maxTokensOf(i));
   }
   const sizes = batchSizesSeen(batched);
-  t.ok(sizes.some((s) => s >= 12), `steps ran with up to 16 sequences (buckets seen: ${sizes.join(', ')})`);
-  t.ok(sizes.every((s) => s <= 16), 'never more than maxRunning sequences per step');
+  t.ok(
+    sizes.some((s) => s >= 12),
+    `steps ran with up to 16 sequences (buckets seen: ${sizes.join(', ')})`,
+  );
+  t.ok(
+    sizes.every((s) => s <= 16),
+    'never more than maxRunning sequences per step',
+  );
 });
 
 t.test('seeded sampling gives the same text alone and beside other requests', async (t) => {
@@ -139,6 +145,12 @@ t.test('float16 KV: greedy output is the same alone and batched', async (t) => {
   for (const [i, p] of some.entries()) alone.push((await single.run(p, { maxTokens: maxTokensOf(i), ignoreEos: true })).text);
   const batched = new EngineHarness(half);
   const together = await Promise.all(some.map((p, i) => batched.run(p, { maxTokens: maxTokensOf(i), ignoreEos: true })));
-  t.same(together.map((r) => r.text), alone);
-  t.ok(batchSizesSeen(batched).some((s) => s >= 6), 'steps ran batched');
+  t.same(
+    together.map((r) => r.text),
+    alone,
+  );
+  t.ok(
+    batchSizesSeen(batched).some((s) => s >= 6),
+    'steps ran batched',
+  );
 });

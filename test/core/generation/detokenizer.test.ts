@@ -36,8 +36,14 @@ function checkCleanStream(t: Test, text: string): void {
   const { pieces, tail, text: joined } = stream(ids);
   t.equal(joined, text, 'joined pieces equal the original text');
   t.equal(tail, '', 'nothing held back after complete characters');
-  t.notOk(pieces.some((p) => p.includes(REPLACEMENT)), 'no piece contains U+FFFD');
-  t.notOk(pieces.some((p) => LONE_SURROGATE.test(p)), 'no piece splits a surrogate pair');
+  t.notOk(
+    pieces.some((p) => p.includes(REPLACEMENT)),
+    'no piece contains U+FFFD',
+  );
+  t.notOk(
+    pieces.some((p) => LONE_SURROGATE.test(p)),
+    'no piece splits a surrogate pair',
+  );
 }
 
 t.test('tokenizer is byte-level: token id is the byte value', async (t) => {
@@ -87,7 +93,10 @@ t.test('a stream cut mid-character returns "" from push and U+FFFD from flush', 
 
   const emoji = encode('😀');
   const d2 = new IncrementalDetokenizer(decoder);
-  t.same(emoji.slice(0, 3).map((id) => d2.push(id)), ['', '', '']);
+  t.same(
+    emoji.slice(0, 3).map((id) => d2.push(id)),
+    ['', '', ''],
+  );
   t.equal(d2.flush(), REPLACEMENT);
 });
 
@@ -125,7 +134,12 @@ t.test('neighbour-dependent decoders (SentencePiece leading spaces)', async (t) 
   // so a token decodes differently at the start of a sequence than after other tokens.
   const vocab = ['▁Hello', '▁world', ',', '▁how', '▁are', '▁you', '?'];
   const sp: TokenDecoder = {
-    decode: (ids) => ids.map((id) => vocab[id] ?? '').join('').replaceAll('▁', ' ').replace(/^ /, ''),
+    decode: (ids) =>
+      ids
+        .map((id) => vocab[id] ?? '')
+        .join('')
+        .replaceAll('▁', ' ')
+        .replace(/^ /, ''),
   };
   const prompt = [0];
   const generated = [1, 2, 3, 4, 5, 6];
@@ -186,11 +200,7 @@ t.test('property: valid UTF-8 never yields U+FFFD or half a character', async (t
       const ids = encode(text);
       for (const at of eosAt) ids.splice(at % (ids.length + 1), 0, EOS);
       const { pieces, tail, text: joined } = stream(ids);
-      return (
-        joined === text &&
-        tail === '' &&
-        pieces.every((p) => !p.includes(REPLACEMENT) && !LONE_SURROGATE.test(p))
-      );
+      return joined === text && tail === '' && pieces.every((p) => !p.includes(REPLACEMENT) && !LONE_SURROGATE.test(p));
     }),
     { numRuns: 1000 },
   );

@@ -38,7 +38,10 @@ t.test('stop sequences spanning several tokens end generation and are not return
   const r = await h.run('JULIET:\n', { maxTokens: 100, ignoreEos: true, stop: ['zzzz-never', stop] });
   t.equal(r.done.finishReason, 'stop');
   t.equal(r.text, free.text.slice(0, free.text.indexOf(stop)));
-  t.notOk(r.deltas.some((d) => d.includes(stop)), 'no delta carries the stop text');
+  t.notOk(
+    r.deltas.some((d) => d.includes(stop)),
+    'no delta carries the stop text',
+  );
 });
 
 t.test('seeded sampling is deterministic per seed', async (t) => {

@@ -20,7 +20,11 @@ t.test('golden stream: the sequence for a seed never changes across releases', a
   ];
   for (const [seed, out] of golden) {
     const r = new Rng(seed);
-    t.same(Array.from({ length: out.length }, () => r.nextUint32()), out, `seed ${seed}`);
+    t.same(
+      Array.from({ length: out.length }, () => r.nextUint32()),
+      out,
+      `seed ${seed}`,
+    );
   }
 });
 
@@ -47,10 +51,7 @@ t.test('different seeds give different streams from the first draw', async (t) =
   t.ok(highOnly.size >= 199, 'seeds differing only above bit 32 differ too');
   const a = new Rng(7);
   const b = new Rng(7 + 2 ** 32);
-  t.not(
-    Array.from({ length: 4 }, () => a.nextUint32()).join(),
-    Array.from({ length: 4 }, () => b.nextUint32()).join(),
-  );
+  t.not(Array.from({ length: 4 }, () => a.nextUint32()).join(), Array.from({ length: 4 }, () => b.nextUint32()).join());
 });
 
 t.test('next() is uniform (chi-square, 100 bins)', async (t) => {

@@ -170,21 +170,19 @@ t.test('empirical frequencies match softmax(logits / T)', async (t) => {
 
 t.test('top-k', async (t) => {
   fc.assert(
-    fc.property(
-      fc.array(fc.float({ noNaN: true, noDefaultInfinity: true, min: -20, max: 20 }), { minLength: 1, maxLength: 200 }),
-      fc.nat(),
-      (xs, seed) => {
-        const logits = Float32Array.from(xs);
-        return new Sampler(params({ topK: 1, seed }), []).sample(logits) === refArgmax(logits);
-      },
-    ),
+    fc.property(fc.array(fc.float({ noNaN: true, noDefaultInfinity: true, min: -20, max: 20 }), { minLength: 1, maxLength: 200 }), fc.nat(), (xs, seed) => {
+      const logits = Float32Array.from(xs);
+      return new Sampler(params({ topK: 1, seed }), []).sample(logits) === refArgmax(logits);
+    }),
   );
   t.pass('top-k = 1 equals greedy');
 
   const V = 2000;
   const logits = Float32Array.from({ length: V }, (_, i) => Math.sin(i * 12.9898) * 4);
   const k = 5;
-  const topIds = Array.from(logits.keys()).sort((a, b) => logits[b]! - logits[a]!).slice(0, k);
+  const topIds = Array.from(logits.keys())
+    .sort((a, b) => logits[b]! - logits[a]!)
+    .slice(0, k);
   const s = new Sampler(params({ topK: k, temperature: 3 }), []);
   const outside = new Set<number>();
   const drawn = new Set<number>();
@@ -236,8 +234,18 @@ t.test('top-p keeps the smallest set whose mass >= p', async (t) => {
   ];
   for (const [name, ramp] of ramps) {
     const rp = softmax(ramp);
-    for (const [topP, topK] of [[0.5, 0], [0.31, 0], [0.5, 300]] as const) {
-      const base = topK > 0 ? truncated(rp, Array.from({ length: topK }, (_, i) => i)) : rp;
+    for (const [topP, topK] of [
+      [0.5, 0],
+      [0.31, 0],
+      [0.5, 300],
+    ] as const) {
+      const base =
+        topK > 0
+          ? truncated(
+              rp,
+              Array.from({ length: topK }, (_, i) => i),
+            )
+          : rp;
       let acc = 0;
       let size = 0;
       while (acc < topP) acc += base[size++]!;
@@ -245,7 +253,11 @@ t.test('top-p keeps the smallest set whose mass >= p', async (t) => {
       const s = new Sampler(params({ topP, topK, seed: 17 }), []);
       for (let i = 0; i < 10_000; i++) drawn.add(s.sample(ramp));
       const sorted = [...drawn].sort((a, b) => a - b);
-      t.same(sorted, Array.from({ length: size }, (_, i) => i), `${name}, p=${topP}, k=${topK}: exactly the first ${size} tokens`);
+      t.same(
+        sorted,
+        Array.from({ length: size }, (_, i) => i),
+        `${name}, p=${topP}, k=${topK}: exactly the first ${size} tokens`,
+      );
     }
   }
 
@@ -299,13 +311,21 @@ t.test('selectNucleus finds exactly the sorted-prefix nucleus', async (t) => {
       let cum = 0;
       for (let size = 1; size <= n; size++) {
         cum += weight(ref[size - 1]!);
-        const want = ref.slice(0, size).sort((a, b) => a - b).join();
+        const want = ref
+          .slice(0, size)
+          .sort((a, b) => a - b)
+          .join();
         for (const target of [cum, cum - 0.5]) {
           const ids = start.slice();
           const w = Float64Array.from(ids, weight);
           const got = selectNucleus(src, ids, w, n, target, maxRounds);
           if (got !== size) return false;
-          if (Array.from(ids.subarray(0, got)).sort((a, b) => a - b).join() !== want) return false;
+          if (
+            Array.from(ids.subarray(0, got))
+              .sort((a, b) => a - b)
+              .join() !== want
+          )
+            return false;
           if (!Array.from(ids).every((id, j) => w[j] === weight(id))) return false; // w stays paired
           if (new Set(ids).size !== n) return false; // still a permutation
         }
@@ -413,7 +433,10 @@ t.test('large vocabulary: all paths stay fast', async (t) => {
     { minP: 0.1 },
     { topK: 50, topP: 0.9, minP: 0.05, repetitionPenalty: 1.1, frequencyPenalty: 0.2, presencePenalty: 0.2 },
   ];
-  for (const [label, rows] of [['flat', flat], ['peaked', peaked]] as const) {
+  for (const [label, rows] of [
+    ['flat', flat],
+    ['peaked', peaked],
+  ] as const) {
     for (const c of configs) {
       const s = new Sampler(params(c), prompt);
       const n = 100;
@@ -624,9 +647,15 @@ t.test('non-finite logits from the model', async (t) => {
   ];
   for (const c of configs) {
     const a = new Set(drawAll(params(c), [0, 1, 2, 3], [nan], 300));
-    t.ok([...a].every((id) => id === 1 || id === 2 || id === 4), `NaN is never drawn ${JSON.stringify(c)}: ${[...a]}`);
+    t.ok(
+      [...a].every((id) => id === 1 || id === 2 || id === 4),
+      `NaN is never drawn ${JSON.stringify(c)}: ${[...a]}`,
+    );
     const b = new Set(drawAll(params(c), [0, 2], [inf], 300));
-    t.ok([...b].every((id) => id === 1 || id === 3), `only +Infinity is drawn ${JSON.stringify(c)}: ${[...b]}`);
+    t.ok(
+      [...b].every((id) => id === 1 || id === 3),
+      `only +Infinity is drawn ${JSON.stringify(c)}: ${[...b]}`,
+    );
   }
   t.equal(new Sampler(params({ temperature: 0 }), []).sample(nan), 2, 'greedy skips NaN');
   t.equal(new Sampler(params({ temperature: 0 }), []).sample(inf), 1, 'greedy: lowest +Infinity id');
@@ -648,8 +677,7 @@ t.test('non-finite logits from the model', async (t) => {
   t.ok(Number.isNaN(copy[0]!) && copy[1] === Infinity && copy[2] === 1, 'logits are not mutated');
   // The sampler finds NaN/+Infinity on the way and redraws from the cleaned row: that must be
   // exactly the draw from a row the caller cleaned, with the same seed.
-  const clean = (r: Float32Array) =>
-    r.includes(Infinity) ? r.map((x) => (x === Infinity ? 0 : -Infinity)) : r.map((x) => (Number.isNaN(x) ? -Infinity : x));
+  const clean = (r: Float32Array) => (r.includes(Infinity) ? r.map((x) => (x === Infinity ? 0 : -Infinity)) : r.map((x) => (Number.isNaN(x) ? -Infinity : x)));
   const dirty = [0, 5, 20, 56].map((k) => {
     const r = realRows[k]!.slice();
     r[k % 7] = NaN;
@@ -683,9 +711,15 @@ t.test('any parameters the API accepts give a token id in [0, vocab)', async (t)
   const arb = fc.record({
     temperature: pick([0, -0, ...tiny, 1e-300, 0.7, 1, 2], fc.double({ min: 0, max: 2, noNaN: true })),
     topK: pick([0, 1, 2, 40, VOCAB - 1, VOCAB, VOCAB + 10], fc.nat({ max: 2 * VOCAB })),
-    topP: pick([...tiny, 1e-9, 0.5, 0.9, 1 - 2 ** -53, 1], unit.filter((x) => x > 0)),
+    topP: pick(
+      [...tiny, 1e-9, 0.5, 0.9, 1 - 2 ** -53, 1],
+      unit.filter((x) => x > 0),
+    ),
     minP: pick([0, ...tiny, 0.05, 0.5, 1 - 2 ** -53, 1], unit),
-    repetitionPenalty: pick([...tiny, 1e-39, 1e-3, 0.5, 1, 1.1, 2, 10], fc.double({ min: 0, max: 10, noNaN: true }).filter((x) => x > 0)),
+    repetitionPenalty: pick(
+      [...tiny, 1e-39, 1e-3, 0.5, 1, 1.1, 2, 10],
+      fc.double({ min: 0, max: 10, noNaN: true }).filter((x) => x > 0),
+    ),
     frequencyPenalty: pick([-2, 0, 2, Number.MIN_VALUE], fc.double({ min: -2, max: 2, noNaN: true })),
     presencePenalty: pick([-2, 0, 2, Number.MIN_VALUE], fc.double({ min: -2, max: 2, noNaN: true })),
     seed: fc.nat(),

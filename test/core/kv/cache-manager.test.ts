@@ -170,14 +170,21 @@ t.test('tenant isolation', async (t) => {
   t.match(manager.session('alice', 'chat'), { pinned: true, tokens: 10 });
   t.equal(manager.session('bob', 'chat'), undefined, "bob does not see alice's session in use either");
   t.same(manager.sessions('bob'), []);
-  t.equal(manager.deleteSession('bob', 'chat'), false, "nor can he delete it");
+  t.equal(manager.deleteSession('bob', 'chat'), false, 'nor can he delete it');
   t.match(manager.session('alice', 'chat'), { pinned: true, tokens: 10 }, 'still in use by alice');
   const bobChat = serve(manager, { tenant: 'bob', sessionId: 'chat', prompt: range(100, 12) })!;
-  t.equal(bobChat.lease.result, 'miss', "the same session id under bob starts from nothing");
+  t.equal(bobChat.lease.result, 'miss', 'the same session id under bob starts from nothing');
   t.equal(bobChat.mismatch, undefined);
   new SimulatedRun(aliceTurn, 'alice', range(100, 11), [900]).finish(manager);
-  t.same(manager.sessions('alice').map((s) => s.tokens), [11], "alice's session holds her own conversation");
-  t.same(manager.sessions('bob').map((s) => s.tokens), [12]);
+  t.same(
+    manager.sessions('alice').map((s) => s.tokens),
+    [11],
+    "alice's session holds her own conversation",
+  );
+  t.same(
+    manager.sessions('bob').map((s) => s.tokens),
+    [12],
+  );
 });
 
 t.test('sessions', async (t) => {
@@ -532,7 +539,11 @@ t.test('byte accounting', async (t) => {
       run.step(manager);
       running.push(run);
     }
-    t.same(running.map((r) => r.lease.cachedTokens), [7, 8, 0], "alice's session (taken over), two of her blocks (copied), nothing");
+    t.same(
+      running.map((r) => r.lease.cachedTokens),
+      [7, 8, 0],
+      "alice's session (taken over), two of her blocks (copied), nothing",
+    );
     const s = manager.snapshot();
     const independent = bobSession.byteLength + s.entries.prefix * BLOCK + running.reduce((n, r) => n + r.kv.byteLength, 0);
     t.same(s.entries, { session: 1, prefix: 4, active: 3 }, "alice's session now lives in the request continuing it");
@@ -722,12 +733,7 @@ t.test('concurrent requests on one session id', async (t) => {
 
 const TENANTS = ['t0', 't1'] as const;
 const SESSIONS = ['s0', 's1', 's2'] as const;
-const PREFIXES: readonly (readonly number[])[] = [
-  [1, 2, 3, 4, 5, 6, 7, 8, 9],
-  [1, 2, 3, 4, 10, 11, 12, 13, 14, 15, 16, 17, 18],
-  [20, 21, 22],
-  [],
-];
+const PREFIXES: readonly (readonly number[])[] = [[1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 2, 3, 4, 10, 11, 12, 13, 14, 15, 16, 17, 18], [20, 21, 22], []];
 const tok = fc.integer({ min: 1, max: 6 });
 
 type Cmd =
@@ -757,10 +763,18 @@ const cmdArb: fc.Arbitrary<Cmd> = fc.oneof(
       .map((r) => ({ c: 'start' as const, ...r, gen: r.gen.slice(0, r.maxTokens) })),
   },
   { weight: 3, arbitrary: fc.record({ c: fc.constant('step' as const), pick: fc.nat(100) }) },
-  { weight: 4, arbitrary: fc.record({ c: fc.constant('finish' as const), pick: fc.nat(100), keep: fc.oneof(fc.constant(true), fc.constant(true), fc.constant(false)) }) },
+  {
+    weight: 4,
+    arbitrary: fc.record({ c: fc.constant('finish' as const), pick: fc.nat(100), keep: fc.oneof(fc.constant(true), fc.constant(true), fc.constant(false)) }),
+  },
   {
     weight: 2,
-    arbitrary: fc.record({ c: fc.constant('delete' as const), tenant: fc.integer({ min: 0, max: 1 }), session: fc.integer({ min: 0, max: 3 }), pick: fc.nat(100) }),
+    arbitrary: fc.record({
+      c: fc.constant('delete' as const),
+      tenant: fc.integer({ min: 0, max: 1 }),
+      session: fc.integer({ min: 0, max: 3 }),
+      pick: fc.nat(100),
+    }),
   },
   { weight: 1, arbitrary: fc.record({ c: fc.constant('tick' as const), ms: fc.constantFrom(1_000, TTL / 2, TTL + 1) }) },
   { weight: 1, arbitrary: fc.record({ c: fc.constant('expire' as const) }) },
@@ -850,7 +864,10 @@ function runStream(budgetTokens: number, cmds: readonly Cmd[]): void {
     const got = manager.expireSessions();
     const s = manager.snapshot();
     check(got === n, `${what}: expireSessions evicted ${got}, expected ${n}`);
-    check(s.evictions.ttl - before.evictions.ttl === n && s.evictedBytes.ttl - before.evictedBytes.ttl === bytes, `${what}: TTL evictions counted ${s.evictions.ttl - before.evictions.ttl} / ${s.evictedBytes.ttl - before.evictedBytes.ttl} B, expected ${n} / ${bytes} B`);
+    check(
+      s.evictions.ttl - before.evictions.ttl === n && s.evictedBytes.ttl - before.evictedBytes.ttl === bytes,
+      `${what}: TTL evictions counted ${s.evictions.ttl - before.evictions.ttl} / ${s.evictedBytes.ttl - before.evictedBytes.ttl} B, expected ${n} / ${bytes} B`,
+    );
     check(s.evictions.lru === before.evictions.lru, `${what}: expiry evicted by LRU`);
     stats.ttl += n;
   };
@@ -898,7 +915,11 @@ function runStream(budgetTokens: number, cmds: readonly Cmd[]): void {
           }
           const { kv } = kp.final;
           check(
-            !info.pinned && info.tokens === kv.length && info.bytes === kv.byteLength && info.created === sec(kp.createdMs) && info.last_used === sec(kp.keptAtMs),
+            !info.pinned &&
+              info.tokens === kv.length &&
+              info.bytes === kv.byteLength &&
+              info.created === sec(kp.createdMs) &&
+              info.last_used === sec(kp.keptAtMs),
             `${what}: session ${tenant}/${id} listed as ${JSON.stringify(info)}, expected kept ${kv.length} tokens, created ${sec(kp.createdMs)}, last_used ${sec(kp.keptAtMs)}`,
           );
           keptBytes += info.bytes;
@@ -917,8 +938,14 @@ function runStream(budgetTokens: number, cmds: readonly Cmd[]): void {
     const committed = running.reduce((n, r) => n + r.committed, 0);
     check(committed <= maxBytes, `${what}: ${committed} B committed > ${maxBytes}`);
     const lookups = s.lookups.hit + s.lookups.partial + s.lookups.miss;
-    check(lookups === model.lookups && s.reusedTokens === model.reused && s.computedTokens === model.computed, `${what}: counters ${JSON.stringify(s)} vs ${JSON.stringify(model)}`);
-    check(s.evictions.deleted === model.deleted && s.evictedBytes.deleted === model.deletedBytes, `${what}: deleted ${s.evictions.deleted}/${s.evictedBytes.deleted} B, expected ${model.deleted}/${model.deletedBytes} B`);
+    check(
+      lookups === model.lookups && s.reusedTokens === model.reused && s.computedTokens === model.computed,
+      `${what}: counters ${JSON.stringify(s)} vs ${JSON.stringify(model)}`,
+    );
+    check(
+      s.evictions.deleted === model.deleted && s.evictedBytes.deleted === model.deletedBytes,
+      `${what}: deleted ${s.evictions.deleted}/${s.evictedBytes.deleted} B, expected ${model.deleted}/${model.deletedBytes} B`,
+    );
     // Within an operation only LRU evicts (TTL expiry is checked on its own): the sessions that
     // vanished, and otherwise whole blocks.
     const lruN = s.evictions.lru - before.evictions.lru;

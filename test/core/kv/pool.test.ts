@@ -140,7 +140,10 @@ t.test('makeRoom', async (t) => {
   t.same(removals(removed), ['b:lru', 'c:lru', 'a:lru']);
   t.equal(pool.bytesInUse, 10);
   t.equal(pool.evictableBytes, 0);
-  t.ok(removed.every((r) => r.refs === 0 && !r.stillInPool), 'onRemove sees an unpinned entry already gone from the pool');
+  t.ok(
+    removed.every((r) => r.refs === 0 && !r.stillInPool),
+    'onRemove sees an unpinned entry already gone from the pool',
+  );
 });
 
 t.test('resize', async (t) => {
@@ -240,7 +243,11 @@ t.test('expire', async (t) => {
   clock.set(1_000);
   t.equal(pool.expire('session', 50), 3, 'evicts unpinned sessions idle since before the cutoff');
   t.same(removals(removed).sort(), ['just-before:ttl', 'old-session:ttl', 'touched-old:ttl'].sort());
-  t.same(names(pool.entries()).sort(), ['cutoff-exact', 'old-pinned', 'old-prefix', 'young'].sort(), 'pinned, other kinds and entries used at or after the cutoff stay');
+  t.same(
+    names(pool.entries()).sort(),
+    ['cutoff-exact', 'old-pinned', 'old-prefix', 'young'].sort(),
+    'pinned, other kinds and entries used at or after the cutoff stay',
+  );
   t.ok(removed.every((r) => r.refs === 0));
   t.equal(pool.expire('session', 50), 0, 'nothing more to expire');
   t.equal(pool.expire('prefix', 1), 1, 'another kind has its own expiry');
@@ -261,7 +268,11 @@ t.test('remove and onRemove reasons', async (t) => {
   pool.remove(pinned, 'released');
   pool.remove(pinned2, 'deleted');
   t.same(removals(removed), ['pinned:released', 'pinned2:deleted'], "'released' and 'deleted' remove pinned entries");
-  t.same(removed.map((r) => r.refs), [1, 2], 'onRemove sees the entry as it was');
+  t.same(
+    removed.map((r) => r.refs),
+    [1, 2],
+    'onRemove sees the entry as it was',
+  );
   pool.remove(free, 'lru');
   t.same(removals(removed).at(-1), 'free:lru');
   pool.remove(free, 'deleted');
@@ -271,7 +282,10 @@ t.test('remove and onRemove reasons', async (t) => {
   t.equal(pool.evictableBytes, 0);
   t.equal(pool.size, 0);
   t.same(pool.lruOrder(), []);
-  t.ok(removed.every((r) => !r.stillInPool), 'onRemove is called after the entry left the pool');
+  t.ok(
+    removed.every((r) => !r.stillInPool),
+    'onRemove is called after the entry left the pool',
+  );
 
   const noCallback = new KvPool<string>({ maxBytes: 10 });
   const e = noCallback.add('session', 'x', 5)!;
@@ -295,7 +309,15 @@ const kindArb = fc.constantFrom<EntryKind>('session', 'prefix', 'active');
 const reasonArb = fc.constantFrom<RemovalReason>('lru', 'ttl', 'deleted', 'released');
 const pickArb = fc.nat(1_000);
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { arbitrary: fc.record({ op: fc.constant('add' as const), kind: kindArb, bytes: fc.nat(60), refs: fc.oneof(fc.constant(0), fc.constant(0), fc.integer({ min: 1, max: 2 })) }), weight: 5 },
+  {
+    arbitrary: fc.record({
+      op: fc.constant('add' as const),
+      kind: kindArb,
+      bytes: fc.nat(60),
+      refs: fc.oneof(fc.constant(0), fc.constant(0), fc.integer({ min: 1, max: 2 })),
+    }),
+    weight: 5,
+  },
   { arbitrary: fc.record({ op: fc.constant('makeRoom' as const), bytes: fc.nat(120) }), weight: 3 },
   { arbitrary: fc.record({ op: fc.constant('resize' as const), pick: pickArb, bytes: fc.nat(80) }), weight: 2 },
   { arbitrary: fc.record({ op: fc.constantFrom('pin' as const, 'unpin' as const, 'touch' as const), pick: pickArb }), weight: 5 },
@@ -330,8 +352,7 @@ function runModel(maxBytes: number, ops: readonly Op[], stats: { ran: number; ev
   const pool: KvPool<string> = new KvPool<string>({
     maxBytes,
     now: () => now,
-    onRemove: (e, reason) =>
-      calls.push({ id: e.payload, reason, refs: e.refs, inPool: pool.has(e), bytesOk: pool.bytesInUse === sum(pool.entries()) }),
+    onRemove: (e, reason) => calls.push({ id: e.payload, reason, refs: e.refs, inPool: pool.has(e), bytesOk: pool.bytesInUse === sum(pool.entries()) }),
   });
   const live: ModelEntry[] = []; // insertion order
   const dead: PoolEntry<string>[] = [];
@@ -372,7 +393,10 @@ function runModel(maxBytes: number, ops: readonly Op[], stats: { ran: number; ev
       const h = m.handle;
       check(pool.has(h), `${what}: ${m.id} missing from the pool`);
       check(h.bytes === m.bytes && h.refs === m.refs && h.kind === m.kind, `${what}: ${m.id} is ${h.bytes}B/${h.refs} refs, model ${m.bytes}B/${m.refs}`);
-      check(h.lastUsedMs === m.lastUsedMs && h.createdMs === m.createdMs, `${what}: ${m.id} times ${h.lastUsedMs}/${h.createdMs}, model ${m.lastUsedMs}/${m.createdMs}`);
+      check(
+        h.lastUsedMs === m.lastUsedMs && h.createdMs === m.createdMs,
+        `${what}: ${m.id} times ${h.lastUsedMs}/${h.createdMs}, model ${m.lastUsedMs}/${m.createdMs}`,
+      );
     }
     for (const h of dead) check(!pool.has(h), `${what}: removed entry ${h.payload} still in the pool`);
     const total = sum(entries);
@@ -418,7 +442,11 @@ function runModel(maxBytes: number, ops: readonly Op[], stats: { ran: number; ev
           check(pool.bytesInUse + o.bytes <= maxBytes, `${what}: makeRoom true but ${pool.bytesInUse} + ${o.bytes} > ${maxBytes}`);
           stats.evictions += evict.length;
         }
-        expectRemovals(before, (evict ?? []).map((e) => ({ id: e.id, reason: 'lru' })), what);
+        expectRemovals(
+          before,
+          (evict ?? []).map((e) => ({ id: e.id, reason: 'lru' })),
+          what,
+        );
         break;
       }
       case 'resize': {
@@ -433,7 +461,11 @@ function runModel(maxBytes: number, ops: readonly Op[], stats: { ran: number; ev
           m.bytes = o.bytes;
           stats.evictions += evict.length;
         }
-        expectRemovals(before, (evict ?? []).map((e) => ({ id: e.id, reason: 'lru' })), what);
+        expectRemovals(
+          before,
+          (evict ?? []).map((e) => ({ id: e.id, reason: 'lru' })),
+          what,
+        );
         break;
       }
       case 'pin': {
@@ -503,7 +535,11 @@ function runModel(maxBytes: number, ops: readonly Op[], stats: { ran: number; ev
         check(n === expired.length, `${what}: expire returned ${n}, expected ${expired.length}`);
         for (const e of expired) drop(e);
         stats.evictions += n;
-        expectRemovals(before, expired.map((e) => ({ id: e.id, reason: 'ttl' })), what);
+        expectRemovals(
+          before,
+          expired.map((e) => ({ id: e.id, reason: 'ttl' })),
+          what,
+        );
         break;
       }
       case 'tick':
