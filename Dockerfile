@@ -15,11 +15,14 @@ FROM node:20-bookworm-slim AS runtime
 LABEL org.opencontainers.image.title="kvserve" \
       org.opencontainers.image.description="LLM text generation over an OpenAI-compatible API, with the KV cache as a managed resource" \
       org.opencontainers.image.licenses="MIT"
+# The source revision, for kvserve_build_info: docker build --build-arg REVISION=$(git rev-parse --short=12 HEAD)
+ARG REVISION=unknown
 # Configuration is by environment variable (README: Configuration); these are the image's own.
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \
     PORT=8080 \
-    MODEL_DIR=/app/models/tiny-shakespeare
+    MODEL_DIR=/app/models/tiny-shakespeare \
+    KVSERVE_REVISION=$REVISION
 WORKDIR /app
 COPY package.json package-lock.json .npmrc ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force

@@ -59,6 +59,7 @@ import { presentHoldsWholeCache } from './lib/onnx-present.js';
 import { type Chart, renderChart } from './lib/plot.js';
 import { readShakespeare, shakespearePrompts } from './lib/prompts.js';
 import { ROOT, startServerProcess, streamCompletion } from './lib/server.js';
+import { benchMeta } from './lib/meta.js';
 
 const OUT_JSON = join(ROOT, 'bench/results/concurrency.json');
 const OUT_SVG = join(ROOT, 'bench/results/concurrency.svg');
@@ -374,16 +375,6 @@ const goal =
       })()
     : null;
 
-/** The commit whose src/ was measured, with "+dirty" when src/ had uncommitted changes. */
-function kvserveCommit(): string {
-  try {
-    const git = (...args: string[]): string => execFileSync('git', args, { cwd: ROOT, encoding: 'utf8' }).trim();
-    return `${git('rev-parse', '--short', 'HEAD')}${git('status', '--porcelain', '--', 'src') === '' ? '' : '+dirty'}`;
-  } catch {
-    return 'unknown';
-  }
-}
-
 // The package does not export its package.json; read the installed copy.
 const tjsVersion = (JSON.parse(readFileSync(join(ROOT, 'node_modules/@huggingface/transformers/package.json'), 'utf8')) as { version: string }).version;
 const results: Results = {
@@ -409,18 +400,14 @@ const results: Results = {
     kvserve_threads: { prefill: CONFIG.model.threads ?? availableParallelism(), decode: CONFIG.model.decodeThreads ?? 1 },
     transformers_js_threads: TJS_THREADS,
   },
-  kvserve_commit: kvserveCommit(),
   seconds: round1((performance.now() - started) / 1000),
   loadavg: { before: loadBefore, after: loadavg().map(round2) },
-  date: new Date().toISOString(),
-  machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), os: `${platform()} ${release()}` },
-  node: process.version,
-  onnxruntime: ort.env.versions.node,
+  ...benchMeta(),
   transformers_js_version: tjsVersion,
 };
 writeOutputs(results);
 process.stdout.write(
   `${table(results)}\n\n${results.machine ? `${(results.machine as { cpu: string }).cpu}, ${availableParallelism()} cores` : ''}, Node ${process.version}, ` +
-    `onnxruntime-node ${ort.env.versions.node}, Transformers.js ${tjsVersion}; kvserve ${String(results.kvserve_commit)}; ${results.seconds} s; ` +
+    `onnxruntime-node ${ort.env.versions.node}, Transformers.js ${tjsVersion}; kvserve ${String(results.commit ?? results.kvserve_commit)}; ${results.seconds} s; ` +
     `wrote ${relative(process.cwd(), OUT_JSON)} and ${relative(process.cwd(), OUT_SVG)}\n`,
 );

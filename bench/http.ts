@@ -1,6 +1,6 @@
 // `npm run bench:http`: what serving costs — the same generation through the whole service
 // (a separate server process: HTTP, JSON, SSE, the main thread ↔ engine worker hop) against
-// the engine driven directly in this process (the Engine class on a loadModel()-loaded model,
+// the engine driven directly in this process (the Scheduler class on a loadModel()-loaded model,
 // as test/helpers/engine.ts drives it: no worker, no HTTP).
 //
 // 1. Single-stream throughput: HTTP_MAX_TOKENS (256) greedy tokens, EOS ignored, from a short
@@ -30,13 +30,15 @@ import { availableParallelism, cpus, platform, release } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { loadConfig } from '../src/config.js';
-import { Engine, type EngineEvent } from '../src/core/generation/engine.js';
-import { defaultSampling } from '../src/core/generation/sampler.js';
+import type { EngineEvent } from '../src/core/scheduler/events.js';
+import { Scheduler } from '../src/core/scheduler/scheduler.js';
+import { defaultSampling } from '../src/core/sampling/params.js';
 import { KvCacheManager } from '../src/core/kv/cache-manager.js';
 import { loadModel } from '../src/runtime/load-model.js';
 import { envInt, interleave, log, round1, round2 } from './lib/interleave.js';
 import { ROOT, startServerProcess, streamCompletion } from './lib/server.js';
 import { median, percentile } from './lib/stats.js';
+import { benchMeta } from './lib/meta.js';
 
 const OUT_FILE = join(ROOT, 'bench/results/http.json');
 const PROMPT = 'ROMEO:';
@@ -67,7 +69,7 @@ const model = await loadModel(CONFIG.model.dir, { threads: CONFIG.model.threads,
 const { info, tokenizer } = model;
 type Done = Extract<EngineEvent, { type: 'done' }>;
 const listeners = new Map<string, (e: EngineEvent) => void>();
-const engine = new Engine(
+const engine = new Scheduler(
   model.decoder,
   tokenizer,
   {
@@ -194,11 +196,8 @@ const result = {
     ttft_max_tokens: TTFT_MAX_TOKENS,
     ttft_runs: TTFT_RUNS,
   },
-  date: new Date().toISOString(),
-  machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), os: `${platform()} ${release()}` },
+  ...benchMeta(),
   threads: CONFIG.model.threads ?? availableParallelism(),
-  node: process.version,
-  onnxruntime: ort.env.versions.node,
   model: { id: info.id, onnx: relative(info.dir, info.onnxPath) },
 };
 mkdirSync(dirname(OUT_FILE), { recursive: true });

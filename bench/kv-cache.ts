@@ -21,16 +21,17 @@ import { availableParallelism, cpus, platform, release } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
-import type { ForwardInput } from '../src/core/generation/model.js';
-import { defaultSampling } from '../src/core/generation/sampler.js';
+import type { ForwardInput } from '../src/core/model.js';
+import { defaultSampling } from '../src/core/sampling/params.js';
 import { KvCache } from '../src/core/kv/kv-cache.js';
 import { type KvData, type KvLayout, allocKv } from '../src/core/kv/layout.js';
 import { loadConfig } from '../src/config.js';
-import { EngineClient, workerConfigOf } from '../src/engine/client.js';
+import { EngineClient, workerConfigOf } from '../src/workers/engine-client.js';
 import { loadModel } from '../src/runtime/load-model.js';
 import { type OnnxDecoder, PREFILL_MIN_TOKENS, sessionOptions } from '../src/runtime/onnx-decoder.js';
 import { interleave, log, round1, round2 } from './lib/interleave.js';
 import { median } from './lib/stats.js';
+import { benchMeta } from './lib/meta.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const MODEL_DIR = resolve(process.env.MODEL_DIR ?? join(ROOT, 'models/tiny-shakespeare'));
@@ -294,12 +295,9 @@ try {
 const result = {
   rows: part1.rows,
   engine_vs_raw: part2,
-  date: new Date().toISOString(),
-  machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), os: `${platform()} ${release()}` },
+  ...benchMeta(),
   threads: THREADS,
   decode_threads: DECODE_THREADS,
-  node: process.version,
-  onnxruntime: ort.env.versions.node,
   model: { id: info.id, onnx: relative(info.dir, info.onnxPath), ...info.layout, vocabSize: info.vocabSize },
   prompt: PROMPT,
   reps: { cached_vs_recompute: Object.fromEntries(LENGTHS.map((n, i) => [n, part1.reps[i]])), engine_vs_raw: ENGINE_REPS },

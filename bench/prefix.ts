@@ -34,6 +34,7 @@ import { dirname, join, relative } from 'node:path';
 import { envInt, interleave, log, round1, round2 } from './lib/interleave.js';
 import { ROOT, type StreamResult, type Usage, complete, startServerProcess, streamCompletion } from './lib/server.js';
 import { median } from './lib/stats.js';
+import { benchMeta } from './lib/meta.js';
 
 const OUT_FILE = join(ROOT, 'bench/results/prefix.json');
 const PREFIX_TOKENS = 1024;
@@ -188,9 +189,7 @@ const result = {
     chat_max_tokens: CHAT_MAX_TOKENS,
     chat_user_line_tokens: USER_TEXT + 12,
   },
-  date: new Date().toISOString(),
-  machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), os: `${platform()} ${release()}` },
-  node: process.version,
+  ...benchMeta(),
 };
 mkdirSync(dirname(OUT_FILE), { recursive: true });
 writeFileSync(OUT_FILE, `${JSON.stringify(result, null, 2)}\n`);

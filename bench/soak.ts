@@ -45,9 +45,11 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, platform, release } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { envInt, log, round1, round2 } from './lib/interleave.js';
-import { ROOT, complete, rssBytes, scrapeMetrics, startServerProcess } from './lib/server.js';
+import { scrape as scrapeMetrics } from '../test/helpers/metrics-text.js';
+import { ROOT, complete, rssBytes, startServerProcess } from './lib/server.js';
 import { prng } from './lib/prompts.js';
 import { percentile } from './lib/stats.js';
+import { benchMeta } from './lib/meta.js';
 
 const OUT_FILE = join(ROOT, 'bench/results/soak.json');
 const REQUESTS = envInt('SOAK_REQUESTS', 10_000);
@@ -317,9 +319,7 @@ const result = {
     scrape_every: SCRAPE_EVERY,
     seed: SEED,
   },
-  date: new Date().toISOString(),
-  machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), os: `${platform()} ${release()}` },
-  node: process.version,
+  ...benchMeta(),
 };
 mkdirSync(dirname(OUT_FILE), { recursive: true });
 writeFileSync(OUT_FILE, `${JSON.stringify(result, null, 2)}\n`);

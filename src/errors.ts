@@ -1,6 +1,9 @@
 // Every error the API can return, made once: HTTP status, OpenAI error `type` and `code`,
-// and a message template. Routes throw `errors.X(...)`; the app's error handler renders
-// {"error":{"message","type","param","code"}} and never leaks internals on a 5xx.
+// Retry-After where a retry can succeed, and what it means (docs/api.md lists the catalog; a
+// test keeps the two in step). Code throws `apiError(code, message, param)`; the error handler
+// renders {"error":{"message","type","param","code"}} and never leaks internals on a 5xx.
+
+import type { EngineErrorCode } from './core/scheduler/events.js';
 
 export interface ErrorBody {
   error: { message: string; type: string; param: string | null; code: string | null };
@@ -29,10 +32,11 @@ export interface CatalogEntry {
   status: number;
   type: string;
   code: string | null;
+  /** Seconds a client should wait before retrying (the Retry-After header), where a retry can succeed. */
+  retryAfterS?: number;
   description: string;
 }
 
-/** The catalog: documented in the README (a test keeps the two in step). */
 export const catalog = {
   invalid_request: {
     status: 400,
@@ -85,12 +89,14 @@ export const catalog = {
     status: 503,
     type: 'server_overloaded',
     code: 'kv_cache_full',
+    retryAfterS: 1,
     description: 'Running requests hold the whole KV budget and none freed room within `kvCache.admissionTimeoutMs`; retry after `Retry-After` seconds.',
   },
   queue_full: {
     status: 429,
     type: 'server_overloaded',
     code: 'queue_full',
+    retryAfterS: 1,
     description: 'Every batch slot is busy and `scheduler.maxQueued` requests already wait; refused at once, retry after `Retry-After` seconds.',
   },
   request_timeout: {
@@ -100,7 +106,13 @@ export const catalog = {
     description:
       'The generation did not finish within `scheduler.requestTimeoutMs` of its arrival (queued or running); a stream that already started ends with this error event.',
   },
-  not_ready: { status: 503, type: 'server_error', code: 'not_ready', description: 'The engine is not ready (starting, shutting down, or its worker stopped).' },
+  not_ready: {
+    status: 503,
+    type: 'server_error',
+    code: 'not_ready',
+    retryAfterS: 1,
+    description: 'The engine is not ready (starting, shutting down, or its worker stopped); retry after `Retry-After` seconds.',
+  },
   internal: {
     status: 500,
     type: 'server_error',
@@ -111,7 +123,11 @@ export const catalog = {
 
 export type ErrorCode = keyof typeof catalog;
 
-export function apiError(code: ErrorCode, message: string, param: string | null = null, headers?: Record<string, string>): ApiError {
+// The scheduler's failure codes are catalog codes: the HTTP layer renders them as they are.
+true satisfies EngineErrorCode extends ErrorCode ? true : false;
+
+export function apiError(code: ErrorCode, message: string, param: string | null = null): ApiError {
   const entry: CatalogEntry = catalog[code];
+  const headers: Record<string, string> = entry.retryAfterS === undefined ? {} : { 'Retry-After': String(entry.retryAfterS) };
   return new ApiError(entry.status, entry.type, entry.code, message, param, headers);
 }

@@ -10,7 +10,7 @@ import t, { type Test } from 'tap';
 import { ENV_VARS } from '../src/config.js';
 import { waitFor } from './helpers/poll.js';
 import { freePort } from './helpers/net.js';
-import { finishReasons, readEvents } from './helpers/sse-events.js';
+import { finishReasons, readSse } from './helpers/sse.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
@@ -87,7 +87,7 @@ function stream(service: Service, body: Record<string, unknown>) {
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ prompt: 'ROMEO:\n', ignore_eos: true, stream: true, ...body }),
   })
-    .then(async (res) => ({ status: res.status, ...(await readEvents(res.body, () => firstSeen())) }))
+    .then(async (res) => ({ status: res.status, ...(await readSse(res.body, () => firstSeen())) }))
     .catch((error: Error) => ({ status: 0, events: [] as string[], error }))
     .finally(() => firstSeen()); // never leave a test waiting on a stream that failed
   return { first, done };
@@ -161,7 +161,7 @@ t.test('shutdown does not wait for a client to drop its idle keep-alive connecti
   req.end(JSON.stringify({ prompt: 'ROMEO:\n', max_tokens: 30, ignore_eos: true, stream: true }));
   const [res] = (await once(req, 'response')) as [http.IncomingMessage];
   let signalled = false;
-  const r = await readEvents(res, () => {
+  const r = await readSse(res, () => {
     if (!signalled) service.child.kill('SIGTERM');
     signalled = true;
   });

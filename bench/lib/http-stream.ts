@@ -1,10 +1,17 @@
-// The benches' HTTP client for streamed completions: node:http with keep-alive sockets and an
-// incremental SSE parser, not fetch. On a 2-core machine every client cycle is taken from the
-// server being measured, and fetch's WHATWG streams cost ~2× the CPU of node:http reading the
-// same streams (measured side by side at 16 clients, 2026-11-29: 0.14 vs 0.08 of a core at
-// ~3,000 tokens/s) and added ~3 ms to a request's time to first token.
+// The benches' HTTP client for streamed completions: node:http with keep-alive sockets and the
+// incremental SSE reader the tests use, not fetch. On a 2-core machine every client cycle is
+// taken from the server being measured, and fetch's WHATWG streams cost about twice the CPU of
+// node:http reading the same streams (docs/benchmarks.md).
 import { Agent, request } from 'node:http';
-import { type CompletionChunk, SseParser } from './sse.js';
+import { SseReader } from '../../test/helpers/sse.js';
+import type { Usage } from './server.js';
+
+/** A completion chunk as the benches read it (kvserve's and OpenAI's shape). */
+export interface CompletionChunk {
+  choices?: { text?: string; finish_reason?: string | null }[];
+  usage?: Usage | null;
+  error?: { message: string };
+}
 
 /** Keep-alive, like fetch's default dispatcher: a closed loop of requests reuses its socket. */
 const agent = new Agent({ keepAlive: true });
@@ -24,11 +31,17 @@ export function postStream(url: string, body: unknown, onChunks: (chunks: Comple
         res.on('data', (s: string) => (text += s)).once('end', () => reject(new Error(`HTTP ${res.statusCode}: ${text.slice(0, 300)}`)));
         return;
       }
-      const parser = new SseParser();
+      const parser = new SseReader();
       res.on('data', (text: string) => {
         const at = performance.now();
         try {
-          const chunks = parser.push(text);
+          const chunks: CompletionChunk[] = [];
+          for (const item of parser.push(text)) {
+            if (item.kind !== 'data' || item.data === '[DONE]') continue; // `: ping` heartbeats, the end
+            const chunk = JSON.parse(item.data) as CompletionChunk;
+            if (chunk.error) throw new Error(`stream error event: ${chunk.error.message}`);
+            chunks.push(chunk);
+          }
           if (chunks.length > 0) onChunks(chunks, at);
         } catch (err) {
           res.destroy();

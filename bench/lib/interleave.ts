@@ -10,7 +10,7 @@ export async function interleave<T>(reps: number, sides: readonly (() => Promise
     if (rep % 2 === 1) order.reverse();
     const results: T[] = [];
     for (const i of order) results[i] = await sides[i]!();
-    results.forEach((r, i) => all[i]!.push(r));
+    for (const [i, r] of results.entries()) all[i]!.push(r);
     onRep(results, rep);
   }
   return all;

@@ -157,7 +157,7 @@ export function renderChart(chart: Chart): string {
     `<text x="10" y="20" class="title">${esc(chart.title)}</text>`,
     `<text x="10" y="38" class="subtitle">${esc(chart.subtitle)}</text>`,
   ];
-  chart.panels.forEach((panel, i) => out.push(renderPanel(panel, chart, 10 + i * PANEL_W, HEADER_H)));
+  for (const [i, panel] of chart.panels.entries()) out.push(renderPanel(panel, chart, 10 + i * PANEL_W, HEADER_H));
 
   // One legend for all panels: every distinct label, in first-seen order.
   const seen = new Map<string, Series>();

@@ -35,7 +35,7 @@ export interface PromptOptions {
  * tokenizer is byte-level, so a window's length is its token count.
  */
 export function shakespearePrompts(text: string, { count, minChars, maxChars, seed }: PromptOptions): string[] {
-  if (!/^[\x00-\x7f]*$/.test(text)) throw new Error('prompt text is not ASCII: lengths would not be token counts');
+  if (![...text].every((c) => c.charCodeAt(0) < 0x80)) throw new Error('prompt text is not ASCII: lengths would not be token counts');
   if (text.length < count * 4 + maxChars) throw new Error(`prompt text too short for ${count} distinct windows`);
   const random = prng(seed);
   const used = new Set<number>();

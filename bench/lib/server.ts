@@ -180,20 +180,3 @@ export async function streamCompletion(url: string, body: Record<string, unknown
   if (ttftMs === undefined) throw new Error('stream carried no text');
   return { text, ttftMs, totalMs, usage, finishReason };
 }
-
-/** Prometheus text → sample name with labels (as written) → value. */
-export function parseMetrics(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const i = line.lastIndexOf(' ');
-    out.set(line.slice(0, i), Number(line.slice(i + 1)));
-  }
-  return out;
-}
-
-export async function scrapeMetrics(url: string): Promise<Map<string, number>> {
-  const res = await fetch(`${url}/metrics`);
-  if (res.status !== 200) throw new Error(`/metrics: HTTP ${res.status}`);
-  return parseMetrics(await res.text());
-}

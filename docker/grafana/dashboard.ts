@@ -1,7 +1,9 @@
 // The kvserve Grafana dashboard as code, typed by Grafana's foundation SDK (the schema of
 // Grafana 11.6, the version docker/compose.yml runs). `npm run dashboard` writes it to
-// docker/grafana/dashboards/kvserve.json, which Grafana provisions, and its panel table into the
-// README; test/docker/prometheus.test.ts evaluates every query against a real Prometheus.
+// docker/grafana/dashboards/kvserve.json, which Grafana provisions, and its panel table into
+// docs/metrics.md; test/docker/prometheus.test.ts evaluates every query against a real
+// Prometheus. Two variables make it importable anywhere: $datasource (any Prometheus) and
+// $instance (one replica, several, or all).
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as common from '@grafana/grafana-foundation-sdk/common';
@@ -10,23 +12,34 @@ import {
   type Dashboard,
   DashboardBuilder,
   DashboardCursorSync,
+  DatasourceVariableBuilder,
+  QueryVariableBuilder,
   RowBuilder,
   ThresholdsConfigBuilder,
   ThresholdsMode,
+  VariableRefresh,
 } from '@grafana/grafana-foundation-sdk/dashboard';
 import * as gauge from '@grafana/grafana-foundation-sdk/gauge';
 import { DataqueryBuilder } from '@grafana/grafana-foundation-sdk/prometheus';
 import * as timeseries from '@grafana/grafana-foundation-sdk/timeseries';
 
-/** The provisioned Prometheus data source (docker/grafana/provisioning/datasources); every query names it. */
-export const DATASOURCE = { type: 'prometheus', uid: 'kvserve-prometheus' } as const;
+/** The provisioned Prometheus data source (docker/grafana/provisioning/datasources): $datasource's default. */
+export const PROVISIONED_DATASOURCE_UID = 'kvserve-prometheus';
+/** What every panel and query names: the $datasource variable. */
+// biome-ignore lint/suspicious/noTemplateCurlyInString: Grafana's variable syntax, not a template literal.
+export const DATASOURCE = { type: 'prometheus', uid: '${datasource}' } as const;
 export const DASHBOARD_UID = 'kvserve';
 
 /**
  * Grafana's rate() window: max(step + one scrape interval, four scrape intervals), so a rate
- * always spans enough samples. It is the only variable the queries use.
+ * always spans enough samples.
  */
 export const RATE_INTERVAL = '$__rate_interval';
+/** The $instance variable: every series is selected by it (its "All" is the regex .+). */
+export const INSTANCE = '$instance';
+
+/** `metric{instance=~"$instance", …labels}`: every query reads only the chosen instances. */
+const m = (metric: string, labels = ''): string => `${metric}{instance=~"${INSTANCE}"${labels ? `,${labels}` : ''}}`;
 
 interface Query {
   legend: string;
@@ -36,7 +49,7 @@ interface Query {
 const q = (legend: string, expr: string): Query => ({ legend, expr });
 const rate = (series: string) => `rate(${series}[${RATE_INTERVAL}])`;
 const quantiles = (histogram: string, ...qs: number[]): Query[] =>
-  qs.map((x) => q(`p${Math.round(x * 100)}`, `histogram_quantile(${x}, sum by (le) (${rate(`${histogram}_bucket`)}))`));
+  qs.map((x) => q(`p${Math.round(x * 100)}`, `histogram_quantile(${x}, sum by (le) (${rate(m(`${histogram}_bucket`))}))`));
 
 function withTargets<P extends timeseries.PanelBuilder | gauge.PanelBuilder>(panel: P, queries: Query[]): P {
   queries.forEach(({ legend, expr }, i) => {
@@ -102,7 +115,7 @@ export function buildDashboard(): Dashboard {
     .time({ from: 'now-30m', to: 'now' })
     .refresh('10s')
     .timezone('browser')
-    // What Grafana puts in every dashboard it saves: its own annotations, and no variables.
+    // What Grafana puts in every dashboard it saves: its own annotations.
     .annotation(
       new AnnotationQueryBuilder()
         .name('Annotations & Alerts')
@@ -113,12 +126,25 @@ export function buildDashboard(): Dashboard {
         .iconColor('rgba(0, 211, 255, 1)')
         .type('dashboard'),
     )
-    .variables([])
+    .withVariable(
+      new DatasourceVariableBuilder('datasource').label('Data source').type('prometheus').current({ text: 'Prometheus', value: PROVISIONED_DATASOURCE_UID }),
+    )
+    .withVariable(
+      new QueryVariableBuilder('instance')
+        .label('Instance')
+        .datasource(DATASOURCE)
+        .query({ query: 'label_values(kvserve_build_info, instance)', refId: 'instances' })
+        .refresh(VariableRefresh.OnTimeRangeChanged)
+        .multi(true)
+        .includeAll(true)
+        .allValue('.+')
+        .current({ text: 'All', value: '$__all' }),
+    )
 
     .withRow(new RowBuilder('Traffic'))
     .withPanel(
       graph('Generated tokens/s', 'Tokens generated per second, all requests together.', { unit: 'short' }, [
-        q('generated', `sum(${rate('kvserve_generated_tokens_total')})`),
+        q('generated', `sum(${rate(m('kvserve_generated_tokens_total'))})`),
       ]),
     )
     .withPanel(
@@ -126,7 +152,7 @@ export function buildDashboard(): Dashboard {
         'Requests/s by status',
         'API requests per second by HTTP status (499: the client left before the response ended); scrapes and health checks left out.',
         { unit: 'reqps', stacked: true },
-        [q('{{status}}', `sum by (status) (${rate('kvserve_requests_total{route!~"/metrics|/health.*"}')})`)],
+        [q('{{status}}', `sum by (status) (${rate(m('kvserve_requests_total', 'route!~"/metrics|/health.*"'))})`)],
       ),
     )
     .withPanel(
@@ -134,7 +160,7 @@ export function buildDashboard(): Dashboard {
         'Finished generations/s by reason',
         'Generations per second by finish reason: stop (end of sequence or a stop string), length (max_tokens), abort, error.',
         { unit: 'reqps', stacked: true },
-        [q('{{reason}}', `sum by (reason) (${rate('kvserve_request_finish_total')})`)],
+        [q('{{reason}}', `sum by (reason) (${rate(m('kvserve_request_finish_total'))})`)],
       ),
     )
     .withPanel(
@@ -143,8 +169,8 @@ export function buildDashboard(): Dashboard {
         'Generations aborted (client gone, shutdown), and generations refused before running by reason (kv_cache_full, kv_budget_exceeded).',
         { unit: 'reqps' },
         [
-          q('aborted', `sum(${rate('kvserve_requests_aborted_total')})`),
-          q('rejected: {{reason}}', `sum by (reason) (${rate('kvserve_requests_rejected_total')})`),
+          q('aborted', `sum(${rate(m('kvserve_requests_aborted_total'))})`),
+          q('rejected: {{reason}}', `sum by (reason) (${rate(m('kvserve_requests_rejected_total'))})`),
         ],
       ),
     )
@@ -186,14 +212,14 @@ export function buildDashboard(): Dashboard {
     .withRow(new RowBuilder('Engine'))
     .withPanel(
       graph('Running and queued requests', 'Generations running in the engine, and waiting for admission.', { unit: 'short' }, [
-        q('running', 'sum(kvserve_requests_running)'),
-        q('queued', 'sum(kvserve_requests_queued)'),
+        q('running', `sum(${m('kvserve_requests_running')})`),
+        q('queued', `sum(${m('kvserve_requests_queued')})`),
       ]),
     )
     .withPanel(
       // The mean, not quantiles: interpolating within buckets turns a batch of always 1 into "p99 = 0.99".
       graph('Batch size', 'Mean number of sequences advanced together by one decode step (continuous batching).', { unit: 'short' }, [
-        q('mean', `sum(${rate('kvserve_batch_size_sum')}) / sum(${rate('kvserve_batch_size_count')})`),
+        q('mean', `sum(${rate(m('kvserve_batch_size_sum'))}) / sum(${rate(m('kvserve_batch_size_count'))})`),
       ]),
     )
     .withPanel(
@@ -204,19 +230,30 @@ export function buildDashboard(): Dashboard {
         quantiles('kvserve_step_duration_seconds', 0.5, 0.99),
       ),
     )
+    .withPanel(
+      graph(
+        'Engine GC pauses',
+        "Garbage-collection pauses of the engine thread: p99 of all kinds (a pause stalls every running stream), and seconds paused per second by kind.",
+        { unit: 's' },
+        [
+          q('p99', `histogram_quantile(0.99, sum by (le) (${rate(m('kvserve_engine_gc_duration_seconds_bucket'))}))`),
+          q('paused s/s {{kind}}', `sum by (kind) (${rate(m('kvserve_engine_gc_duration_seconds_sum'))})`),
+        ],
+      ),
+    )
 
     .withRow(new RowBuilder('KV cache'))
     .withPanel(
       graph('KV cache bytes', 'Bytes of K/V held by the pool (running, session and prefix caches) against its budget, per instance.', { unit: 'bytes' }, [
-        q('in use {{instance}}', 'kvserve_kv_cache_bytes'),
-        q('capacity {{instance}}', 'kvserve_kv_cache_capacity_bytes'),
+        q('in use {{instance}}', m('kvserve_kv_cache_bytes')),
+        q('capacity {{instance}}', m('kvserve_kv_cache_capacity_bytes')),
       ]),
     )
     .withPanel(
       percentGauge(
         'KV cache use',
         'K/V bytes held as a share of the budget, per instance. Near 100% the pool evicts session and prefix caches, and requests wait for room or are refused (kv_cache_full).',
-        [q('{{instance}}', '100 * kvserve_kv_cache_bytes / kvserve_kv_cache_capacity_bytes')],
+        [q('{{instance}}', `100 * ${m('kvserve_kv_cache_bytes')} / ${m('kvserve_kv_cache_capacity_bytes')}`)],
       ),
     )
     .withPanel(
@@ -225,8 +262,8 @@ export function buildDashboard(): Dashboard {
         'Share of admission lookups that found every reusable prompt token cached (hit), and that found at least a prefix (hit or partial).',
         { unit: 'percentunit', max: 1 },
         [
-          q('hit', `sum(${rate('kvserve_kv_cache_lookups_total{result="hit"}')}) / sum(${rate('kvserve_kv_cache_lookups_total')})`),
-          q('hit or partial', `sum(${rate('kvserve_kv_cache_lookups_total{result!="miss"}')}) / sum(${rate('kvserve_kv_cache_lookups_total')})`),
+          q('hit', `sum(${rate(m('kvserve_kv_cache_lookups_total', 'result="hit"'))}) / sum(${rate(m('kvserve_kv_cache_lookups_total'))})`),
+          q('hit or partial', `sum(${rate(m('kvserve_kv_cache_lookups_total', 'result!="miss"'))}) / sum(${rate(m('kvserve_kv_cache_lookups_total'))})`),
         ],
       ),
     )
@@ -235,7 +272,7 @@ export function buildDashboard(): Dashboard {
         'Prompt tokens/s: reused vs computed',
         'Prompt tokens whose K/V came from the cache, against those prefilled by the model.',
         { unit: 'short', stacked: true },
-        [q('reused', `sum(${rate('kvserve_kv_cache_reused_tokens_total')})`), q('computed', `sum(${rate('kvserve_kv_cache_computed_tokens_total')})`)],
+        [q('reused', `sum(${rate(m('kvserve_kv_cache_reused_tokens_total'))})`), q('computed', `sum(${rate(m('kvserve_kv_cache_computed_tokens_total'))})`)],
       ),
     )
     .withPanel(
@@ -243,18 +280,18 @@ export function buildDashboard(): Dashboard {
         'Evictions/s by reason',
         'Pool entries evicted per second: lru (budget pressure), ttl (idle session), deleted (by a user).',
         { unit: 'ops', stacked: true },
-        [q('{{reason}}', `sum by (reason) (${rate('kvserve_kv_cache_evictions_total')})`)],
+        [q('{{reason}}', `sum by (reason) (${rate(m('kvserve_kv_cache_evictions_total'))})`)],
       ),
     )
     .withPanel(
       graph('Evicted bytes/s by reason', 'K/V bytes freed by evictions per second.', { unit: 'Bps', stacked: true }, [
-        q('{{reason}}', `sum by (reason) (${rate('kvserve_kv_cache_evicted_bytes_total')})`),
+        q('{{reason}}', `sum by (reason) (${rate(m('kvserve_kv_cache_evicted_bytes_total'))})`),
       ]),
     )
     .withPanel(
       graph('KV cache entries', 'Pool entries by kind (prefix = blocks), and those pinned by running requests.', { unit: 'short' }, [
-        q('{{kind}}', 'sum by (kind) (kvserve_kv_cache_entries)'),
-        q('pinned', 'sum(kvserve_kv_cache_pinned_entries)'),
+        q('{{kind}}', `sum by (kind) (${m('kvserve_kv_cache_entries')})`),
+        q('pinned', `sum(${m('kvserve_kv_cache_pinned_entries')})`),
       ]),
     )
 
@@ -262,37 +299,37 @@ export function buildDashboard(): Dashboard {
     .withPanel(
       graph(
         'Process memory',
-        "The process's resident set (the engine worker's K/V tensors and onnxruntime's buffers count here), and the HTTP thread's V8 heap in use and external memory, per instance.",
+        "The process's resident set (the model's weights, the K/V tensors and onnxruntime's buffers count here), and the V8 heap in use of the HTTP thread and of the engine thread, per instance.",
         { unit: 'bytes' },
         [
-          q('resident {{instance}}', 'kvserve_process_resident_memory_bytes'),
-          q('heap used {{instance}}', 'kvserve_nodejs_heap_size_used_bytes'),
-          q('external {{instance}}', 'kvserve_nodejs_external_memory_bytes'),
+          q('resident {{instance}}', m('process_resident_memory_bytes')),
+          q('HTTP heap used {{instance}}', m('nodejs_heap_size_used_bytes')),
+          q('engine heap used {{instance}}', m('kvserve_engine_heap_used_bytes')),
         ],
       ),
     )
     .withPanel(
       graph('CPU', 'CPU time in cores, all threads (HTTP and the engine worker), per instance.', { unit: 'short' }, [
-        q('{{instance}}', rate('kvserve_process_cpu_seconds_total')),
+        q('{{instance}}', rate(m('process_cpu_seconds_total'))),
       ]),
     )
     .withPanel(
       graph('Event-loop lag', "The HTTP thread's event-loop lag p99 (inference runs in the worker, so this should stay small), per instance.", { unit: 's' }, [
-        q('{{instance}}', 'kvserve_nodejs_eventloop_lag_p99_seconds'),
+        q('{{instance}}', m('nodejs_eventloop_lag_p99_seconds')),
       ]),
     )
     .build();
 
   // Ids in layout order, rows included (the SDK leaves them unset).
-  dashboard.panels?.forEach((panel, i) => (panel.id = i + 1));
+  for (const [i, panel] of (dashboard.panels ?? []).entries()) panel.id = i + 1;
   return dashboard;
 }
 
-/** The file Grafana provisions, and the README that documents it. */
+/** The file Grafana provisions, and the page that documents it. */
 export const DASHBOARD_FILE = fileURLToPath(new URL('dashboards/kvserve.json', import.meta.url));
-export const README_FILE = fileURLToPath(new URL('../../README.md', import.meta.url));
-const README_BEGIN = '<!-- dashboard panels: generated by `npm run dashboard` from docker/grafana/dashboard.ts -->';
-const README_END = '<!-- end of dashboard panels -->';
+export const METRICS_DOC = fileURLToPath(new URL('../../docs/metrics.md', import.meta.url));
+const DOC_BEGIN = '<!-- dashboard panels: generated by `npm run dashboard` from docker/grafana/dashboard.ts -->';
+const DOC_END = '<!-- end of dashboard panels -->';
 
 export const dashboardJson = (dashboard: Dashboard) => `${JSON.stringify(dashboard, null, 2)}\n`;
 
@@ -308,7 +345,7 @@ export const panelsOf = (dashboard: Dashboard) => (dashboard.panels ?? []) as un
 
 const cell = (text: string) => text.replaceAll('|', '\\|');
 
-/** The README's table of panels: title, what it shows, and the PromQL of each query. */
+/** The documented table of panels: title, what it shows, and the PromQL of each query. */
 export function panelTable(dashboard: Dashboard): string {
   const lines = ['| panel | shows | PromQL (legend: query) |', '|---|---|---|'];
   for (const panel of panelsOf(dashboard)) {
@@ -319,25 +356,25 @@ export function panelTable(dashboard: Dashboard): string {
     const queries = panel.targets.map((t) => `${cell(t.legendFormat)}: \`${cell(t.expr)}\``).join('<br>');
     lines.push(`| ${cell(panel.title)} | ${cell(panel.description)} | ${queries} |`);
   }
-  return `${README_BEGIN}\n\n${lines.join('\n')}\n\n${README_END}`;
+  return `${DOC_BEGIN}\n\n${lines.join('\n')}\n\n${DOC_END}`;
 }
 
-/** The README's generated block (markers included), or undefined if it has none. */
-export function readmePanelTable(readme: string): string | undefined {
-  const begin = readme.indexOf(README_BEGIN);
-  const end = readme.indexOf(README_END);
-  return begin < 0 || end < begin ? undefined : readme.slice(begin, end + README_END.length);
+/** The page's generated block (markers included), or undefined if it has none. */
+export function docPanelTable(doc: string): string | undefined {
+  const begin = doc.indexOf(DOC_BEGIN);
+  const end = doc.indexOf(DOC_END);
+  return begin < 0 || end < begin ? undefined : doc.slice(begin, end + DOC_END.length);
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const dashboard = buildDashboard();
   writeFileSync(DASHBOARD_FILE, dashboardJson(dashboard));
-  const readme = readFileSync(README_FILE, 'utf8');
-  const block = readmePanelTable(readme);
-  if (block === undefined) throw new Error(`README.md has no '${README_BEGIN}' … '${README_END}' block`);
+  const doc = readFileSync(METRICS_DOC, 'utf8');
+  const block = docPanelTable(doc);
+  if (block === undefined) throw new Error(`docs/metrics.md has no '${DOC_BEGIN}' … '${DOC_END}' block`);
   writeFileSync(
-    README_FILE,
-    readme.replace(block, () => panelTable(dashboard)),
+    METRICS_DOC,
+    doc.replace(block, () => panelTable(dashboard)),
   );
-  process.stdout.write(`wrote ${DASHBOARD_FILE} and the README's panel table\n`);
+  process.stdout.write(`wrote ${DASHBOARD_FILE} and the panel table of docs/metrics.md\n`);
 }

@@ -2,7 +2,7 @@
 // through the same engine worker the service uses.
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config.js';
-import { EngineClient, workerConfigOf } from '../engine/client.js';
+import { EngineClient, workerConfigOf } from '../workers/engine-client.js';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,

@@ -4,17 +4,16 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { EngineEvent } from '../core/generation/engine.js';
-import { validateSampling } from '../core/generation/sampler.js';
-import type { FinishReason, GenerateRequest, Usage } from '../core/generation/sequence.js';
-import { finishRequest } from '../app.js';
+import type { DoneEvent, EngineEvent, FinishReason } from '../core/scheduler/events.js';
+import type { GenerateRequest } from '../core/scheduler/sequence.js';
 import { type ApiError, apiError } from '../errors.js';
+import { usageOf } from './openai.js';
+import { finishRequest } from './request-log.js';
 import type { ChatRequest, CompletionRequest } from './schemas.js';
 import type { Services } from './services.js';
 import { SseStream } from './sse.js';
 
 type Body = CompletionRequest | ChatRequest;
-type Done = Extract<EngineEvent, { type: 'done' }>;
 
 export interface ChoiceFormat {
   idPrefix: string;
@@ -25,17 +24,6 @@ export interface ChoiceFormat {
   choice(text: string, finishReason: FinishReason | null): Record<string, unknown>;
   chunkChoice(text: string, finishReason: FinishReason | null, first: boolean): Record<string, unknown>;
 }
-
-const SAMPLING_PARAM: Record<string, string> = {
-  temperature: 'temperature',
-  topK: 'top_k',
-  topP: 'top_p',
-  minP: 'min_p',
-  repetitionPenalty: 'repetition_penalty',
-  frequencyPenalty: 'frequency_penalty',
-  presencePenalty: 'presence_penalty',
-  seed: 'seed',
-};
 
 /** A streaming request whose engine answers within this long gets a plain HTTP status (e.g. 503) instead of an SSE error event. */
 const STREAM_FIRST_EVENT_WAIT_MS = 50;
@@ -93,6 +81,7 @@ export async function planRequest(body: Body, prompt: string, services: Services
       requested == null || room < 1 ? format.promptParam : param,
     );
   }
+  // The schema checked every field's range: these are the sampler's own parameters.
   const sampling = {
     temperature: body.temperature ?? 1,
     topK: Math.max(0, body.top_k ?? 0),
@@ -103,12 +92,6 @@ export async function planRequest(body: Body, prompt: string, services: Services
     presencePenalty: body.presence_penalty ?? 0,
     ...(body.seed != null ? { seed: body.seed } : {}),
   };
-  try {
-    validateSampling(sampling);
-  } catch (err) {
-    const field = Object.keys(SAMPLING_PARAM).find((k) => (err as Error).message.startsWith(k));
-    throw apiError('invalid_request', (err as Error).message, field ? SAMPLING_PARAM[field]! : null);
-  }
   const stop = body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
   return {
     promptIds,
@@ -121,31 +104,15 @@ export async function planRequest(body: Body, prompt: string, services: Services
   };
 }
 
-function usageOf(u: Usage) {
-  return {
-    prompt_tokens: u.promptTokens,
-    completion_tokens: u.completionTokens,
-    total_tokens: u.promptTokens + u.completionTokens,
-    prompt_tokens_details: { cached_tokens: u.cachedTokens },
-  };
-}
-
-/** The HTTP error for a generation the engine refused or failed; `maxTokensParam` names the client's max-tokens field. */
-function engineError(done: Done, maxTokensParam: string): ApiError {
-  switch (done.errorCode) {
-    case 'kv_cache_full':
-      return apiError('kv_cache_full', done.error ?? 'KV cache full', null, { 'Retry-After': '1' });
-    case 'queue_full':
-      return apiError('queue_full', done.error ?? 'server at capacity', null, { 'Retry-After': '1' });
-    case 'request_timeout':
-      return apiError('request_timeout', done.error ?? 'request timed out');
-    case 'kv_budget_exceeded':
-      return apiError('kv_budget_exceeded', done.error ?? 'KV budget exceeded', maxTokensParam);
-    case 'invalid_request':
-      return apiError('invalid_request', done.error ?? 'invalid request');
-    default:
-      return apiError('internal', 'generation failed');
-  }
+/**
+ * The HTTP error for a generation the engine refused or failed: its catalog code as it is
+ * (status and Retry-After come with it), except that an internal failure's message stays in
+ * the log. `maxTokensParam` names the field a budget refusal is about.
+ */
+function engineError(done: DoneEvent, maxTokensParam: string): ApiError {
+  const code = done.errorCode ?? 'internal';
+  if (code === 'internal') return apiError('internal', 'generation failed');
+  return apiError(code, done.error ?? code, code === 'kv_budget_exceeded' ? maxTokensParam : null);
 }
 
 /** Runs the generation and writes the whole response (JSON or SSE). */
@@ -185,7 +152,7 @@ export async function respond(
     }
     lastTextAt = now;
   };
-  const finished = (done: Done): void => {
+  const finished = (done: DoneEvent): void => {
     stats.completionTokens = done.usage.completionTokens;
     stats.finishReason = done.finishReason;
     stats.cachedTokens = done.usage.cachedTokens;

@@ -1,39 +1,51 @@
-// What the routes share: configuration, the engine once it is ready, the chat template, and
-// the set of running generations (so shutdown can end them with a final chunk).
+// What the routes share, as the `services` decorator: configuration, metrics, the engine once
+// it is ready (liveness answers while the model loads), the chat template, and the set of
+// running generations (so shutdown can end them with a final chunk).
+import type { FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
 import type { Config } from '../config.js';
-import type { EngineClient } from '../engine/client.js';
 import { apiError } from '../errors.js';
-import { Metrics } from '../metrics/metrics.js';
+import { type BuildInfo, Metrics } from '../metrics/metrics.js';
 import { ChatTemplate } from '../runtime/chat-template.js';
+import type { EngineClient } from '../workers/engine-client.js';
 
 /** The isolation key of requests: one tenant until authentication names more. */
 export const DEFAULT_TENANT = 'default';
 
 export class Services {
   readonly config: Readonly<Config>;
-  readonly metrics = new Metrics();
+  readonly build: BuildInfo;
+  readonly metrics: Metrics;
   #engine: EngineClient | undefined;
   #chat: ChatTemplate | undefined;
   #draining = false;
   readonly #active = new Set<AbortController>();
 
-  constructor(config: Readonly<Config>) {
+  constructor(config: Readonly<Config>, build: BuildInfo) {
     this.config = config;
+    this.build = build;
+    this.metrics = new Metrics({
+      build,
+      requestTimeoutMs: config.scheduler.requestTimeoutMs,
+      engineStats: async () => (this.#engine?.alive ? this.#engine.stats() : undefined),
+      ready: () => this.ready,
+    });
   }
 
   attach(engine: EngineClient): void {
     this.#engine = engine;
     this.#chat = new ChatTemplate(engine.info.chatTemplate, { eos_token: engine.tokenizer.eosToken });
+    this.metrics.setModel(engine.info);
   }
 
   get ready(): boolean {
-    return this.#engine !== undefined && this.#engine.alive && !this.#draining;
+    return this.#engine?.alive === true && !this.#draining;
   }
 
   /** The engine, or a 503 while it is loading, stopped or the service is shutting down. */
   engine(): EngineClient {
-    if (!this.#engine?.alive) throw apiError('not_ready', 'the model is not loaded yet or the engine stopped; retry shortly', null, { 'Retry-After': '1' });
-    if (this.#draining) throw apiError('not_ready', 'the server is shutting down', null, { 'Retry-After': '1' });
+    if (!this.#engine?.alive) throw apiError('not_ready', 'the model is not loaded yet or the engine stopped; retry shortly');
+    if (this.#draining) throw apiError('not_ready', 'the server is shutting down');
     return this.#engine;
   }
 
@@ -61,3 +73,16 @@ export class Services {
     for (const c of this.#active) c.abort();
   }
 }
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    services: Services;
+  }
+}
+
+export default fp(
+  async (app: FastifyInstance, opts: { config: Readonly<Config>; build: BuildInfo }) => {
+    app.decorate('services', new Services(opts.config, opts.build));
+  },
+  { name: 'kvserve-services', fastify: '5.x' },
+);

@@ -2,11 +2,10 @@
 // chat template, then generated like a completion.
 import type { FastifyInstance } from 'fastify';
 import { type ChoiceFormat, checkPromptSize, planRequest, respond } from '../http/generation.js';
-import { type ChatMessage, chatRequest } from '../http/schemas.js';
+import { checkModel, toTurns } from '../http/openai.js';
+import { chatRequest } from '../http/schemas.js';
 import { DEFAULT_TENANT } from '../http/services.js';
 import { parseBody } from '../http/validate.js';
-import type { ChatTurn } from '../runtime/chat-template.js';
-import { checkModel } from './completions.js';
 
 const format: ChoiceFormat = {
   idPrefix: 'chatcmpl',
@@ -22,13 +21,6 @@ const format: ChoiceFormat = {
     logprobs: null,
   }),
 };
-
-export function toTurns(messages: readonly ChatMessage[]): ChatTurn[] {
-  return messages.map((m) => ({
-    role: m.role === 'developer' ? 'system' : m.role,
-    content: typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join(''),
-  }));
-}
 
 export default async function chat(app: FastifyInstance): Promise<void> {
   app.post('/v1/chat/completions', async (request, reply) => {

@@ -2,6 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import { apiError } from '../errors.js';
 import { type ChoiceFormat, planRequest, respond } from '../http/generation.js';
+import { checkModel } from '../http/openai.js';
 import { completionRequest } from '../http/schemas.js';
 import { DEFAULT_TENANT } from '../http/services.js';
 import { parseBody } from '../http/validate.js';
@@ -26,10 +27,4 @@ export default async function completions(app: FastifyInstance): Promise<void> {
     const genRequest = await planRequest(body, prompt, services, format, DEFAULT_TENANT);
     await respond(request, reply, services, body, genRequest, format);
   });
-}
-
-export function checkModel(requested: string | undefined, served: string): void {
-  if (requested !== undefined && requested !== served) {
-    throw apiError('model_not_found', `The model '${requested}' does not exist; this server serves '${served}'.`, 'model');
-  }
 }

@@ -1,18 +1,11 @@
-// GET /metrics — Prometheus exposition from the service's own registry; the engine's cache
-// and queue figures are fetched from the worker at scrape time (no work when nobody scrapes).
+// GET /metrics — Prometheus exposition from the service's own registry. The engine's figures
+// are read from the worker by the metrics' collect hooks at scrape time (src/metrics/external.ts):
+// no work when nobody scrapes.
 import type { FastifyInstance } from 'fastify';
 
 export default async function metrics(app: FastifyInstance): Promise<void> {
-  app.get('/metrics', async (request, reply) => {
-    const { metrics: m } = app.services;
-    if (app.services.ready) {
-      try {
-        m.update(await app.services.engine().stats());
-      } catch (err) {
-        // A busy or stopped worker must not fail the scrape: serve the last figures.
-        request.log.warn({ err }, 'engine stats unavailable');
-      }
-    }
-    return reply.type(m.registry.contentType).send(await m.registry.metrics());
+  app.get('/metrics', async (_request, reply) => {
+    const { registry } = app.services.metrics;
+    return reply.type(registry.contentType).send(await registry.metrics());
   });
 }

@@ -1,10 +1,9 @@
 // POST /tokenize and /detokenize — as llama.cpp's server and vLLM have them.
 import type { FastifyInstance } from 'fastify';
 import { apiError } from '../errors.js';
+import { checkModel, toTurns } from '../http/openai.js';
 import { detokenizeRequest, tokenizeRequest } from '../http/schemas.js';
 import { parseBody } from '../http/validate.js';
-import { toTurns } from './chat.js';
-import { checkModel } from './completions.js';
 
 export default async function tokenize(app: FastifyInstance): Promise<void> {
   app.post('/tokenize', async (request) => {

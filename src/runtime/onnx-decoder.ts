@@ -7,7 +7,7 @@
 // the first form just skips copying the whole cache twice per step (tools/llama.py).
 import * as ort from 'onnxruntime-node';
 import { availableParallelism } from 'node:os';
-import type { DecoderModel, ForwardInput, ForwardOutput } from '../core/generation/model.js';
+import type { DecoderModel, ForwardInput, ForwardOutput } from '../core/model.js';
 import type { KvData, KvDType, KvLayout } from '../core/kv/layout.js';
 import { halfArrayToFloat32 } from './float16.js';
 import { ModelLoadError } from './model-dir.js';
@@ -21,10 +21,8 @@ export interface SessionOptions {
 
 /**
  * Steps of at least this many tokens (batch × sequence) run on the multi-threaded session:
- * prefill chunks and decode batches of 8 or more. Measured on 2 cores with the shipped graph
- * (2026-11-29, medians of 31 runs, 2 spinning threads vs 1): a 64-token chunk 2.91 vs 4.86 ms,
- * a 16-row decode step at a 160-token past 1.97 vs 3.09 ms, 8 rows 1.08 vs 1.78 ms; a single
- * row decodes at 0.65 ms on one thread, and leaves the second core to the HTTP thread.
+ * prefill chunks and decode batches of 8 or more gain from more threads, while a small decode
+ * step runs as fast on one and leaves the other cores to the HTTP thread (docs/benchmarks.md).
  */
 export const PREFILL_MIN_TOKENS = 8;
 
@@ -32,17 +30,11 @@ const PAST_KEY = /^past_key_values\.(\d+)\.key$/;
 
 /** The onnxruntime session options kvserve runs with (benchmarks reuse them for a fair baseline). */
 export function sessionOptions(threads: number = availableParallelism()): ort.InferenceSession.SessionOptions {
-  // Multi-threaded sessions spin-wait between operators instead of sleeping: a step is ~100
-  // small operators, and waking a sleeping thread for each cost more than it saved (the
-  // numbers above; without spinning 2 threads ran a 16-row step in 2.55 ms, barely better than
-  // one). They only run big steps, so the spinning happens while there is work; one-thread
-  // sessions have nothing to spin, and spinning decode threads had cost bench:http ~8%.
-  // The spinning stops when a run returns (force_spinning_stop): otherwise the pool threads
-  // went on spinning between steps, through the scheduler's own work and the HTTP thread's
-  // writes, on a core those needed. Measured over HTTP, 1 vs 16 streaming clients, 4 rounds
-  // alternated (2026-11-29): 16 clients 4,756-5,002 vs 3,258-4,490 tok/s, p99 inter-token
-  // latency 10.2-10.7 vs 11.5-15.4 ms; one client's p99 1.5-1.6 vs 3.4-3.9 ms (its prompt's
-  // prefill spun on into the decode steps that followed). A step itself got no slower.
+  // Multi-threaded sessions spin-wait between operators instead of sleeping (waking a sleeping
+  // thread for each of a step's ~100 small operators cost more than it saved), and stop
+  // spinning when a run returns (force_spinning_stop): otherwise they spun on through the
+  // scheduler's work and the HTTP thread's writes, on a core those needed. One-thread sessions
+  // have nothing to spin. Figures: docs/benchmarks.md.
   const spin = threads > 1;
   return {
     intraOpNumThreads: threads,

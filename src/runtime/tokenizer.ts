@@ -1,7 +1,7 @@
 // The tokenizer the engine speaks through: Hugging Face tokenizer.json via
 // @huggingface/tokenizers (pure JS, the same implementation Transformers.js uses).
 import { Tokenizer } from '@huggingface/tokenizers';
-import type { TokenDecoder } from '../core/generation/detokenizer.js';
+import type { TokenDecoder } from '../core/sampling/detokenizer.js';
 
 export class TextTokenizer implements TokenDecoder {
   readonly #tok: Tokenizer;

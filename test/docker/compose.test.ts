@@ -1,13 +1,13 @@
 // The compose stack, read without a Docker engine: every mount points at a file of the
 // repository, Prometheus scrapes the kvserve service on the port the image listens on, Grafana's
-// data source is the uid every dashboard query names, the dashboard provider loads the mounted
+// data source is the default of the $datasource variable every dashboard query names, the dashboard provider loads the mounted
 // directory, and the Grafana image is the version the dashboard's schema was built for.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { parse } from 'yaml';
-import { buildDashboard, DASHBOARD_FILE, panelsOf } from '../../docker/grafana/dashboard.js';
+import { buildDashboard, DASHBOARD_FILE, DATASOURCE, PROVISIONED_DATASOURCE_UID, panelsOf } from '../../docker/grafana/dashboard.js';
 import { parseDockerfile } from '../helpers/dockerfile.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -107,7 +107,10 @@ t.test('Grafana provisions the data source and the dashboard, and opens on it', 
   const scrapeInterval = (yaml(join(composeDir, 'prometheus/prometheus.yml')) as { global: { scrape_interval: string } }).global.scrape_interval;
   t.equal(ds.jsonData?.timeInterval, scrapeInterval, "the data source's scrape interval is Prometheus's ($__rate_interval derives from it)");
   const uids = new Set(panelsOf(buildDashboard()).flatMap((p) => (p.type === 'row' ? [] : [(p as unknown as { datasource: { uid: string } }).datasource.uid])));
-  t.strictSame([...uids], [ds.uid], `every panel names the provisioned uid ${ds.uid}`);
+  t.strictSame([...uids], [DATASOURCE.uid], 'every panel names the $datasource variable');
+  const variable = (buildDashboard().templating?.list ?? []).find((v) => v.name === 'datasource');
+  t.equal((variable?.current as { value?: string } | undefined)?.value, ds.uid, `whose default is the provisioned uid ${ds.uid}`);
+  t.equal(ds.uid, PROVISIONED_DATASOURCE_UID);
 
   const dashboards = mountOf(grafana, '/etc/grafana/dashboards');
   t.equal(dashboards?.source, join(composeDir, 'grafana/dashboards'));

@@ -1,4 +1,4 @@
-// The dashboard's shape, checked without Grafana: the committed JSON and the README table are
+// The dashboard's shape, checked without Grafana: the committed JSON and docs/metrics.md's table are
 // what `npm run dashboard` writes; ids are unique and the grid does not overlap; every panel has
 // a data source and queries; the queries name only metrics kvserve exports; every panel the
 // issue asks for is there. test/docker/prometheus.test.ts evaluates the queries themselves.
@@ -11,11 +11,13 @@ import {
   DATASOURCE,
   dashboardJson,
   panelsOf,
+  docPanelTable,
+  INSTANCE,
+  METRICS_DOC,
+  PROVISIONED_DATASOURCE_UID,
   panelTable,
-  README_FILE,
-  readmePanelTable,
 } from '../../docker/grafana/dashboard.js';
-import { Metrics } from '../../src/metrics/metrics.js';
+import { definedMetrics } from '../helpers/metrics.js';
 
 const dashboard = buildDashboard();
 const committed = JSON.parse(readFileSync(DASHBOARD_FILE, 'utf8')) as Record<string, any>;
@@ -30,9 +32,9 @@ interface GridPanel {
 }
 const panels = committed.panels as GridPanel[];
 
-t.test('the committed JSON and the README table are what `npm run dashboard` writes', async (t) => {
+t.test('the committed JSON and the documented table are what `npm run dashboard` writes', async (t) => {
   t.equal(readFileSync(DASHBOARD_FILE, 'utf8'), dashboardJson(dashboard), 'docker/grafana/dashboards/kvserve.json is up to date (npm run dashboard)');
-  t.equal(readmePanelTable(readFileSync(README_FILE, 'utf8')), panelTable(dashboard), "the README's panel table is up to date (npm run dashboard)");
+  t.equal(docPanelTable(readFileSync(METRICS_DOC, 'utf8')), panelTable(dashboard), "docs/metrics.md's panel table is up to date (npm run dashboard)");
 });
 
 t.test('a dashboard model Grafana loads', async (t) => {
@@ -41,7 +43,15 @@ t.test('a dashboard model Grafana loads', async (t) => {
   t.type(committed.schemaVersion, 'number');
   t.ok(Array.isArray(committed.annotations?.list), 'annotations.list');
   t.ok(Array.isArray(committed.templating?.list), 'templating.list');
-  t.strictSame(committed.templating.list, [], 'no template variables: queries use only $__rate_interval');
+  const variables = new Map((committed.templating.list as Array<Record<string, any>>).map((v) => [v.name, v]));
+  t.strictSame([...variables.keys()], ['datasource', 'instance'], 'two variables: $datasource and $instance');
+  t.equal(variables.get('datasource')?.type, 'datasource');
+  t.equal(variables.get('datasource')?.query, 'prometheus', 'any Prometheus');
+  t.equal(variables.get('datasource')?.current?.value, PROVISIONED_DATASOURCE_UID, 'default: the provisioned one');
+  t.equal(variables.get('instance')?.type, 'query');
+  t.match(JSON.stringify(variables.get('instance')?.query), 'label_values(kvserve_build_info, instance)');
+  t.equal(variables.get('instance')?.includeAll, true);
+  t.equal(variables.get('instance')?.multi, true);
   t.ok(committed.time?.from && committed.time?.to, 'a time range');
 
   const ids = panels.map((p) => p.id);
@@ -68,26 +78,30 @@ t.test('a dashboard model Grafana loads', async (t) => {
   }
 });
 
-t.test('every panel queries the provisioned Prometheus', async (t) => {
+t.test('every panel queries $datasource, every series selected by $instance', async (t) => {
   for (const p of panels) {
     if (p.type === 'row') {
       t.equal(p.targets, undefined, `row ${p.title}: no queries`);
       continue;
     }
     t.ok(['timeseries', 'gauge', 'stat'].includes(p.type), `${p.title}: a ${p.type} panel`);
-    t.strictSame(p.datasource, DATASOURCE, `${p.title}: the provisioned data source`);
+    t.strictSame(p.datasource, DATASOURCE, `${p.title}: the $datasource variable`);
     t.ok((p.targets ?? []).length > 0, `${p.title}: has queries`);
     const refIds = (p.targets ?? []).map((q) => q.refId);
     t.equal(new Set(refIds).size, refIds.length, `${p.title}: unique refIds ${refIds}`);
     for (const q of p.targets ?? []) {
       t.ok(q.expr.trim() !== '', `${p.title}/${q.refId}: an expression`);
-      t.equal(q.datasource?.uid, DATASOURCE.uid, `${p.title}/${q.refId}: the provisioned data source`);
+      t.equal(q.datasource?.uid, DATASOURCE.uid, `${p.title}/${q.refId}: the $datasource variable`);
+      // Every metric name in the expression is followed by a selector naming $instance.
+      for (const m of q.expr.matchAll(/\b((?:kvserve|process|nodejs)_[a-z0-9_]+)(\{[^}]*\})?/g)) {
+        t.ok(m[2]?.includes(`instance=~"${INSTANCE}"`), `${p.title}/${q.refId}: ${m[1]} selected by $instance`);
+      }
     }
   }
 });
 
 t.test('the queries name only metrics kvserve exports', async (t) => {
-  const exported = new Set((await new Metrics().registry.getMetricsAsJSON()).map((m) => m.name));
+  const exported = new Set((await definedMetrics().registry.getMetricsAsJSON()).map((m) => m.name));
   const series = new Set(panelsOf(dashboard).flatMap((p) => (p.targets ?? []).flatMap((q) => q.expr.match(/\bkvserve_[a-z0-9_]+/g) ?? [])));
   t.ok(series.size > 20);
   for (const name of series) {
@@ -132,8 +146,8 @@ t.test('the panels the issue asks for are there', async (t) => {
   );
   t.match(
     exprs('Cache hit ratio')[0],
-    /^sum\(rate\(kvserve_kv_cache_lookups_total\{result="hit"\}\[\$__rate_interval\]\)\) \/ sum\(rate\(kvserve_kv_cache_lookups_total\[\$__rate_interval\]\)\)$/,
+    /^sum\(rate\(kvserve_kv_cache_lookups_total\{instance=~"\$instance",result="hit"\}\[\$__rate_interval\]\)\) \/ sum\(rate\(kvserve_kv_cache_lookups_total\{instance=~"\$instance"\}\[\$__rate_interval\]\)\)$/,
     'hit ratio from the lookup counters with rate()',
   );
-  t.match(exprs('KV cache use')[0], /kvserve_kv_cache_bytes \/ kvserve_kv_cache_capacity_bytes/, 'KV use as a percentage of capacity');
+  t.match(exprs('KV cache use')[0], /kvserve_kv_cache_bytes\{[^}]*\} \/ kvserve_kv_cache_capacity_bytes\{/, 'KV use as a percentage of capacity');
 });

@@ -19,7 +19,7 @@ import t from 'tap';
 import { type CopyStep, dockerignore, parseDockerfile, type Stage } from '../helpers/dockerfile.js';
 import { freePort } from '../helpers/net.js';
 import { waitFor } from '../helpers/poll.js';
-import { finishReasons, readEvents } from '../helpers/sse-events.js';
+import { finishReasons, readSse } from '../helpers/sse.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const stages = parseDockerfile(await readFile(join(root, 'Dockerfile'), 'utf8'));
@@ -189,7 +189,7 @@ t.test('the Dockerfile, replayed step by step, yields a service that streams and
   // What the runtime image holds, besides its production dependencies.
   const app = inStage(runtime, runtime.workdir);
   const shipped = await files(app, (rel) => rel.startsWith('node_modules/'));
-  t.ok(shipped.includes('dist/src/main.js') && shipped.includes('dist/src/engine/worker.js'), 'the compiled service');
+  t.ok(shipped.includes('dist/src/main.js') && shipped.includes('dist/src/workers/engine-worker.js'), 'the compiled service');
   t.ok(shipped.includes('models/tiny-shakespeare/onnx/model.onnx'), 'the shipped model');
   t.strictSame(
     shipped.filter((f) => /(^|\/)(test|tools|bench)\/|\.test\.[jt]s$|\.py$|(^|\/)src\/.*\.ts$|reference\.json$/.test(f)),
@@ -238,7 +238,7 @@ t.test('the Dockerfile, replayed step by step, yields a service that streams and
   });
   t.equal(res.status, 200);
   t.match(res.headers.get('content-type'), /^text\/event-stream/);
-  const { events, error } = await readEvents(res.body);
+  const { events, error } = await readSse(res.body);
   t.equal(error, undefined, 'read to the end');
   t.equal(events.at(-1), '[DONE]', 'ends with [DONE]');
   const text = events

@@ -28,7 +28,7 @@ export interface Stage {
   cmd?: string[];
 }
 
-const KNOWN = new Set(['FROM', 'WORKDIR', 'COPY', 'RUN', 'ENV', 'USER', 'EXPOSE', 'HEALTHCHECK', 'CMD', 'LABEL']);
+const KNOWN = new Set(['FROM', 'ARG', 'WORKDIR', 'COPY', 'RUN', 'ENV', 'USER', 'EXPOSE', 'HEALTHCHECK', 'CMD', 'LABEL']);
 
 /** Splits a Dockerfile into instructions: comments dropped, backslash continuations joined. */
 export function instructions(text: string): Instruction[] {
@@ -94,12 +94,15 @@ function envPairs(args: string): Record<string, string> {
 /** The stages of a Dockerfile with what each one does. */
 export function parseDockerfile(text: string): Stage[] {
   const stages: Stage[] = [];
+  /** The current stage's build arguments (an ARG's scope is its stage). */
+  let args = new Map<string, string>();
   for (const ins of instructions(text)) {
     if (!KNOWN.has(ins.keyword)) throw new Error(`line ${ins.line}: ${ins.keyword} is not replayed by the tests; teach test/helpers/dockerfile.ts about it`);
     if (ins.keyword === 'FROM') {
       const m = /^(\S+)(?:\s+AS\s+(\S+))?$/i.exec(ins.args);
       if (!m) throw new Error(`line ${ins.line}: cannot read FROM ${ins.args}`);
       stages.push({ base: m[1]!, ...(m[2] ? { name: m[2] } : {}), workdir: '/', env: {}, steps: [], expose: [] });
+      args = new Map();
       continue;
     }
     const stage = stages.at(-1);
@@ -108,8 +111,17 @@ export function parseDockerfile(text: string): Stage[] {
       case 'WORKDIR':
         stage.workdir = ins.args.startsWith('/') ? ins.args : `${stage.workdir.replace(/\/$/, '')}/${ins.args}`;
         break;
+      case 'ARG': {
+        // A build argument with its default (no --build-arg is passed when the tests replay).
+        const m = /^([A-Za-z_][A-Za-z0-9_]*)(?:=(\S*))?$/.exec(ins.args);
+        if (!m) throw new Error(`line ${ins.line}: cannot read ARG ${ins.args}`);
+        args.set(m[1]!, m[2] ?? '');
+        break;
+      }
       case 'ENV':
-        Object.assign(stage.env, envPairs(ins.args));
+        for (const [name, value] of Object.entries(envPairs(ins.args))) {
+          stage.env[name] = value.replace(/\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?/g, (_, arg: string) => args.get(arg) ?? '');
+        }
         break;
       case 'USER':
         stage.user = ins.args;

@@ -1,8 +1,9 @@
-// Drives the in-process Engine on the real model and collects each request's events.
-import { Engine, type EngineEvent, type SchedulerLimits } from '../../src/core/generation/engine.js';
-import type { PrefillModel } from '../../src/core/generation/model.js';
-import type { GenerateRequest } from '../../src/core/generation/sequence.js';
-import { defaultSampling, type SamplingParams } from '../../src/core/generation/sampler.js';
+// Drives the in-process Scheduler on the real model and collects each request's events.
+import type { EngineEvent, SchedulerLimits } from '../../src/core/scheduler/events.js';
+import { Scheduler } from '../../src/core/scheduler/scheduler.js';
+import type { PrefillModel } from '../../src/core/model.js';
+import type { GenerateRequest } from '../../src/core/scheduler/sequence.js';
+import { defaultSampling, type SamplingParams } from '../../src/core/sampling/params.js';
 import type { LoadedModel } from '../../src/runtime/load-model.js';
 import { KvCacheManager } from '../../src/core/kv/cache-manager.js';
 
@@ -15,7 +16,7 @@ export interface Result {
 export const greedy: SamplingParams = { ...defaultSampling, temperature: 0 };
 
 export class EngineHarness {
-  readonly engine: Engine;
+  readonly engine: Scheduler;
   readonly #model: LoadedModel;
   readonly #listeners = new Map<string, (e: EngineEvent) => void>();
   #next = 0;
@@ -33,7 +34,7 @@ export class EngineHarness {
   ) {
     this.#model = model;
     const cache = overrides.cache ?? new KvCacheManager({ layout: model.info.layout, maxBytes: 64 * 2 ** 20, blockSize: 16, sessionTtlMs: 60_000 });
-    this.engine = new Engine(
+    this.engine = new Scheduler(
       model.decoder,
       model.tokenizer,
       {

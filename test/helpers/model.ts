@@ -1,6 +1,6 @@
 // Where the shipped model lives, and small helpers the inference tests share.
 import { fileURLToPath } from 'node:url';
-import type { DecoderModel } from '../../src/core/generation/model.js';
+import type { DecoderModel } from '../../src/core/model.js';
 import { KvCache } from '../../src/core/kv/kv-cache.js';
 
 export const MODEL_DIR = fileURLToPath(new URL('../../models/tiny-shakespeare/', import.meta.url));

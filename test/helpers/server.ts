@@ -3,8 +3,9 @@
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { buildApp } from '../../src/app.js';
+import { readBuildInfo } from '../../src/build-info.js';
 import { type Config, loadConfig } from '../../src/config.js';
-import { EngineClient, workerConfigOf } from '../../src/engine/client.js';
+import { EngineClient, workerConfigOf } from '../../src/workers/engine-client.js';
 import { MODEL_DIR } from './model.js';
 
 export interface TestServer {
@@ -27,7 +28,7 @@ export async function startServer({ env = {}, onLog }: StartOptions = {}): Promi
   const config = loadConfig({ MODEL_DIR, LOG_LEVEL: onLog ? 'info' : 'silent', PORT: '0', HOST: '127.0.0.1', ...env });
   const destination = onLog ? { write: (line: string) => onLog(JSON.parse(line) as Record<string, unknown>) } : undefined;
   const logger = destination ? pino({ level: config.logLevel }, destination) : pino({ level: config.logLevel });
-  const app = await buildApp(config, logger);
+  const app = await buildApp(config, logger, readBuildInfo());
   const engine = await EngineClient.start(workerConfigOf(config));
   app.services.attach(engine);
   await app.listen({ host: config.host, port: 0 });

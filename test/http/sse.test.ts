@@ -24,7 +24,7 @@ const completions = `${server.url}/v1/completions`;
 const chat = `${server.url}/v1/chat/completions`;
 
 /** Checks what every stream shares; returns the parsed chunks (everything before `[DONE]`). */
-function checkStream(t: Test, res: SseResult, object: string, idPrefix: string): Chunk[] {
+function checkStream(t: Test, res: SseResult & { status: number; headers: Headers }, object: string, idPrefix: string): Chunk[] {
   t.equal(res.status, 200);
   t.match(res.headers.get('content-type'), /^text\/event-stream/);
   t.equal(res.headers.get('cache-control'), 'no-cache');

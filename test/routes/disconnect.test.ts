@@ -6,7 +6,8 @@ import { once } from 'node:events';
 import t, { type Test } from 'tap';
 import { waitFor } from '../helpers/poll.js';
 import { startServer } from '../helpers/server.js';
-import { readEvents } from '../helpers/sse-events.js';
+import { scrape } from '../helpers/metrics-text.js';
+import { readSse } from '../helpers/sse.js';
 
 const logs: Array<Record<string, unknown>> = [];
 const server = await startServer({ onLog: (line) => logs.push(line) });
@@ -38,8 +39,14 @@ async function expectStopped(t: Test, reqId: string): Promise<void> {
   t.type(line.completionTokens, 'number');
   t.ok((line.completionTokens as number) < MAX_TOKENS / 2, `far fewer than ${MAX_TOKENS} tokens (${String(line.completionTokens)})`);
   t.equal(line.status, 499, 'logged as client closed request');
-  await waitFor('no running generations', () => server.app.services.running === 0);
-  t.equal(server.app.services.running, 0);
+  // The HTTP side lets go of the request; then the engine must have released it too.
+  await waitFor('the HTTP side to drop the generation', () => server.app.services.running === 0);
+  const m = await waitFor('the engine to release the request', async () => {
+    const now = await scrape(server.url);
+    return now.get('kvserve_requests_running') === 0 ? now : undefined;
+  });
+  t.equal(m.get('kvserve_kv_cache_pinned_entries'), 0, 'no KV entry left pinned by the aborted request');
+  t.equal(m.get('kvserve_kv_cache_entries{kind="active"}'), 0, 'no active reservation left in the pool');
 }
 
 t.test('a streaming client that aborts after 3 data events stops its generation', async (t) => {
@@ -47,7 +54,7 @@ t.test('a streaming client that aborts after 3 data events stops its generation'
   const [res] = (await once(req, 'response')) as [http.IncomingMessage];
   t.equal(res.statusCode, 200);
   let runningMidStream = -1;
-  const outcome = await readEvents(res, (_data, index) => {
+  const outcome = await readSse(res, (_data, index) => {
     if (index !== 2) return;
     runningMidStream = server.app.services.running;
     req.destroy();
@@ -89,7 +96,7 @@ t.test('after the disconnects the server serves normally (and logs them)', async
 
   const stream = post(JSON.stringify({ prompt: 'ROMEO:\n', max_tokens: 5, ignore_eos: true, stream: true }));
   const [sres] = (await once(stream.req, 'response')) as [http.IncomingMessage];
-  const outcome = await readEvents(sres);
+  const outcome = await readSse(sres);
   t.equal(outcome.error, undefined);
   t.equal(outcome.events.at(-1), '[DONE]', 'a later stream completes');
   t.equal(server.app.services.running, 0);

@@ -1,8 +1,10 @@
 // /metrics tells the truth: a known sequence of requests moves each cache counter by exactly
 // the expected amount, KV bytes follow the formula, and the exposition passes promtool.
 import t from 'tap';
+import { needs } from '../helpers/binaries.js';
 import { spawnSync } from 'node:child_process';
-import { postJson, scrape } from '../helpers/http.js';
+import { postJson } from '../helpers/http.js';
+import { scrape } from '../helpers/metrics-text.js';
 import { startServer } from '../helpers/server.js';
 
 const BLOCK = 16;
@@ -92,12 +94,12 @@ t.test('idle sessions expire and are counted as ttl evictions', async (t) => {
 });
 
 t.test('the exposition passes promtool check metrics', async (t) => {
+  if (!needs(t, 'promtool')) return;
   const server = await startServer();
   t.teardown(() => server.close());
   await postJson(`${server.url}/v1/completions`, { prompt: 'HAMLET:\n', ...greedy });
   const text = await (await fetch(`${server.url}/metrics`)).text();
   const check = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
-  t.equal(check.error, undefined, 'promtool is installed (Debian package prometheus; .ci/run installs it)');
   t.equal(check.status, 0, `promtool: ${check.stdout}${check.stderr}`);
   for (const name of [
     'kvserve_kv_cache_lookups_total',
@@ -126,4 +128,40 @@ t.test('the exposition passes promtool check metrics', async (t) => {
   ]) {
     t.match(text, new RegExp(`^# TYPE ${name} `, 'm'), name);
   }
+});
+
+t.test('build, model and readiness info; process metrics under their standard names; the engine thread own figures', async (t) => {
+  const server = await startServer();
+  t.teardown(() => server.close());
+  // Enough work for the engine thread to collect garbage at least once.
+  await Promise.all(['HAMLET:\n', 'OTHELLO:\n', 'LEAR:\n', 'PUCK:\n'].map((prompt) => postJson(`${server.url}/v1/completions`, { prompt, ...greedy, max_tokens: 400 })));
+  const m = await scrape(server.url);
+  const info = [...m.keys()].find((k) => k.startsWith('kvserve_build_info{'));
+  t.ok(info, 'kvserve_build_info');
+  t.match(info!, /version="\d+\.\d+\.\d+"/);
+  t.match(info!, new RegExp(`node="${process.versions.node}"`));
+  t.match(info!, /onnxruntime="\d+\.\d+\.\d+"/);
+  t.match(info!, /revision="[^"]+"/);
+  const { layout, contextLength, id } = server.engine.info;
+  t.equal(
+    m.get(
+      `kvserve_model_info{model="${id}",dtype="${layout.dtype}",layers="${layout.layers}",kv_heads="${layout.kvHeads}",head_dim="${layout.headDim}",context_length="${contextLength}"}`,
+    ),
+    1,
+    'kvserve_model_info describes the served model',
+  );
+  t.equal(m.get('kvserve_ready'), 1, 'ready');
+  for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'nodejs_eventloop_lag_seconds', 'nodejs_heap_size_used_bytes']) {
+    t.ok((m.get(name) ?? -1) >= 0, `${name} under its standard name`);
+    t.notOk(m.has(`kvserve_${name}`), `not as kvserve_${name}`);
+  }
+  t.ok((m.get('kvserve_engine_heap_used_bytes') ?? 0) > 0, "the engine thread's heap");
+  t.ok((m.get('kvserve_engine_array_buffers_bytes') ?? 0) > 0, 'ArrayBuffer memory (K/V tensors)');
+  const gcCount = [...m.entries()].filter(([k]) => k.startsWith('kvserve_engine_gc_duration_seconds_count')).reduce((n, [, v]) => n + v, 0);
+  t.ok(gcCount > 0, `the engine thread's GC pauses are counted (${gcCount})`);
+  const steps = m.get('kvserve_step_duration_seconds_count') ?? 0;
+  t.ok(steps > 0, 'steps counted');
+  t.equal(m.get('kvserve_step_duration_seconds_bucket{le="+Inf"}'), steps, 'the +Inf bucket holds every step');
+  t.ok((m.get('kvserve_inter_token_latency_seconds_bucket{le="0.0001"}') ?? -1) >= 0, 'latency buckets start at 100 µs');
+  t.ok(m.has('kvserve_time_to_first_token_seconds_bucket{le="300"}'), 'and reach the request timeout');
 });

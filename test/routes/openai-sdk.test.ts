@@ -96,7 +96,8 @@ t.test('chat stream helper: an empty completion still names the assistant role',
   const messages: OpenAI.ChatCompletionMessageParam[] = [{ role: 'user', content: 'Speak.' }];
   const greedyChat = ignoringEos({ model, messages, max_tokens: 4, temperature: 0 });
   const [firstChar] = [...((await client.chat.completions.create(greedyChat)).choices[0]?.message.content ?? '')];
-  if (firstChar === undefined) return t.comment('no text to stop on');
+  // The precondition is asserted, not skipped: a test that returns early would pass unchecked.
+  if (!t.ok(firstChar !== undefined, 'the greedy completion has text to stop on')) return;
   // Stopping on the first character generated leaves an empty completion.
   const stream = client.chat.completions.stream({ ...greedyChat, stop: firstChar });
   const final = await stream.finalChatCompletion().catch((e: unknown) => e);
@@ -144,12 +145,9 @@ t.test('stop: the output ends right before the first occurrence of the stop stri
   for (const [name, params] of Object.entries(cases)) {
     const full = (await client.completions.create(params)).choices[0]!.text;
     const picked = pickStop(full);
-    if (!picked) {
-      t.comment(`${name}: no ASCII in ${JSON.stringify(full)}; nothing to stop on`);
-      continue;
-    }
-    const { stop, at } = picked;
-    if (at === 0) t.comment(`${name}: degenerate output ${JSON.stringify(full)}; the stop matches at once`);
+    if (!t.ok(picked, `${name}: the output ${JSON.stringify(full)} has ASCII to stop on`)) continue;
+    const { stop, at } = picked!;
+    t.ok(at > 0, `${name}: the stop string comes after some text (at ${at})`);
     const res = await client.completions.create({ ...params, stop: ['never-in-the-output-\u0001', stop] });
     t.equal(res.choices[0]?.finish_reason, 'stop', `${name}: finish_reason stop`);
     t.equal(res.choices[0]?.text, full.slice(0, at), `${name}: text before ${JSON.stringify(stop)}`);

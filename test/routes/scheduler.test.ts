@@ -1,7 +1,8 @@
 // The scheduler seen through HTTP: a full queue answers 429 at once, concurrent requests share
 // batched steps (kvserve_batch_size), and each batched request returns what it returns alone.
 import t from 'tap';
-import { postJson, scrape } from '../helpers/http.js';
+import { postJson } from '../helpers/http.js';
+import { scrape } from '../helpers/metrics-text.js';
 import { startServer } from '../helpers/server.js';
 
 const greedy = { temperature: 0, ignore_eos: true };

@@ -1,7 +1,7 @@
 // /tokenize and /detokenize round-trip any UTF-8 text as its bytes (the model is byte-level),
 // plus the small GET routes: /v1/models, /health, /health/ready and the generated /openapi.json.
 import t from 'tap';
-import { INLINE_TOKENIZE_CHARS } from '../../src/engine/client.js';
+import { INLINE_TOKENIZE_CHARS } from '../../src/workers/engine-client.js';
 import { startServer } from '../helpers/server.js';
 
 const server = await startServer();

@@ -35,7 +35,7 @@ t.test('halfToFloat decodes known bit patterns', async (t) => {
 
 t.test('float32ArrayToHalf encodes known values', async (t) => {
   const out = float32ArrayToHalf(Float32Array.from(known.map(([, v]) => v)));
-  known.forEach(([bits, value], i) => t.equal(out[i], bits, `${value} -> 0x${bits.toString(16)}`));
+  for (const [i, [bits, value]] of known.entries()) t.equal(out[i], bits, `${value} -> 0x${bits.toString(16)}`);
   const nan = float32ArrayToHalf(Float32Array.of(NaN))[0]!;
   t.equal(nan & 0x7c00, 0x7c00, 'NaN keeps an all-ones exponent');
   t.not(nan & 0x3ff, 0, 'NaN keeps a non-zero mantissa (not infinity)');
@@ -83,7 +83,7 @@ t.test('rounds to nearest, ties to even', async (t) => {
     [2051, 0x6802, '2051 (tie) -> 2052'],
   ];
   const out = float32ArrayToHalf(Float32Array.from(cases.map(([v]) => v)));
-  cases.forEach(([, bits, why], i) => t.equal(out[i], bits, why));
+  for (const [i, [, bits, why]] of cases.entries()) t.equal(out[i], bits, why);
 });
 
 t.test('halfArrayToFloat32 destination handling', async (t) => {

@@ -3,9 +3,11 @@
 // with no pins sit in the LRU list and can be evicted. The pool never blocks and never
 // throws on pressure: makeRoom() answers "not enough" and the caller decides.
 //
-//   bytesInUse ─────────────────────────────────────────────┐
-//   [ pinned: running sequences, blocks they read ][ LRU: oldest → newest ]  ≤ maxBytes
-//                                                    ▲ evicted from here first
+//   bytesInUse ──────────────────────────────────────────────────────┐
+//   [ pinned: running sequences, a block chain being stored ][ LRU: oldest → newest ]  ≤ maxBytes
+//                                                             ▲ evicted from here first
+//
+// (Blocks a running request reads are not pinned: see block-store.ts.)
 
 export type EntryKind = 'session' | 'prefix' | 'active';
 export type RemovalReason = 'lru' | 'ttl' | 'deleted' | 'released';
@@ -37,8 +39,12 @@ export interface KvPoolOptions<P> {
   maxBytes: number;
   /** Called after an entry leaves the pool, with why. */
   onRemove?: (entry: PoolEntry<P>, reason: RemovalReason) => void;
+  /** Milliseconds; must never go backwards (the LRU list is kept in order of last use). */
   now?: () => number;
 }
+
+/** Wall-clock milliseconds that never go backwards (a clock step would disorder the LRU list). */
+export const monotonicNow = (): number => performance.timeOrigin + performance.now();
 
 export class KvPool<P> {
   readonly maxBytes: number;
@@ -57,7 +63,7 @@ export class KvPool<P> {
     }
     this.maxBytes = maxBytes;
     this.#onRemove = options.onRemove;
-    this.#now = options.now ?? Date.now;
+    this.#now = options.now ?? monotonicNow;
   }
 
   get bytesInUse(): number {
@@ -172,11 +178,16 @@ export class KvPool<P> {
     this.#onRemove?.(entry, reason);
   }
 
-  /** Evicts unpinned entries of `kind` idle since before `cutoffMs`. Returns how many. */
+  /**
+   * Evicts unpinned entries of `kind` idle since before `cutoffMs`. Returns how many. The LRU
+   * list is in order of last use, so the walk stops at the first entry used since the cutoff
+   * (it runs at every admission).
+   */
   expire(kind: EntryKind, cutoffMs: number): number {
     let n = 0;
     for (const entry of this.#lru.keys()) {
-      if (entry.kind === kind && entry.lastUsedMs < cutoffMs) {
+      if (entry.lastUsedMs >= cutoffMs) break;
+      if (entry.kind === kind) {
         this.remove(entry, 'ttl');
         n++;
       }

@@ -46,7 +46,7 @@ export function chainKeys(tenant: string, tokens: readonly number[], blockSize: 
  * Copies tokens [start, start+blockSize) of a cache into a block's own tensors.
  * They share one allocation (views of one buffer): a full pool holds thousands of blocks, and
  * one ArrayBuffer per block instead of one per tensor makes each garbage collection that much
- * cheaper (the engine worker's mark-compact pauses reached ~20 ms with a buffer per tensor).
+ * cheaper.
  */
 export function cutBlock(kv: KvCache, start: number, blockSize: number): KvData[] {
   const { kvHeads, headDim, dtype, layers } = kv.layout;

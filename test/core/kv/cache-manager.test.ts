@@ -4,8 +4,9 @@
 // (test/helpers/synthetic-kv.ts), so any reuse of the wrong data is a value mismatch.
 import t from 'tap';
 import fc from 'fast-check';
-import { type CacheSnapshot, KvCacheManager, type Lease } from '../../../src/core/kv/cache-manager.js';
-import { KvCache } from '../../../src/core/kv/kv-cache.js';
+import { KvCacheManager, type Lease } from '../../../src/core/kv/cache-manager.js';
+import type { CacheSnapshot } from '../../../src/core/kv/cache-stats.js';
+import type { KvCache } from '../../../src/core/kv/kv-cache.js';
 import { type KvLayout, kvBytesPerToken } from '../../../src/core/kv/layout.js';
 import { SimulatedRun, buildKv, kvMismatch, positionOf } from '../../helpers/synthetic-kv.js';
 
@@ -625,6 +626,26 @@ t.test('a block hit counts as use of the blocks it read (they are touched, not p
   t.equal(manager.snapshot().evictions.lru, 1);
 });
 
+t.test('blocks a running request reads stay evictable; its cache keeps their values, counted once', async (t) => {
+  const { manager } = setup(24); // 3072 bytes
+  const P = range(1, 9);
+  serve(manager, { prompt: P }); // blocks A0 A1 (1024 bytes), unpinned
+  // A running request reads A0 A1 (8 cached tokens); it is admitted for its worst case, 10 tokens.
+  const reader = manager.acquire({ tenant: 'alice', promptIds: P, maxTokens: 1 })!;
+  t.equal(reader.cachedTokens, 8);
+  t.equal(manager.snapshot().pinnedEntries, 1, 'only the running request is pinned, not the blocks it reads');
+  t.equal(manager.bytesInUse, 2 * BLOCK + 8 * BPT, "the blocks' bytes count in the pool and in the request's entry");
+  // A second request needs room: the blocks the first one reads are evicted for it.
+  const other = manager.acquire({ tenant: 'alice', promptIds: range(500, 13), maxTokens: 1 })!;
+  manager.grow(other, 13);
+  t.equal(manager.snapshot().evictions.lru, 2, 'both blocks went');
+  t.ok(manager.bytesInUse <= manager.maxBytes, `never over budget (${manager.bytesInUse} of ${manager.maxBytes})`);
+  t.equal(kvMismatch(reader.kv, 'alice', P, 8), undefined, 'the running request still reads the right values: its cache keeps the arrays alive');
+  t.equal(manager.bytesInUse, 8 * BPT + 13 * BPT, "and those bytes are counted once, as the request's own");
+  manager.release(reader);
+  manager.release(other);
+});
+
 t.test('session keys cannot collide across tenants', async (t) => {
   const { manager } = setup(100);
   serve(manager, { tenant: 'a', sessionId: 'b\u0000c', prompt: range(1, 8) });
@@ -1146,7 +1167,7 @@ t.test('random request streams: budget, accounting and reuse correctness after e
 });
 
 t.test('a finished sequence read in place from its batch row: what is kept is copied before release returns', async (t) => {
-  const { DecodeBatch } = await import('../../../src/core/generation/batch.js');
+  const { DecodeBatch } = await import('../../../src/core/scheduler/batch.js');
   for (const sessionId of [undefined, 'chat']) {
     const { manager } = setup(200);
     const prompt = range(1, 13);

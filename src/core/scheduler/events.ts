@@ -1,0 +1,34 @@
+// What the scheduler tells its owner about each request: text deltas, then exactly one `done`.
+// Failures carry a code of the API's error catalog (src/errors.ts), which maps it onto an
+// HTTP status; the core itself knows nothing of HTTP.
+import type { Usage } from './sequence.js';
+
+export type FinishReason = 'stop' | 'length' | 'abort' | 'error';
+
+/** Why a request failed: the error catalog's codes the scheduler can give. */
+export type EngineErrorCode = 'kv_cache_full' | 'kv_budget_exceeded' | 'invalid_request' | 'queue_full' | 'request_timeout' | 'not_ready' | 'internal';
+
+export type DoneEvent = {
+  type: 'done';
+  id: string;
+  finishReason: FinishReason;
+  text: string;
+  usage: Usage;
+  /** Time the request waited in the queue before it ran (absent: refused before running). */
+  queueMs?: number;
+  error?: string;
+  errorCode?: EngineErrorCode;
+};
+
+export type EngineEvent = { type: 'delta'; id: string; text: string } | DoneEvent;
+
+export interface SchedulerLimits {
+  /** Sequences running at once: the largest decode batch. */
+  maxRunning: number;
+  /** Requests waiting for a slot or KV room; one more is refused at once. */
+  maxQueued: number;
+  /** Prompt tokens prefilled per step, over all newcomers (also the chunk size). */
+  maxPrefillTokensPerStep: number;
+  /** A request still unfinished this long after it arrived ends with request_timeout. */
+  requestTimeoutMs: number;
+}

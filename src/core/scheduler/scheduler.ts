@@ -1,0 +1,232 @@
+// The scheduler's front: takes requests in, admits them, and ends each with exactly one `done`.
+//
+// Admission is first come, first served: a request runs when a batch slot (maxRunning) is free
+// and the KV cache manager can reserve its worst-case cache; otherwise it queues, up to
+// maxQueued, beyond which it is refused at once (queue_full). A request that waits for KV room
+// longer than admissionTimeoutMs is refused (kv_cache_full), and any request still unfinished
+// after requestTimeoutMs ends (request_timeout). Admitted requests become Sequences that the
+// step loop (step-loop.ts) advances. Results leave through an event sink, so the same
+// scheduler runs in the engine worker or in-process.
+import type { KvCacheManager } from '../kv/cache-manager.js';
+import type { DecoderModel, PrefillModel } from '../model.js';
+import type { TokenDecoder } from '../sampling/detokenizer.js';
+import { validateSampling } from '../sampling/params.js';
+import type { BucketSnapshot } from '../../metrics/buckets.js';
+import type { DoneEvent, EngineErrorCode, EngineEvent, SchedulerLimits } from './events.js';
+import { type GenerateRequest, Sequence, type Usage } from './sequence.js';
+import { StepLoop } from './step-loop.js';
+
+export interface SchedulerOptions {
+  eosIds: readonly number[];
+  contextLength: number;
+  cache: KvCacheManager;
+  /** How long a request may wait for KV room before it is refused. */
+  admissionTimeoutMs: number;
+  limits: SchedulerLimits;
+  /** The same model on a thread of its own: prompt chunks run there while the batch decodes. */
+  prefillModel?: PrefillModel | undefined;
+}
+
+interface Waiting {
+  id: string;
+  request: GenerateRequest;
+  since: number;
+  /** Started the first time the request could not get KV room. */
+  kvTimer?: NodeJS.Timeout;
+}
+
+export class Scheduler {
+  readonly #decoder: TokenDecoder;
+  readonly #options: SchedulerOptions;
+  readonly #limits: SchedulerLimits;
+  readonly #sink: (event: EngineEvent) => void;
+  readonly #loop: StepLoop;
+  /** Admitted in arrival order as slots and KV room free up. */
+  readonly #waiting = new Map<string, Waiting>();
+  readonly #deadlines = new Map<string, NodeJS.Timeout>();
+
+  constructor(model: DecoderModel, decoder: TokenDecoder, options: SchedulerOptions, sink: (e: EngineEvent) => void) {
+    const { limits } = options;
+    if (!(limits.maxRunning >= 1 && limits.maxQueued >= 0 && limits.maxPrefillTokensPerStep >= 1 && limits.requestTimeoutMs > 0)) {
+      throw new RangeError(`invalid scheduler limits ${JSON.stringify(limits)}`);
+    }
+    this.#decoder = decoder;
+    this.#options = options;
+    this.#limits = limits;
+    this.#sink = sink;
+    this.#loop = new StepLoop({
+      model,
+      prefillModel: options.prefillModel,
+      cache: options.cache,
+      eosIds: options.eosIds,
+      contextLength: options.contextLength,
+      maxPrefillTokensPerStep: limits.maxPrefillTokensPerStep,
+      requestTimeoutMs: limits.requestTimeoutMs,
+      emit: sink,
+      finished: (seq, done) => {
+        this.#done(seq.id, done);
+        this.#admitWaiting();
+      },
+    });
+  }
+
+  get running(): number {
+    return this.#loop.size;
+  }
+
+  get waiting(): number {
+    return this.#waiting.size;
+  }
+
+  get cache(): KvCacheManager {
+    return this.#options.cache;
+  }
+
+  /** Batch size and duration of every step so far, for /metrics. */
+  stepStats(): { batchSize: BucketSnapshot; durationSeconds: BucketSnapshot } {
+    return this.#loop.stepStats();
+  }
+
+  /** Takes a request in; it ends with exactly one `done` event (a refusal, too). */
+  submit(id: string, req: GenerateRequest): void {
+    if (this.#loop.get(id) || this.#waiting.has(id) || this.#deadlines.has(id)) {
+      // Not #refuse: that would end the request already running under this id.
+      this.#sink({ type: 'done', id, finishReason: 'error', text: '', usage: emptyUsage(req), error: `duplicate request id ${id}`, errorCode: 'internal' });
+      return;
+    }
+    const problem = this.#check(req);
+    if (problem) {
+      this.#refuse(id, req, problem.code, problem.message);
+      return;
+    }
+    const since = performance.now();
+    if (this.#waiting.size === 0 && this.#admit(id, req, since) === 'admitted') {
+      this.#setDeadline(id);
+      return;
+    }
+    if (this.#waiting.size >= this.#limits.maxQueued) {
+      this.#refuse(id, req, 'queue_full', `the server is at capacity: ${this.#loop.size} requests running and ${this.#waiting.size} queued; retry shortly`);
+      return;
+    }
+    this.#waiting.set(id, { id, request: req, since });
+    this.#setDeadline(id);
+    this.#admitWaiting();
+  }
+
+  /** Takes effect at the next step boundary: the sequence computes no further token. */
+  abort(id: string): void {
+    const waiting = this.#waiting.get(id);
+    if (waiting) {
+      this.#dequeue(waiting);
+      this.#done(id, { finishReason: 'abort', text: '', usage: emptyUsage(waiting.request) });
+    }
+    const running = this.#loop.get(id);
+    if (running) running.aborted = true;
+  }
+
+  /** Ends every request: queued ones at once, running ones at the next step boundary. */
+  abortAll(): void {
+    for (const id of [...this.#waiting.keys(), ...this.#loop.ids()]) this.abort(id);
+  }
+
+  /** Resolves when no sequence is running. */
+  idle(): Promise<void> {
+    return this.#loop.idle();
+  }
+
+  /**
+   * What the HTTP layer validated already, asserted again at the core's edge (in-process
+   * callers, the CLI): a request the engine cannot run is refused, never run half-way.
+   */
+  #check(req: GenerateRequest): { code: EngineErrorCode; message: string } | undefined {
+    const context = this.#options.contextLength;
+    if (req.promptIds.length === 0) return { code: 'invalid_request', message: 'promptIds must not be empty' };
+    if (req.promptIds.length >= context) {
+      return { code: 'invalid_request', message: `prompt of ${req.promptIds.length} tokens leaves no room in a context of ${context}` };
+    }
+    if (!Number.isInteger(req.maxTokens) || req.maxTokens < 1) return { code: 'invalid_request', message: 'maxTokens must be a positive integer' };
+    try {
+      validateSampling(req.sampling);
+    } catch (err) {
+      return { code: 'invalid_request', message: (err as Error).message };
+    }
+    const { cache } = this.#options;
+    if (!cache.canEverFit(req.promptIds.length, req.maxTokens)) {
+      const needs = cache.worstCaseBytes(req.promptIds.length, req.maxTokens);
+      return { code: 'kv_budget_exceeded', message: `the request needs up to ${needs} bytes of KV cache; the budget is ${cache.maxBytes}` };
+    }
+    return undefined;
+  }
+
+  #setDeadline(id: string): void {
+    const timer = setTimeout(() => this.#timeout(id), this.#limits.requestTimeoutMs);
+    timer.unref?.();
+    this.#deadlines.set(id, timer);
+  }
+
+  #timeout(id: string): void {
+    const waiting = this.#waiting.get(id);
+    if (waiting) {
+      this.#dequeue(waiting);
+      this.#refuse(id, waiting.request, 'request_timeout', `the request waited ${this.#limits.requestTimeoutMs} ms in the queue without starting`);
+    }
+    const running = this.#loop.get(id);
+    if (running) running.timedOut = true;
+  }
+
+  /** Every request ends here, exactly once: its single `done` event. */
+  #done(id: string, event: Omit<DoneEvent, 'type' | 'id'>): void {
+    clearTimeout(this.#deadlines.get(id));
+    this.#deadlines.delete(id);
+    this.#sink({ type: 'done', id, ...event });
+  }
+
+  #refuse(id: string, req: GenerateRequest, errorCode: EngineErrorCode, error: string): void {
+    this.#done(id, { finishReason: 'error', text: '', usage: emptyUsage(req), error, errorCode });
+  }
+
+  #dequeue(w: Waiting): void {
+    clearTimeout(w.kvTimer);
+    this.#waiting.delete(w.id);
+  }
+
+  #admit(id: string, req: GenerateRequest, since: number): 'admitted' | 'no_slot' | 'no_kv' {
+    if (this.#loop.size >= this.#limits.maxRunning) return 'no_slot';
+    const lease = this.#options.cache.acquire({
+      tenant: req.tenant ?? 'default',
+      sessionId: req.sessionId,
+      promptIds: req.promptIds,
+      maxTokens: req.maxTokens,
+    });
+    if (!lease) return 'no_kv';
+    this.#loop.add(new Sequence(id, req, lease, performance.now() - since, this.#decoder));
+    return 'admitted';
+  }
+
+  /** Admits waiting requests, first come first served, while slots and KV room allow. */
+  #admitWaiting(): void {
+    for (const w of this.#waiting.values()) {
+      const result = this.#admit(w.id, w.request, w.since);
+      if (result === 'admitted') {
+        this.#dequeue(w);
+        continue;
+      }
+      if (result === 'no_kv' && !w.kvTimer) {
+        w.kvTimer = setTimeout(() => {
+          // Room may have freed without a finish to notice it (a session expired).
+          this.#admitWaiting();
+          if (!this.#waiting.has(w.id)) return;
+          this.#dequeue(w);
+          this.#refuse(w.id, w.request, 'kv_cache_full', 'the KV cache is full of running requests; retry shortly');
+          // The head of the queue is gone: those behind it may fit now.
+          this.#admitWaiting();
+        }, this.#options.admissionTimeoutMs);
+      }
+      return;
+    }
+  }
+}
+
+function emptyUsage(req: GenerateRequest): Usage {
+  return { promptTokens: req.promptIds.length, completionTokens: 0, cachedTokens: 0 };
+}

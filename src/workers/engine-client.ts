@@ -1,0 +1,175 @@
+// The main thread's handle on the engine worker: starts it (and the tokenizer thread),
+// tokenizes on this side so the HTTP layer can check context limits before queueing, and
+// exposes each generation as an async iterable of events that an AbortSignal cancels.
+import { randomUUID } from 'node:crypto';
+import { availableParallelism } from 'node:os';
+import type { Config } from '../config.js';
+import type { SessionInfo } from '../core/kv/cache-stats.js';
+import type { EngineEvent } from '../core/scheduler/events.js';
+import type { GenerateRequest } from '../core/scheduler/sequence.js';
+import type { ModelInfo } from '../runtime/load-model.js';
+import { readModelDir } from '../runtime/model-dir.js';
+import { TextTokenizer } from '../runtime/tokenizer.js';
+import { WorkerChannel } from './channel.js';
+import type { EngineCalls, EngineReady, EngineStats, FromEngine, ToEngine, WorkerConfig } from './protocol.js';
+import { TokenizerThread } from './tokenizer-thread.js';
+
+type Listener = (event: EngineEvent) => void;
+
+/** Texts up to this many characters are tokenized on the HTTP thread (~1 ms at most), longer ones on the tokenizer thread. */
+export const INLINE_TOKENIZE_CHARS = 2048;
+
+/** How long a call for figures or sessions may wait for the worker (it answers between steps). */
+const CALL_TIMEOUT_MS = 5000;
+
+/** The worker's share of the service configuration. */
+export function workerConfigOf(config: Readonly<Config>, cores = availableParallelism()): WorkerConfig {
+  const { dir, file, threads, decodeThreads } = config.model;
+  const { prefillThread, ...scheduler } = config.scheduler;
+  // The prefill thread is a second compute thread: with one core (or onnxruntime held to one
+  // thread) it would only take turns with the decode steps (docs/benchmarks.md).
+  const useThread = prefillThread ?? (threads ?? cores) > 1;
+  return { modelDir: dir, onnxFile: file, threads, decodeThreads, kvCache: { ...config.kvCache }, scheduler, prefillThread: useThread };
+}
+
+export class EngineClient {
+  readonly info: ModelInfo;
+  readonly tokenizer: TextTokenizer;
+  readonly #channel: WorkerChannel<EngineCalls, ToEngine, FromEngine>;
+  readonly #tokenizerThread: TokenizerThread;
+  readonly #listeners: Map<string, Listener>;
+  #closing: Promise<number> | undefined;
+
+  private constructor(
+    channel: WorkerChannel<EngineCalls, ToEngine, FromEngine>,
+    listeners: Map<string, Listener>,
+    info: ModelInfo,
+    tokenizer: TextTokenizer,
+    tokenizerThread: TokenizerThread,
+  ) {
+    this.#channel = channel;
+    this.#listeners = listeners;
+    this.info = info;
+    this.tokenizer = tokenizer;
+    this.#tokenizerThread = tokenizerThread;
+    // The worker gone: every running request ends with an error; readiness turns 503.
+    channel.onExit((failure) => {
+      const usage = { promptTokens: 0, completionTokens: 0, cachedTokens: 0 };
+      for (const [id, listener] of listeners) listener({ type: 'done', id, finishReason: 'error', text: '', usage, error: failure, errorCode: 'internal' });
+    });
+  }
+
+  /** Starts the worker and resolves once the model is loaded; rejects with the loader's one-line error. */
+  static async start(config: WorkerConfig): Promise<EngineClient> {
+    const files = readModelDir(config.modelDir, config.onnxFile);
+    const tokenizer = new TextTokenizer(files.tokenizerJson, files.tokenizerConfig);
+    const listeners = new Map<string, Listener>();
+    const [engine, tokenizerThread] = await Promise.allSettled([
+      WorkerChannel.start<EngineCalls, EngineReady, ToEngine, FromEngine>({
+        name: 'engine worker',
+        entry: 'engine-worker',
+        workerData: config,
+        onMessage: (msg) => {
+          for (const e of msg.events) listeners.get(e.id)?.(e);
+        },
+      }),
+      TokenizerThread.start({ tokenizerJson: files.tokenizerJson, tokenizerConfig: files.tokenizerConfig }),
+    ]);
+    if (engine.status === 'rejected' || tokenizerThread.status === 'rejected') {
+      // Neither thread outlives a failed start (start() has ended the one that failed).
+      if (engine.status === 'fulfilled') await engine.value.channel.close();
+      if (tokenizerThread.status === 'fulfilled') await tokenizerThread.value.close();
+      throw engine.status === 'rejected' ? engine.reason : (tokenizerThread as PromiseRejectedResult).reason;
+    }
+    return new EngineClient(engine.value.channel, listeners, engine.value.ready.info, tokenizer, tokenizerThread.value);
+  }
+
+  /**
+   * A text's token ids. Texts longer than INLINE_TOKENIZE_CHARS are tokenized on the
+   * tokenizer thread, so the HTTP thread goes on streaming meanwhile; shorter ones here, at
+   * once. Should the thread have stopped, here too.
+   */
+  async encode(text: string): Promise<number[]> {
+    const thread = this.#tokenizerThread;
+    if (text.length <= INLINE_TOKENIZE_CHARS || !thread.alive) return this.tokenizer.encode(text);
+    try {
+      return await thread.encode(text);
+    } catch (err) {
+      // The thread ended under the call: tokenize here. (A text the tokenizer rejects fails here too.)
+      if (thread.alive) throw err;
+      return this.tokenizer.encode(text);
+    }
+  }
+
+  get alive(): boolean {
+    return this.#channel.alive;
+  }
+
+  /** Round trip to the worker: true when it answers within `timeoutMs` (readiness probe). */
+  async ping(timeoutMs = 1000): Promise<boolean> {
+    return this.#channel.call('ping', [], { timeoutMs }).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  /** KV cache, scheduler and engine-thread figures, for /metrics. */
+  stats(): Promise<EngineStats> {
+    return this.#channel.call('stats', [], { timeoutMs: CALL_TIMEOUT_MS });
+  }
+
+  sessions(tenant: string): Promise<SessionInfo[]> {
+    return this.#channel.call('sessions', [tenant], { timeoutMs: CALL_TIMEOUT_MS });
+  }
+
+  session(tenant: string, id: string): Promise<SessionInfo | null> {
+    return this.#channel.call('session', [tenant, id], { timeoutMs: CALL_TIMEOUT_MS });
+  }
+
+  deleteSession(tenant: string, id: string): Promise<boolean> {
+    return this.#channel.call('deleteSession', [tenant, id], { timeoutMs: CALL_TIMEOUT_MS });
+  }
+
+  /**
+   * Runs one generation. Yields `delta` events and ends with exactly one `done` event.
+   * Aborting `signal`, or leaving the loop early, stops the work in the worker at its next step.
+   */
+  async *generate(request: GenerateRequest, signal?: AbortSignal): AsyncGenerator<EngineEvent, void, undefined> {
+    const id = randomUUID();
+    const queue: EngineEvent[] = [];
+    let wake: (() => void) | undefined;
+    this.#listeners.set(id, (event) => {
+      queue.push(event);
+      wake?.();
+    });
+    const onAbort = (): void => this.#channel.post({ type: 'abort', id });
+    let finished = false;
+    try {
+      if (!this.#channel.alive) throw new Error('engine worker is not running');
+      this.#channel.post({ type: 'generate', id, request });
+      signal?.addEventListener('abort', onAbort, { once: true });
+      if (signal?.aborted) onAbort();
+      while (!finished) {
+        if (queue.length === 0) await new Promise<void>((r) => (wake = r));
+        wake = undefined;
+        for (const event of queue.splice(0)) {
+          finished ||= event.type === 'done';
+          yield event;
+        }
+      }
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      if (!finished) onAbort();
+      this.#listeners.delete(id);
+    }
+  }
+
+  /**
+   * Stops the worker and resolves with its exit code: running and queued requests end as
+   * aborted, the step in progress finishes, the model is released, then the thread ends.
+   */
+  close(timeoutMs = 10_000): Promise<number> {
+    this.#closing ??= Promise.all([this.#channel.close(timeoutMs), this.#tokenizerThread.close(timeoutMs)]).then(([code]) => code);
+    return this.#closing;
+  }
+}

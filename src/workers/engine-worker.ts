@@ -1,0 +1,123 @@
+// Engine worker entry: onnxruntime's run() blocks its calling thread for the whole model call,
+// so the model and the scheduler live here, off the HTTP thread. It loads the model, then
+// serves generate/abort messages and the calls of EngineCalls.
+import { PerformanceObserver, constants } from 'node:perf_hooks';
+import { getHeapStatistics } from 'node:v8';
+import { workerData } from 'node:worker_threads';
+import { KvCacheManager } from '../core/kv/cache-manager.js';
+import type { EngineEvent } from '../core/scheduler/events.js';
+import { Scheduler } from '../core/scheduler/scheduler.js';
+import { BucketHistogram, GC_BUCKETS } from '../metrics/buckets.js';
+import { loadModel } from '../runtime/load-model.js';
+import { PrefillThread } from './prefill-thread.js';
+import type { EngineCalls, FromEngine, ToEngine, WorkerConfig } from './protocol.js';
+import { fatal, ready, serve } from './serve.js';
+
+const config = workerData as WorkerConfig;
+
+/** This thread's garbage-collection pauses by kind: its pauses stall every running stream. */
+function observeGc(): () => Record<string, ReturnType<BucketHistogram['snapshot']>> {
+  const kinds: Record<number, string> = {
+    [constants.NODE_PERFORMANCE_GC_MINOR]: 'minor',
+    [constants.NODE_PERFORMANCE_GC_MAJOR]: 'major',
+    [constants.NODE_PERFORMANCE_GC_INCREMENTAL]: 'incremental',
+    [constants.NODE_PERFORMANCE_GC_WEAKCB]: 'weakcb',
+  };
+  const pauses = new Map<string, BucketHistogram>();
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      const kind = kinds[(entry as unknown as { detail: { kind: number } }).detail.kind] ?? 'other';
+      let h = pauses.get(kind);
+      if (!h) {
+        h = new BucketHistogram(GC_BUCKETS);
+        pauses.set(kind, h);
+      }
+      h.observe(entry.duration / 1000);
+    }
+  }).observe({ entryTypes: ['gc'] });
+  return () => Object.fromEntries([...pauses].map(([kind, h]) => [kind, h.snapshot()]));
+}
+
+try {
+  const { decoder, tokenizer, info } = await loadModel(config.modelDir, config);
+  const prefill = config.prefillThread ? await PrefillThread.start(info.onnxPath, info.vocabSize) : undefined;
+  const { kvCache } = config;
+  const cache = new KvCacheManager({ layout: info.layout, ...kvCache });
+
+  // A batched step emits one event per running sequence: they leave together, in one message,
+  // once the step's synchronous work is done (the next model call is then already running).
+  let pending: EngineEvent[] = [];
+  const flush = (): void => {
+    const events = pending;
+    pending = [];
+    port.post({ type: 'events', events });
+  };
+  const emit = (event: EngineEvent): void => {
+    if (pending.length === 0) setImmediate(flush);
+    pending.push(event);
+  };
+
+  const scheduler = new Scheduler(
+    decoder,
+    tokenizer,
+    {
+      eosIds: info.eosIds,
+      contextLength: info.contextLength,
+      cache,
+      admissionTimeoutMs: kvCache.admissionTimeoutMs,
+      limits: config.scheduler,
+      prefillModel: prefill,
+    },
+    emit,
+  );
+  // Idle sessions expire even when no request arrives to trigger the sweep.
+  setInterval(() => cache.expireSessions(), Math.min(kvCache.sessionTtlMs, 1000)).unref();
+  const gcPauses = observeGc();
+
+  let closing = false;
+  const port = serve<EngineCalls, ToEngine, FromEngine>(
+    {
+      ping: () => true,
+      stats: () => {
+        const heap = getHeapStatistics();
+        const memory = process.memoryUsage();
+        return {
+          cache: cache.snapshot(),
+          running: scheduler.running,
+          waiting: scheduler.waiting,
+          steps: scheduler.stepStats(),
+          heap: {
+            usedBytes: heap.used_heap_size,
+            totalBytes: heap.total_heap_size,
+            externalBytes: heap.external_memory,
+            arrayBuffersBytes: memory.arrayBuffers,
+          },
+          gc: gcPauses(),
+        };
+      },
+      sessions: (tenant) => cache.sessions(tenant),
+      session: (tenant, id) => cache.session(tenant, id) ?? null,
+      deleteSession: (tenant, id) => cache.deleteSession(tenant, id),
+    },
+    {
+      onMessage: (msg) => {
+        if (msg.type === 'abort') return scheduler.abort(msg.id);
+        if (!closing) return scheduler.submit(msg.id, msg.request);
+        const usage = { promptTokens: msg.request.promptIds.length, completionTokens: 0, cachedTokens: 0 };
+        emit({ type: 'done', id: msg.id, finishReason: 'error', text: '', usage, error: 'the engine is shutting down', errorCode: 'not_ready' });
+      },
+      // The thread must not be terminated inside an onnxruntime call (that aborts the whole
+      // process): the running step finishes, the model is released, and the thread ends.
+      onClose: async () => {
+        closing = true;
+        scheduler.abortAll();
+        await scheduler.idle();
+        await Promise.all([decoder.close(), prefill?.close()]);
+        if (pending.length > 0) flush();
+      },
+    },
+  );
+  ready({ info });
+} catch (err) {
+  fatal(err);
+}

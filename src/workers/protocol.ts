@@ -1,0 +1,93 @@
+// Messages between the main thread and kvserve's worker threads (structured-clone plain
+// objects): the generic call/reply envelope every WorkerChannel uses, and what each worker
+// adds to it.
+import type { ForwardInput } from '../core/model.js';
+import type { CacheSnapshot, SessionInfo } from '../core/kv/cache-stats.js';
+import type { KvData, KvLayout } from '../core/kv/layout.js';
+import type { EngineEvent, SchedulerLimits } from '../core/scheduler/events.js';
+import type { GenerateRequest } from '../core/scheduler/sequence.js';
+import type { BucketSnapshot } from '../metrics/buckets.js';
+import type { ModelInfo } from '../runtime/load-model.js';
+
+/** Method name → [arguments, result] of the calls a worker answers. */
+export type Calls = Record<string, [unknown[], unknown]>;
+
+export type CallMessage = { type: 'call'; id: number; method: string; args: unknown[] };
+
+export type ReplyMessage =
+  | { type: 'ready' }
+  | { type: 'fatal'; message: string }
+  | { type: 'result'; id: number; value: unknown }
+  | { type: 'error'; id: number; message: string };
+
+// ── the engine worker ────────────────────────────────────────────────────────────────────
+
+export interface WorkerConfig {
+  modelDir: string;
+  onnxFile?: string | undefined;
+  threads?: number | undefined;
+  decodeThreads?: number | undefined;
+  kvCache: {
+    maxBytes: number;
+    blockSize: number;
+    sessionTtlMs: number;
+    admissionTimeoutMs: number;
+  };
+  scheduler: SchedulerLimits;
+  /** Start the prefill thread (prefill-thread.ts). */
+  prefillThread: boolean;
+}
+
+/** The engine thread's own figures, read at scrape time. */
+export interface EngineStats {
+  cache: CacheSnapshot;
+  running: number;
+  waiting: number;
+  /** Per scheduler step, cumulative since the worker started. */
+  steps: { batchSize: BucketSnapshot; durationSeconds: BucketSnapshot };
+  /** The engine thread's V8 heap and garbage-collection pauses (by kind). */
+  heap: { usedBytes: number; totalBytes: number; externalBytes: number; arrayBuffersBytes: number };
+  gc: Record<string, BucketSnapshot>;
+}
+
+export type EngineCalls = {
+  ping: [[], true];
+  stats: [[], EngineStats];
+  sessions: [[tenant: string], SessionInfo[]];
+  session: [[tenant: string, id: string], SessionInfo | null];
+  deleteSession: [[tenant: string, id: string], boolean];
+};
+
+export type EngineReady = { type: 'ready'; info: ModelInfo };
+
+export type ToEngine = { type: 'generate'; id: string; request: GenerateRequest } | { type: 'abort'; id: string };
+
+/** Engine events in emission order (one message per scheduler step). */
+export type FromEngine = { type: 'events'; events: EngineEvent[] };
+
+// ── the prefill worker ───────────────────────────────────────────────────────────────────
+
+export interface PrefillWorkerData {
+  onnxPath: string;
+  /** Used when the graph's logits shape does not give it. */
+  vocabSize: number;
+}
+
+export type PrefillReady = { type: 'ready'; layout: KvLayout; vocabSize: number };
+
+export type PrefillCalls = {
+  /** logits: batch × seqLen rows, or batch rows (each row's last position) with lastLogitsOnly. */
+  forward: [[input: Omit<ForwardInput, 'singleThread'>], { logits: Float32Array; newKv: KvData[] }];
+};
+
+// ── the tokenizer worker ─────────────────────────────────────────────────────────────────
+
+export interface TokenizerWorkerData {
+  /** tokenizer.json and tokenizer_config.json, as the HTTP thread's tokenizer was built from. */
+  tokenizerJson: object;
+  tokenizerConfig: Record<string, unknown>;
+}
+
+export type TokenizerCalls = {
+  encode: [[text: string], Int32Array];
+};
