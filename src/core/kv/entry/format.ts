@@ -107,6 +107,7 @@ export function encodeEntry(e: Entry): Uint8Array {
   const problem = fieldProblem(KINDS.indexOf(e.kind), CODECS.indexOf(e.codec), DTYPES.indexOf(e.dtype), dims, key.length, e.tenantSalt.length);
   if (problem) throw new RangeError(`cannot encode entry: ${problem}`);
   if (e.fingerprint.length !== FINGERPRINT_BYTES) throw new RangeError(`fingerprint must be ${FINGERPRINT_BYTES} bytes`);
+  if (!Number.isFinite(e.createdMs)) throw new RangeError(`createdMs ${e.createdMs} is not finite`);
   if (e.tokens.length !== dims.tokens) throw new RangeError(`${e.tokens.length} token ids for ${dims.tokens} positions`);
   if (e.payload.length !== payloadBytes(e.codec, dims)) throw new RangeError(`payload of ${e.payload.length} bytes, ${e.codec} needs ${payloadBytes(e.codec, dims)}`);
   const s = sections(key.length, e.tenantSalt.length, dims.tokens, e.payload.length);

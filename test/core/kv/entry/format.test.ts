@@ -180,6 +180,7 @@ t.test('encode refuses a caller bug', async (t) => {
   t.throws(() => encodeEntry({ ...e, payload: new Uint8Array(1) }), RangeError);
   t.throws(() => encodeEntry({ ...e, tokens: new Int32Array(e.dims.tokens + 1) }), RangeError);
   t.throws(() => encodeEntry({ ...e, key: '' }), RangeError);
+  t.throws(() => encodeEntry({ ...e, createdMs: NaN }), RangeError);
   t.throws(() => encodeEntry({ ...e, fingerprint: new Uint8Array(31) }), RangeError);
   t.throws(() => encodeEntry({ ...e, dims: { ...e.dims, layers: 0 } }), RangeError);
 });
