@@ -7,9 +7,10 @@
 // must give agreement 1 and KLD 0. Alternatives to the shipped int8 scheme are measured too.
 //
 // MODEL_DIR (default the shipped model), MODEL_FILE (e.g. onnx/model_fp16.onnx), PREFIX
-// (1024), CONTINUATION (256), WINDOWS (5). Prints JSON to stdout.
-import { readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+// (1024), CONTINUATION (256), WINDOWS (5). Prints JSON to stdout and writes it to
+// bench/results/tiers-fidelity-<KV dtype>.json.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { DecoderModel } from '../src/core/generation/model.js';
 import { KvCache } from '../src/core/kv/kv-cache.js';
@@ -181,7 +182,7 @@ export async function measureFidelity(o: FidelityOptions): Promise<{ model: Reco
         positions: s.klds.length,
       };
     }
-    return { model: { dir: info.dir, onnx: info.onnxPath, kv_dtype: layout.dtype, prefix: o.prefix, continuation: o.continuation, windows: o.windows, block: BLOCK }, results };
+    return { model: { dir: relative(ROOT, info.dir), onnx: relative(ROOT, info.onnxPath), kv_dtype: layout.dtype, prefix: o.prefix, continuation: o.continuation, windows: o.windows, block: BLOCK }, results };
   } finally {
     await decoder.close();
   }
@@ -198,5 +199,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1]
     windows: envInt('WINDOWS', 5),
     roundTrips: { int8: viaEntry('int8'), float16: viaEntry('float16'), exact: viaEntry(exactCodec), ...alternatives },
   });
-  process.stdout.write(`${JSON.stringify({ ...out.results, model: out.model }, null, 2)}\n`);
+  const json = `${JSON.stringify({ ...out.results, model: out.model }, null, 2)}\n`;
+  writeFileSync(join(ROOT, `bench/results/tiers-fidelity-${out.model.kv_dtype}.json`), json);
+  process.stdout.write(json);
 }
