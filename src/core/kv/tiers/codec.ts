@@ -83,7 +83,8 @@ function quantizeInt8(tensors: readonly KvData[], dims: EntryDims, out: Uint8Arr
       const from = g * d;
       let max = 0;
       for (let i = from; i < from + d; i++) {
-        const a = Math.abs(x[i]!);
+        const v = x[i]!;
+        const a = v < 0 ? -v : v;
         if (a > max) max = a;
       }
       const base = t * groups * d;
@@ -91,7 +92,11 @@ function quantizeInt8(tensors: readonly KvData[], dims: EntryDims, out: Uint8Arr
       const inv = max > 0 ? 127 / max : 0;
       scales[t * groups + g] = max / 127;
       if (!Number.isFinite(inv)) continue;
-      for (let i = from; i < from + d; i++) q[base + i] = Math.round(x[i]! * inv);
+      // Rounds half away from zero; |0 truncates (|v| ≤ 127.5 here) about twice as fast as Math.round.
+      for (let i = from; i < from + d; i++) {
+        const v = x[i]! * inv;
+        q[base + i] = v < 0 ? (v - 0.5) | 0 : (v + 0.5) | 0;
+      }
     }
   }
 }
