@@ -8,6 +8,8 @@
 // 4. The disk tier: put → flush of 1 MiB and 16 MiB entries (with and without fsync), then
 //    get of each, warm and cold.
 // Medians of REPS (5) repetitions. Prints JSON; also written to bench/results/tiers-throughput.json.
+// On a shared VM, first touches of fresh memory (every encode and decode allocates its
+// output) cost from ~1 to ~100 ms per 16 MiB with the load: compare runs' loadavg_1m.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -41,9 +43,11 @@ function timeSync(fn: () => unknown, reps = REPS): number {
   return median(ms);
 }
 
-async function timeAsync(fn: () => Promise<unknown>, reps = REPS): Promise<number> {
+/** Median time of `fn`; `setup` runs before each repetition, untimed (dropping page caches spawns dd). */
+async function timeAsync(fn: () => Promise<unknown>, reps = REPS, setup: () => void = () => {}): Promise<number> {
   const ms: number[] = [];
   for (let i = 0; i < reps; i++) {
+    setup();
     const t0 = performance.now();
     await fn();
     ms.push(performance.now() - t0);
@@ -103,8 +107,14 @@ function codecs() {
   return out;
 }
 
-/** Drops one file's pages from the page cache (GNU dd), so the next read comes from the disk. */
-const dropCache = (file: string) => execFileSync('dd', [`if=${file}`, 'iflag=nocache', 'count=0', 'status=none']);
+/**
+ * Drops one file's pages from this VM's page cache (GNU dd; dirty pages are written back
+ * first, or they would stay), so the next read comes from the disk (or the host's cache).
+ */
+const dropCache = (file: string) => {
+  execFileSync('sync', [file]);
+  execFileSync('dd', [`if=${file}`, 'iflag=nocache', 'count=0', 'status=none']);
+};
 
 async function writeChunked(path: string, header: Uint8Array, bytes: number): Promise<void> {
   const fh = await open(path, 'w');
@@ -139,10 +149,7 @@ async function fingerprint(dir: string) {
   for (const [name, onnxPath, files] of [['inline', inline, [inline]], ['external_data', external, [external, join(dir, 'model.onnx.data')]]] as const) {
     const run = () => modelFingerprint({ onnxPath, tokenizerPath, layout });
     const warm = await timeAsync(run, 3);
-    const cold = await timeAsync(async () => {
-      files.forEach(dropCache);
-      await run();
-    }, 3);
+    const cold = await timeAsync(run, 3, () => files.forEach(dropCache));
     out[name] = { warm: rate(size, warm), cold: rate(size, cold) };
   }
   await rm(inline);
@@ -166,10 +173,10 @@ async function disk(dir: string) {
       const row: Record<string, unknown> = { put_flush: rate(total, put) };
       if (!fsync) {
         row.get_warm = rate(total, await timeAsync(async () => { for (let i = 0; i < count; i++) await store.get(`k${i}`); }, 3));
-        row.get_cold = rate(total, await timeAsync(async () => {
+        const dropAll = () => {
           for (let i = 0; i < count; i++) dropCache(join(store.dir, fileName(`k${i}`).slice(0, 2), fileName(`k${i}`)));
-          for (let i = 0; i < count; i++) await store.get(`k${i}`);
-        }, 3));
+        };
+        row.get_cold = rate(total, await timeAsync(async () => { for (let i = 0; i < count; i++) await store.get(`k${i}`); }, 3, dropAll));
       }
       out[name] = row;
       await store.close();
@@ -189,7 +196,7 @@ try {
   result.fingerprint = await fingerprint(dir);
   log('disk…');
   result.disk = await disk(dir);
-  result.machine = { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, node: process.version, tmp: dir };
+  result.machine = { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, node: process.version, loadavg_1m: r2(os.loadavg()[0]!), tmp_fs: process.env.BENCH_DIR ?? os.tmpdir() };
   const json = JSON.stringify(result, null, 2);
   mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
   writeFileSync(join(ROOT, 'bench/results/tiers-throughput.json'), `${json}\n`);
