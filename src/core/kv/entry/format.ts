@@ -2,7 +2,7 @@
 // compressed RAM, disk and any later tier hold the same self-describing bytes, so moving an
 // entry between tiers is a copy. Decoding never throws and never allocates past the input.
 //
-//   0  magic "\x89KVSE\r\n\x1a"    8  u16 version       10 u8 kind   11 u8 codec   12 u8 dtype
+//   0  magic "\x89KVSE\r\n\x1a"  8 u16 version  10 u8 kind  11 u8 codec  12 u8 dtype  13 u8[3] 0
 //   16 u32 layers  20 u32 kvHeads  24 u32 headDim  28 u32 tokens  32 u32 keyBytes  36 u32 saltBytes
 //   40 u32 payloadBytes lo, 44 hi  48 f64 createdMs  56 fingerprint[32]  88 u32 0  92 u32 headerCrc
 //   96 key (UTF-8) | salt | tokens (i32 × tokens) | payload   each padded to 8   | u32 crc
