@@ -14,7 +14,7 @@ import { join, relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { DecoderModel } from '../src/core/generation/model.js';
 import { KvCache } from '../src/core/kv/kv-cache.js';
-import { type KvData, type KvDType } from '../src/core/kv/layout.js';
+import type { KvData, KvDType } from '../src/core/kv/layout.js';
 import { cutBlock } from '../src/core/kv/prefix-index.js';
 import { type CodecId, type EntryDims, decodeEntry, encodeEntry, isRejected } from '../src/core/kv/entry/format.js';
 import { decodePayload, encodePayload } from '../src/core/kv/tiers/codec.js';
@@ -44,7 +44,18 @@ const FP = new Uint8Array(32);
 export function viaEntry(codec: CodecId): RoundTrip {
   return (tensors, dims, dtype) => {
     const payload = encodePayload(codec, tensors, dims, dtype);
-    const bytes = encodeEntry({ kind: 'prefix', key: 'k', tenantSalt: new Uint8Array(0), tokens: new Int32Array(dims.tokens), createdMs: 0, fingerprint: FP, codec, dtype, dims, payload });
+    const bytes = encodeEntry({
+      kind: 'prefix',
+      key: 'k',
+      tenantSalt: new Uint8Array(0),
+      tokens: new Int32Array(dims.tokens),
+      createdMs: 0,
+      fingerprint: FP,
+      codec,
+      dtype,
+      dims,
+      payload,
+    });
     const entry = decodeEntry(bytes, FP);
     if (isRejected(entry)) throw new Error(`entry rejected: ${entry.detail}`);
     return decodePayload(entry.codec, entry.payload, entry.dims, dtype);
@@ -74,12 +85,18 @@ export const alternatives: Record<string, RoundTrip> = {
   int8_per_block_head: int8Groups((d) => ({ size: d.tokens * d.headDim, stride: 1, count: d.kvHeads, base: (g) => g * d.tokens * d.headDim })),
   // Keys per channel (one scale per head and dim over the block's tokens, as KIVI), values per token.
   int8_keys_per_channel: (tensors, dims, dtype) =>
-    tensors.map((t, ti) =>
-      int8Groups((d) =>
-        ti % 2 === 0
-          ? { size: d.tokens, stride: d.headDim, count: d.kvHeads * d.headDim, base: (g) => Math.floor(g / d.headDim) * d.tokens * d.headDim + (g % d.headDim) }
-          : { size: d.headDim, stride: 1, count: d.kvHeads * d.tokens, base: (g) => g * d.headDim },
-      )([t], dims, dtype)[0]!,
+    tensors.map(
+      (t, ti) =>
+        int8Groups((d) =>
+          ti % 2 === 0
+            ? {
+                size: d.tokens,
+                stride: d.headDim,
+                count: d.kvHeads * d.headDim,
+                base: (g) => Math.floor(g / d.headDim) * d.tokens * d.headDim + (g % d.headDim),
+              }
+            : { size: d.headDim, stride: 1, count: d.kvHeads * d.tokens, base: (g) => g * d.headDim },
+        )([t], dims, dtype)[0]!,
     ),
 };
 
@@ -140,7 +157,15 @@ export async function measureFidelity(o: FidelityOptions): Promise<{ model: Reco
     const { layout } = decoder;
     for (let w = 0; w < o.windows; w++) {
       const window = ids.slice(w * step, w * step + span);
-      const prefill = await decoder.forward({ batch: 1, seqLen: o.prefix, pastLength: 0, inputIds: window.slice(0, o.prefix), positionIds: window.slice(0, o.prefix).map((_, i) => i), past: KvCache.empty(layout).tensors, lastLogitsOnly: true });
+      const prefill = await decoder.forward({
+        batch: 1,
+        seqLen: o.prefix,
+        pastLength: 0,
+        inputIds: window.slice(0, o.prefix),
+        positionIds: window.slice(0, o.prefix).map((_, i) => i),
+        past: KvCache.empty(layout).tensors,
+        lastLogitsOnly: true,
+      });
       const exact = KvCache.of(layout, prefill.newKv, o.prefix);
       const cont = window.slice(o.prefix);
       const reference = await run(decoder, exact.slice(o.prefix), cont);
@@ -182,7 +207,18 @@ export async function measureFidelity(o: FidelityOptions): Promise<{ model: Reco
         positions: s.klds.length,
       };
     }
-    return { model: { dir: relative(ROOT, info.dir), onnx: relative(ROOT, info.onnxPath), kv_dtype: layout.dtype, prefix: o.prefix, continuation: o.continuation, windows: o.windows, block: BLOCK }, results };
+    return {
+      model: {
+        dir: relative(ROOT, info.dir),
+        onnx: relative(ROOT, info.onnxPath),
+        kv_dtype: layout.dtype,
+        prefix: o.prefix,
+        continuation: o.continuation,
+        windows: o.windows,
+        block: BLOCK,
+      },
+      results,
+    };
   } finally {
     await decoder.close();
   }

@@ -68,7 +68,18 @@ function randomish(n: number): Uint8Array {
 /** A float16-payload entry of about `bytes` bytes (1 layer, 8 heads, 128 dims: 4 KiB per token). */
 function entryOf(bytes: number, key = 'bench'): Entry {
   const dims = { layers: 1, kvHeads: 8, headDim: 128, tokens: Math.max(1, Math.round(bytes / 4096)) };
-  return { kind: 'session', key, tenantSalt: new Uint8Array(8), tokens: new Int32Array(dims.tokens), createdMs: 0, fingerprint: FP, codec: 'float16', dtype: 'float16', dims, payload: randomish(payloadBytes('float16', dims)) };
+  return {
+    kind: 'session',
+    key,
+    tenantSalt: new Uint8Array(8),
+    tokens: new Int32Array(dims.tokens),
+    createdMs: 0,
+    fingerprint: FP,
+    codec: 'float16',
+    dtype: 'float16',
+    dims,
+    payload: randomish(payloadBytes('float16', dims)),
+  };
 }
 
 function checksums() {
@@ -78,11 +89,26 @@ function checksums() {
     const e = entryOf(size);
     const bytes = encodeEntry(e);
     out[`${size / MiB}MiB`] = {
-      crc32_zlib: rate(size, timeSync(() => crc32(data))),
-      crc32_js_fallback: rate(size, timeSync(() => crc32Js(data))),
-      sha256: rate(size, timeSync(() => createHash('sha256').update(data).digest())),
-      encodeEntry: rate(bytes.length, timeSync(() => encodeEntry(e))),
-      decodeEntry: rate(bytes.length, timeSync(() => decodeEntry(bytes, FP))),
+      crc32_zlib: rate(
+        size,
+        timeSync(() => crc32(data)),
+      ),
+      crc32_js_fallback: rate(
+        size,
+        timeSync(() => crc32Js(data)),
+      ),
+      sha256: rate(
+        size,
+        timeSync(() => createHash('sha256').update(data).digest()),
+      ),
+      encodeEntry: rate(
+        bytes.length,
+        timeSync(() => encodeEntry(e)),
+      ),
+      decodeEntry: rate(
+        bytes.length,
+        timeSync(() => decodeEntry(bytes, FP)),
+      ),
     };
   }
   return out;
@@ -100,8 +126,14 @@ function codecs() {
     out[codec] = {
       payload_bytes: payload.length,
       ratio: r2(bytes / payload.length),
-      encode: rate(bytes, timeSync(() => encodePayload(codec, tensors, dims, 'float32'))),
-      decode: rate(bytes, timeSync(() => decodePayload(codec, payload, dims, 'float32'))),
+      encode: rate(
+        bytes,
+        timeSync(() => encodePayload(codec, tensors, dims, 'float32')),
+      ),
+      decode: rate(
+        bytes,
+        timeSync(() => decodePayload(codec, payload, dims, 'float32')),
+      ),
     };
   }
   return out;
@@ -146,7 +178,10 @@ async function fingerprint(dir: string) {
   await writeFile(external, Uint8Array.from([0x3a, tensor.length + 2, 0x2a, tensor.length, ...tensor]));
   await writeChunked(join(dir, 'model.onnx.data'), new Uint8Array(0), size);
   const out: Record<string, unknown> = { model_bytes: size };
-  for (const [name, onnxPath, files] of [['inline', inline, [inline]], ['external_data', external, [external, join(dir, 'model.onnx.data')]]] as const) {
+  for (const [name, onnxPath, files] of [
+    ['inline', inline, [inline]],
+    ['external_data', external, [external, join(dir, 'model.onnx.data')]],
+  ] as const) {
     const run = () => modelFingerprint({ onnxPath, tokenizerPath, layout });
     const warm = await timeAsync(run, 3);
     const cold = await timeAsync(run, 3, () => files.forEach(dropCache));
@@ -159,24 +194,46 @@ async function fingerprint(dir: string) {
 
 async function disk(dir: string) {
   const out: Record<string, unknown> = {};
-  for (const [size, count] of [[MiB, 128], [16 * MiB, 8]] as const) {
+  for (const [size, count] of [
+    [MiB, 128],
+    [16 * MiB, 8],
+  ] as const) {
     for (const fsync of [false, true]) {
-      const store = await DiskStore.open(join(dir, `store-${size}-${fsync}`), { maxBytes: 4 * count * size, fingerprint: FP, fsync, maxPendingBytes: 2 * count * size });
+      const store = await DiskStore.open(join(dir, `store-${size}-${fsync}`), {
+        maxBytes: 4 * count * size,
+        fingerprint: FP,
+        fsync,
+        maxPendingBytes: 2 * count * size,
+      });
       const entries = Array.from({ length: count }, (_, i) => encodeEntry(entryOf(size, `k${i}`)));
       const total = entries.reduce((a, b) => a + b.length, 0);
       // Later repetitions replace the files: an unlink then a write each, as a busy tier does.
       const put = await timeAsync(async () => {
-        entries.forEach((b, i) => store.put(`k${i}`, b));
+        for (const [i, b] of entries.entries()) store.put(`k${i}`, b);
         await store.flush();
       }, 3);
       const name = `${size / MiB}MiB x${count}${fsync ? ' fsync' : ''}`;
       const row: Record<string, unknown> = { put_flush: rate(total, put) };
       if (!fsync) {
-        row.get_warm = rate(total, await timeAsync(async () => { for (let i = 0; i < count; i++) await store.get(`k${i}`); }, 3));
+        row.get_warm = rate(
+          total,
+          await timeAsync(async () => {
+            for (let i = 0; i < count; i++) await store.get(`k${i}`);
+          }, 3),
+        );
         const dropAll = () => {
           for (let i = 0; i < count; i++) dropCache(join(store.dir, fileName(`k${i}`).slice(0, 2), fileName(`k${i}`)));
         };
-        row.get_cold = rate(total, await timeAsync(async () => { for (let i = 0; i < count; i++) await store.get(`k${i}`); }, 3, dropAll));
+        row.get_cold = rate(
+          total,
+          await timeAsync(
+            async () => {
+              for (let i = 0; i < count; i++) await store.get(`k${i}`);
+            },
+            3,
+            dropAll,
+          ),
+        );
       }
       out[name] = row;
       await store.close();
@@ -196,7 +253,13 @@ try {
   result.fingerprint = await fingerprint(dir);
   log('disk…');
   result.disk = await disk(dir);
-  result.machine = { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, node: process.version, loadavg_1m: r2(os.loadavg()[0]!), tmp_fs: process.env.BENCH_DIR ?? os.tmpdir() };
+  result.machine = {
+    cpus: os.cpus().length,
+    cpu: os.cpus()[0]?.model,
+    node: process.version,
+    loadavg_1m: r2(os.loadavg()[0]!),
+    tmp_fs: process.env.BENCH_DIR ?? os.tmpdir(),
+  };
   const json = JSON.stringify(result, null, 2);
   mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
   writeFileSync(join(ROOT, 'bench/results/tiers-throughput.json'), `${json}\n`);

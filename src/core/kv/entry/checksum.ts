@@ -30,7 +30,16 @@ function crcTables(): Uint32Array[] {
 
 /** The JS fallback, exported so tests can hold it to the native one. */
 export function crc32Js(data: Uint8Array, value = 0): number {
-  const [t0, t1, t2, t3, t4, t5, t6, t7] = crcTables() as [Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array];
+  const [t0, t1, t2, t3, t4, t5, t6, t7] = crcTables() as [
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+  ];
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const n = data.length;
   let c = ~value;
@@ -38,7 +47,15 @@ export function crc32Js(data: Uint8Array, value = 0): number {
   for (; i + 8 <= n; i += 8) {
     const lo = (view.getUint32(i, true) ^ c) >>> 0;
     const hi = view.getUint32(i + 4, true);
-    c = t7[lo & 0xff]! ^ t6[(lo >>> 8) & 0xff]! ^ t5[(lo >>> 16) & 0xff]! ^ t4[lo >>> 24]! ^ t3[hi & 0xff]! ^ t2[(hi >>> 8) & 0xff]! ^ t1[(hi >>> 16) & 0xff]! ^ t0[hi >>> 24]!;
+    c =
+      t7[lo & 0xff]! ^
+      t6[(lo >>> 8) & 0xff]! ^
+      t5[(lo >>> 16) & 0xff]! ^
+      t4[lo >>> 24]! ^
+      t3[hi & 0xff]! ^
+      t2[(hi >>> 8) & 0xff]! ^
+      t1[(hi >>> 16) & 0xff]! ^
+      t0[hi >>> 24]!;
   }
   for (; i < n; i++) c = t0[(c ^ data[i]!) & 0xff]! ^ (c >>> 8);
   return ~c >>> 0;

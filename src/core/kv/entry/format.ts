@@ -109,7 +109,8 @@ export function encodeEntry(e: Entry): Uint8Array {
   if (e.fingerprint.length !== FINGERPRINT_BYTES) throw new RangeError(`fingerprint must be ${FINGERPRINT_BYTES} bytes`);
   if (!Number.isFinite(e.createdMs)) throw new RangeError(`createdMs ${e.createdMs} is not finite`);
   if (e.tokens.length !== dims.tokens) throw new RangeError(`${e.tokens.length} token ids for ${dims.tokens} positions`);
-  if (e.payload.length !== payloadBytes(e.codec, dims)) throw new RangeError(`payload of ${e.payload.length} bytes, ${e.codec} needs ${payloadBytes(e.codec, dims)}`);
+  if (e.payload.length !== payloadBytes(e.codec, dims))
+    throw new RangeError(`payload of ${e.payload.length} bytes, ${e.codec} needs ${payloadBytes(e.codec, dims)}`);
   const s = sections(key.length, e.tenantSalt.length, dims.tokens, e.payload.length);
   const out = new Uint8Array(s.total);
   const v = new DataView(out.buffer);
@@ -118,7 +119,7 @@ export function encodeEntry(e: Entry): Uint8Array {
   v.setUint8(10, KINDS.indexOf(e.kind) + 1);
   v.setUint8(11, CODECS.indexOf(e.codec) + 1);
   v.setUint8(12, DTYPES.indexOf(e.dtype) + 1);
-  [dims.layers, dims.kvHeads, dims.headDim, dims.tokens, key.length, e.tenantSalt.length].forEach((n, i) => v.setUint32(16 + 4 * i, n, true));
+  for (const [i, n] of [dims.layers, dims.kvHeads, dims.headDim, dims.tokens, key.length, e.tenantSalt.length].entries()) v.setUint32(16 + 4 * i, n, true);
   v.setUint32(40, e.payload.length % 2 ** 32, true);
   v.setUint32(44, Math.floor(e.payload.length / 2 ** 32), true);
   v.setFloat64(48, e.createdMs, true);
@@ -137,7 +138,12 @@ function fieldProblem(kind: number, codec: number, dtype: number, d: EntryDims, 
   if (CODECS[codec] === undefined) return 'unknown codec';
   if (DTYPES[dtype] === undefined) return 'unknown dtype';
   if (CODECS[codec] === 'float32' && DTYPES[dtype] !== 'float32') return 'float32 payload for a float16 cache';
-  for (const [name, n, max] of [['layers', d.layers, MAX_DIM], ['kvHeads', d.kvHeads, MAX_DIM], ['headDim', d.headDim, MAX_DIM], ['tokens', d.tokens, MAX_TOKENS]] as const) {
+  for (const [name, n, max] of [
+    ['layers', d.layers, MAX_DIM],
+    ['kvHeads', d.kvHeads, MAX_DIM],
+    ['headDim', d.headDim, MAX_DIM],
+    ['tokens', d.tokens, MAX_TOKENS],
+  ] as const) {
     if (!Number.isInteger(n) || n < 1 || n > max) return `${name} ${n} outside 1..${max}`;
   }
   if (keyBytes < 1 || keyBytes > MAX_KEY_BYTES) return `key of ${keyBytes} bytes outside 1..${MAX_KEY_BYTES}`;
@@ -168,7 +174,14 @@ function parseFixed(bytes: Uint8Array, expectedFingerprint: Uint8Array): Fixed |
   if (crc32(bytes.subarray(0, 92)) !== v.getUint32(92, true)) return reject('checksum', 'header checksum mismatch');
   const fingerprint = bytes.subarray(56, 56 + FINGERPRINT_BYTES);
   if (!sameBytes(fingerprint, expectedFingerprint)) return reject('fingerprint', 'written for another model');
-  const [layers, kvHeads, headDim, tokens, keyBytes, saltBytes] = [0, 1, 2, 3, 4, 5].map((i) => v.getUint32(16 + 4 * i, true)) as [number, number, number, number, number, number];
+  const [layers, kvHeads, headDim, tokens, keyBytes, saltBytes] = [0, 1, 2, 3, 4, 5].map((i) => v.getUint32(16 + 4 * i, true)) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
   const dims = { layers, kvHeads, headDim, tokens };
   const [kind, codec, dtype] = [v.getUint8(10) - 1, v.getUint8(11) - 1, v.getUint8(12) - 1];
   const problem = fieldProblem(kind, codec, dtype, dims, keyBytes, saltBytes);

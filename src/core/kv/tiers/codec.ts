@@ -20,7 +20,12 @@ function checkTensors(tensors: readonly KvData[], dims: EntryDims, dtype: KvDTyp
 }
 
 /** A view of `bytes` as T, copied first if its offset is not aligned for T. */
-function viewAs<T extends Float32Array | Uint16Array | Int8Array>(ctor: { new (b: ArrayBufferLike, o: number, n: number): T; BYTES_PER_ELEMENT: number }, bytes: Uint8Array, offset: number, count: number): T {
+function viewAs<T extends Float32Array | Uint16Array | Int8Array>(
+  ctor: { new (b: ArrayBufferLike, o: number, n: number): T; BYTES_PER_ELEMENT: number },
+  bytes: Uint8Array,
+  offset: number,
+  count: number,
+): T {
   const at = bytes.byteOffset + offset;
   if (at % ctor.BYTES_PER_ELEMENT === 0) return new ctor(bytes.buffer, at, count);
   const copy = bytes.slice(offset, offset + count * ctor.BYTES_PER_ELEMENT);
@@ -39,10 +44,10 @@ export function encodePayload(codec: CodecId, tensors: readonly KvData[], dims: 
   if (codec === 'int8') {
     quantizeInt8(tensors, dims, out);
   } else if (codec === dtype) {
-    tensors.forEach((t, i) => out.set(asBytes(t), i * t.byteLength));
+    for (const [i, t] of tensors.entries()) out.set(asBytes(t), i * t.byteLength);
   } else {
     // float32 cache stored as float16.
-    tensors.forEach((t, i) => out.set(asBytes(float32ArrayToHalf(t as Float32Array)), i * 2 * n));
+    for (const [i, t] of tensors.entries()) out.set(asBytes(float32ArrayToHalf(t as Float32Array)), i * 2 * n);
   }
   return out;
 }

@@ -3,7 +3,7 @@
 // a few thousand files. The scan reads only each file's header: a damaged payload is caught
 // by the checksum when the file is read, and removed then.
 import { createHash } from 'node:crypto';
-import { mkdir, open, readdir, rm, unlink } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readdir, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type EntryKind, HEADER_PREFIX_BYTES, type RejectReason, inspectHeader, isRejected } from '../entry/format.js';
 
@@ -44,7 +44,7 @@ export interface ScanResult {
 }
 
 async function inspectFile(dir: string, name: string, fingerprint: Uint8Array): Promise<ScannedFile | { reason: DiskRejectReason; detail: string }> {
-  let fh;
+  let fh: FileHandle | undefined;
   try {
     fh = await open(filePath(dir, name), 'r');
     const st = await fh.stat();

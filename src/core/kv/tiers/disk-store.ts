@@ -125,7 +125,15 @@ export class DiskStore {
 
   stats(): DiskStoreStats {
     const s = this.#stats;
-    return { ...s, entries: this.#items.size, bytes: this.#bytes, pendingWrites: this.#pendingOps.size, pendingBytes: this.#pendingBytes, dropped: { ...s.dropped }, rejected: { ...s.rejected } };
+    return {
+      ...s,
+      entries: this.#items.size,
+      bytes: this.#bytes,
+      pendingWrites: this.#pendingOps.size,
+      pendingBytes: this.#pendingBytes,
+      dropped: { ...s.dropped },
+      rejected: { ...s.rejected },
+    };
   }
 
   /**
@@ -135,7 +143,8 @@ export class DiskStore {
    */
   put(key: string, bytes: Uint8Array): boolean {
     const h = inspectHeader(bytes, this.#fingerprint);
-    if (isRejected(h) || h.key !== key || h.totalBytes !== bytes.byteLength) throw new Error(`put(${JSON.stringify(key)}): not a valid entry of this key and model`);
+    if (isRejected(h) || h.key !== key || h.totalBytes !== bytes.byteLength)
+      throw new Error(`put(${JSON.stringify(key)}): not a valid entry of this key and model`);
     if (this.#closed) return false;
     if (bytes.byteLength > this.maxBytes) {
       this.#stats.dropped.oversize++;

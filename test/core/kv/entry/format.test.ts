@@ -25,8 +25,19 @@ const arbEntry: fc.Arbitrary<Entry> = fc
     key: fc.string({ minLength: 1, maxLength: 60, unit: 'binary' }),
     tenantSalt: fc.uint8Array({ maxLength: 40 }),
     createdMs: fc.integer({ min: 0, max: 2 ** 45 }),
-    codecDtype: fc.constantFrom<[CodecId, 'float32' | 'float16']>(['float32', 'float32'], ['float16', 'float32'], ['float16', 'float16'], ['int8', 'float32'], ['int8', 'float16']),
-    dims: fc.record({ layers: fc.integer({ min: 1, max: 3 }), kvHeads: fc.integer({ min: 1, max: 3 }), headDim: fc.integer({ min: 1, max: 8 }), tokens: fc.integer({ min: 1, max: 9 }) }),
+    codecDtype: fc.constantFrom<[CodecId, 'float32' | 'float16']>(
+      ['float32', 'float32'],
+      ['float16', 'float32'],
+      ['float16', 'float16'],
+      ['int8', 'float32'],
+      ['int8', 'float16'],
+    ),
+    dims: fc.record({
+      layers: fc.integer({ min: 1, max: 3 }),
+      kvHeads: fc.integer({ min: 1, max: 3 }),
+      headDim: fc.integer({ min: 1, max: 8 }),
+      tokens: fc.integer({ min: 1, max: 9 }),
+    }),
     seed: fc.integer(),
   })
   .map(({ codecDtype: [codec, dtype], dims, seed, ...rest }) => {
@@ -37,7 +48,14 @@ const arbEntry: fc.Arbitrary<Entry> = fc
   })
   .filter((e) => new TextEncoder().encode(e.key).length >= 1);
 
-const decoded = (e: Entry) => ({ ...e, key: e.key, tenantSalt: [...e.tenantSalt], tokens: [...e.tokens], payload: [...e.payload], fingerprint: [...e.fingerprint] });
+const decoded = (e: Entry) => ({
+  ...e,
+  key: e.key,
+  tenantSalt: [...e.tenantSalt],
+  tokens: [...e.tokens],
+  payload: [...e.payload],
+  fingerprint: [...e.fingerprint],
+});
 
 function expectReject(t: Test, r: ReturnType<typeof decodeEntry>, reason: RejectReason | readonly RejectReason[], msg: string) {
   const reasons = typeof reason === 'string' ? [reason] : reason;
@@ -56,7 +74,9 @@ function resign(bytes: Uint8Array): Uint8Array {
 
 t.test('CRC-32: the JS fallback equals zlib on any input', async (t) => {
   t.equal(crc32(new TextEncoder().encode('123456789')), 0xcbf43926, 'check value of CRC-32/ISO-HDLC');
-  fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), fc.integer({ min: 0, max: 2 ** 32 - 1 }), (data, seed) => crc32Js(data, seed) === crc32(data, seed)));
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 300 }), fc.integer({ min: 0, max: 2 ** 32 - 1 }), (data, seed) => crc32Js(data, seed) === crc32(data, seed)),
+  );
 });
 
 t.test('round trip: decode(encode(e)) = e, from any byte offset', async (t) => {
@@ -133,11 +153,21 @@ t.test('forged lengths: rejected without allocating what they claim', async (t) 
   const before = process.memoryUsage().arrayBuffers;
   fc.assert(
     fc.property(
-      fc.record({ layers: fc.nat(), kvHeads: fc.nat(), headDim: fc.nat(), tokens: fc.nat(), key: fc.nat(), salt: fc.nat(), payLo: fc.nat(), payHi: fc.nat(), codec: fc.nat(4) }),
+      fc.record({
+        layers: fc.nat(),
+        kvHeads: fc.nat(),
+        headDim: fc.nat(),
+        tokens: fc.nat(),
+        key: fc.nat(),
+        salt: fc.nat(),
+        payLo: fc.nat(),
+        payHi: fc.nat(),
+        codec: fc.nat(4),
+      }),
       (f) => {
         const bytes = good.slice();
         const v = new DataView(bytes.buffer);
-        [f.layers, f.kvHeads, f.headDim, f.tokens, f.key, f.salt, f.payLo, f.payHi].forEach((n, i) => v.setUint32(16 + 4 * i, n, true));
+        for (const [i, n] of [f.layers, f.kvHeads, f.headDim, f.tokens, f.key, f.salt, f.payLo, f.payHi].entries()) v.setUint32(16 + 4 * i, n, true);
         bytes[11] = f.codec;
         const r = decodeEntry(resign(bytes), FP);
         if (!isRejected(r)) return; // the same lengths as before can still decode

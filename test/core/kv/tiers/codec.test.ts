@@ -18,7 +18,10 @@ const arbDims: fc.Arbitrary<EntryDims> = fc.record({
 /** K/V-like values: mostly small, some channels with large outliers, some all-zero tokens. */
 function tensors(dims: EntryDims, dtype: KvDType, seed: number): KvData[] {
   let s = seed >>> 0 || 1;
-  const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32) * 2 - 1;
+  const rand = () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return (s / 2 ** 32) * 2 - 1;
+  };
   const n = dims.kvHeads * dims.tokens * dims.headDim;
   return Array.from({ length: 2 * dims.layers }, () => {
     const x = Float32Array.from({ length: n }, (_, i) => {
@@ -35,15 +38,20 @@ const bits = (x: KvData) => Buffer.from(x.buffer, x.byteOffset, x.byteLength);
 
 t.test('exact codecs restore every bit', async (t) => {
   fc.assert(
-    fc.property(arbDims, fc.integer(), fc.constantFrom<[KvDType, 'float32' | 'float16']>(['float32', 'float32'], ['float16', 'float16']), (dims, seed, [dtype, codec]) => {
-      const src = tensors(dims, dtype, seed);
-      const payload = encodePayload(codec, src, dims, dtype);
-      if (payload.length !== payloadBytes(codec, dims)) throw new Error('payload size');
-      const back = decodePayload(codec, payload, dims, dtype);
-      back.forEach((b, i) => {
-        if (!bits(b).equals(bits(src[i]!))) throw new Error(`tensor ${i} differs`);
-      });
-    }),
+    fc.property(
+      arbDims,
+      fc.integer(),
+      fc.constantFrom<[KvDType, 'float32' | 'float16']>(['float32', 'float32'], ['float16', 'float16']),
+      (dims, seed, [dtype, codec]) => {
+        const src = tensors(dims, dtype, seed);
+        const payload = encodePayload(codec, src, dims, dtype);
+        if (payload.length !== payloadBytes(codec, dims)) throw new Error('payload size');
+        const back = decodePayload(codec, payload, dims, dtype);
+        back.forEach((b, i) => {
+          if (!bits(b).equals(bits(src[i]!))) throw new Error(`tensor ${i} differs`);
+        });
+      },
+    ),
     { numRuns: 100 },
   );
   t.pass('bit-identical');
@@ -53,7 +61,7 @@ t.test('float16 of a float32 cache: each value rounded to float16', async (t) =>
   const dims = { layers: 2, kvHeads: 2, headDim: 8, tokens: 5 };
   const src = tensors(dims, 'float32', 9);
   const back = decodePayload('float16', encodePayload('float16', src, dims, 'float32'), dims, 'float32');
-  back.forEach((b, i) => t.same([...b], [...halfArrayToFloat32(float32ArrayToHalf(src[i] as Float32Array))]));
+  for (const [i, b] of back.entries()) t.same([...b], [...halfArrayToFloat32(float32ArrayToHalf(src[i] as Float32Array))]);
 });
 
 t.test('int8: within half a step of each (tensor, head, token) group, in the cache dtype, as one slab', async (t) => {

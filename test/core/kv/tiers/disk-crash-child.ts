@@ -6,7 +6,10 @@ import { FP, fixtureBytes } from './entry-fixture.js';
 
 const [dir, seedArg] = process.argv.slice(2);
 let s = Number(seedArg) * 7919 + 1;
-const rand = (n: number) => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) % n;
+const rand = (n: number) => {
+  s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+  return s % n;
+};
 
 const store = await DiskStore.open(dir!, { maxBytes: 1 << 30, fingerprint: FP });
 process.stdout.write('ready\n');

@@ -54,7 +54,11 @@ t.test('SIGKILL mid-write never loses a completed write and never serves a corru
     const store = await DiskStore.open(dir, { maxBytes: 1 << 30, fingerprint: FP });
     const { rejected } = store.stats();
     unfinished += rejected.truncated;
-    t.same({ ...rejected, truncated: 0 }, { fingerprint: 0, checksum: 0, truncated: 0, io: 0 }, `round ${round} (kill after ${afterMs} ms, ${lines.length} completed ops): no damaged file, only unfinished temp files (${rejected.truncated})`);
+    t.same(
+      { ...rejected, truncated: 0 },
+      { fingerprint: 0, checksum: 0, truncated: 0, io: 0 },
+      `round ${round} (kill after ${afterMs} ms, ${lines.length} completed ops): no damaged file, only unfinished temp files (${rejected.truncated})`,
+    );
     let served = 0;
     for (const key of store.keys()) {
       const bytes = await store.get(key);
@@ -66,7 +70,11 @@ t.test('SIGKILL mid-write never loses a completed write and never serves a corru
     t.equal(served, store.entries, `round ${round}: all ${served} entries served validate and are exactly what was written`);
     const missing = [...live].filter((k) => !store.has(k));
     t.same(missing, [], `round ${round}: all ${live.size} completed writes survived`);
-    t.same([...deleted].filter((k) => store.has(k)), [], `round ${round}: completed deletes stayed deleted`);
+    t.same(
+      [...deleted].filter((k) => store.has(k)),
+      [],
+      `round ${round}: completed deletes stayed deleted`,
+    );
     t.same(await readdir(path.join(dir, 'tmp')), [], 'no temp file left after open');
     await store.close();
   }

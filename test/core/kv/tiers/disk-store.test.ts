@@ -21,7 +21,8 @@ async function tmpDir(t: Test): Promise<string> {
 async function filesOn(dir: string): Promise<{ file: string; size: number }[]> {
   const out: { file: string; size: number }[] = [];
   for (const sub of await readdir(dir)) {
-    for (const f of await readdir(path.join(dir, sub)).catch(() => [])) out.push({ file: path.join(sub, f), size: (await stat(path.join(dir, sub, f)).catch(() => ({ size: 0 }))).size });
+    for (const f of await readdir(path.join(dir, sub)).catch(() => []))
+      out.push({ file: path.join(sub, f), size: (await stat(path.join(dir, sub, f)).catch(() => ({ size: 0 }))).size });
   }
   return out;
 }
@@ -45,13 +46,20 @@ t.test('entries survive close and reopen, in LRU order by last use', async (t) =
   store = await DiskStore.open(dir, { maxBytes: 1 << 20, fingerprint: FP });
   t.same(store.keys(), ['s-["t","b"]', 'p-c', 'p-a'], 'p-a was used last');
   for (const k of keys) t.ok(isFixture(k, (await store.get(k))!), `${k} served as written`);
-  t.equal(store.bytes, keys.reduce((a, k) => a + fixtureBytes(k, 5 + k.length).length, 0));
+  t.equal(
+    store.bytes,
+    keys.reduce((a, k) => a + fixtureBytes(k, 5 + k.length).length, 0),
+  );
   t.equal(await store.get('nope'), undefined);
   t.ok(store.delete('p-c'));
   await store.close();
   store = await DiskStore.open(dir, { maxBytes: 1 << 20, fingerprint: FP });
   t.notOk(store.has('p-c'), 'a deleted entry stays deleted');
-  t.same((await filesOn(dir)).filter((f) => f.file.startsWith('tmp')), [], 'no temp files left');
+  t.same(
+    (await filesOn(dir)).filter((f) => f.file.startsWith('tmp')),
+    [],
+    'no temp files left',
+  );
 });
 
 t.test('bad files are never served: removed, counted by reason, reported once', async (t) => {
@@ -61,7 +69,10 @@ t.test('bad files are never served: removed, counted by reason, reported once', 
   await store.close();
   await truncate(fileOf(dir, 'truncated'), 200);
   await truncate(fileOf(dir, 'empty'), 0);
-  for (const [key, at] of [['flipped-payload', -100], ['flipped-header', 20]] as const) {
+  for (const [key, at] of [
+    ['flipped-payload', -100],
+    ['flipped-header', 20],
+  ] as const) {
     const fh = await open(fileOf(dir, key), 'r+');
     const { size } = await fh.stat();
     const pos = at < 0 ? size + at : at;
@@ -89,7 +100,11 @@ t.test('bad files are never served: removed, counted by reason, reported once', 
   t.ok(isFixture('good', (await store.get('good'))!));
   await store.close();
   t.equal(reports.length, 7, 'each bad file reported once');
-  t.same((await filesOn(dir)).map((f) => f.file), [path.join(fileName('good').slice(0, 2), fileName('good'))], 'only the good file remains');
+  t.same(
+    (await filesOn(dir)).map((f) => f.file),
+    [path.join(fileName('good').slice(0, 2), fileName('good'))],
+    'only the good file remains',
+  );
   t.ok(await stat(path.join(dir, 'README')), 'a file not named as ours is left alone');
 
   const again: string[] = [];
@@ -108,7 +123,9 @@ t.test('random puts, gets and deletes: the budget holds on disk at every moment,
   await fc.assert(
     fc.asyncProperty(
       fc.integer({ min: 2 * one, max: 40 * one }),
-      fc.array(fc.record({ op: fc.constantFrom('put', 'put', 'put', 'get', 'delete', 'yield'), key: fc.nat(9), tokens: fc.integer({ min: 1, max: 30 }) }), { maxLength: 40 }),
+      fc.array(fc.record({ op: fc.constantFrom('put', 'put', 'put', 'get', 'delete', 'yield'), key: fc.nat(9), tokens: fc.integer({ min: 1, max: 30 }) }), {
+        maxLength: 40,
+      }),
       async (maxBytes, ops) => {
         await rm(dir, { recursive: true, force: true });
         const store = await DiskStore.open(dir, { maxBytes, fingerprint: FP, maxPendingBytes: 8 * one });
