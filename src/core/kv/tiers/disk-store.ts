@@ -1,0 +1,328 @@
+// Tier 3: entry bytes in files under KV_CACHE_DIR, with their own byte budget and LRU. put()
+// never waits: one background writer takes a FIFO of writes (temp file, rename into place)
+// and unlinks, so a kill -9 leaves at worst a temp file, removed at the next open, and an
+// unlink that makes room always lands before the write it made room for.
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readFile, rename, unlink, utimes } from 'node:fs/promises';
+import { join } from 'node:path';
+import { decodeEntry, inspectHeader, isRejected } from '../entry/format.js';
+import { type DiskRejectReason, TMP_DIR, diskReason, fileName, filePath, scanDir } from './disk-files.js';
+
+export type { DiskRejectReason } from './disk-files.js';
+
+export interface DiskStoreOptions {
+  /** Bytes of entry files on disk at most, counting writes queued and in flight. */
+  maxBytes: number;
+  fingerprint: Uint8Array;
+  /** Each file not served (found bad at open or on read), once, after it is removed. */
+  onReject?: (reason: DiskRejectReason, file: string, detail: string) => void;
+  /** Queued writes hold their bytes in memory: past this many bytes the oldest are dropped. */
+  maxPendingBytes?: number;
+  /**
+   * fsync each file before its rename. Off by default: a process crash loses nothing the
+   * kernel has, and after a power loss a torn file fails its checksum and is never served;
+   * this is a cache, so the durability an fsync buys is not worth a journal commit per entry.
+   */
+  fsync?: boolean;
+}
+
+export interface DiskStoreStats {
+  entries: number;
+  bytes: number;
+  pendingWrites: number;
+  pendingBytes: number;
+  writes: number;
+  hits: number;
+  misses: number;
+  evictions: number;
+  evictedBytes: number;
+  /** Queued writes dropped past maxPendingBytes, and puts larger than the whole budget. */
+  dropped: { pending: number; oversize: number };
+  rejected: Record<DiskRejectReason, number>;
+}
+
+type State = 'pending' | 'writing' | 'stored' | 'gone';
+
+interface Item {
+  readonly key: string;
+  readonly name: string;
+  readonly bytes: number;
+  state: State;
+  /** The entry while it waits for (or is in) its write. */
+  data: Uint8Array | undefined;
+}
+
+type Op = { kind: 'write'; item: Item } | { kind: 'unlink'; name: string } | { kind: 'touch'; name: string; at: Date };
+
+export class DiskStore {
+  readonly dir: string;
+  readonly maxBytes: number;
+  readonly maxPendingBytes: number;
+  readonly #fingerprint: Uint8Array;
+  readonly #fsync: boolean;
+  readonly #onReject: DiskStoreOptions['onReject'];
+  /** Least recently used first. */
+  readonly #items = new Map<string, Item>();
+  readonly #queue = new Map<number, Op>();
+  readonly #pendingOps = new Map<Item, number>();
+  readonly #shards = new Set<string>();
+  #nextOp = 0;
+  #bytes = 0;
+  #pendingBytes = 0;
+  #writer: Promise<void> | undefined;
+  #closed = false;
+  readonly #stats = {
+    writes: 0,
+    hits: 0,
+    misses: 0,
+    evictions: 0,
+    evictedBytes: 0,
+    dropped: { pending: 0, oversize: 0 },
+    rejected: { fingerprint: 0, checksum: 0, truncated: 0, io: 0 } as Record<DiskRejectReason, number>,
+  };
+
+  private constructor(dir: string, options: DiskStoreOptions) {
+    if (!Number.isSafeInteger(options.maxBytes) || options.maxBytes <= 0) throw new RangeError(`maxBytes must be a positive integer, got ${options.maxBytes}`);
+    this.dir = dir;
+    this.maxBytes = options.maxBytes;
+    this.maxPendingBytes = options.maxPendingBytes ?? 256 << 20;
+    this.#fingerprint = options.fingerprint;
+    this.#fsync = options.fsync ?? false;
+    this.#onReject = options.onReject;
+  }
+
+  /** Opens (creating) a directory: rebuilds the index from its files, removing every file that must not be served. */
+  static async open(dir: string, options: DiskStoreOptions): Promise<DiskStore> {
+    const store = new DiskStore(dir, options);
+    const { files, rejected } = await scanDir(dir, options.fingerprint);
+    for (const r of rejected) store.#reject(r.reason, r.file, r.detail);
+    for (const f of files) {
+      store.#items.set(f.key, { key: f.key, name: f.name, bytes: f.bytes, state: 'stored', data: undefined });
+      store.#bytes += f.bytes;
+    }
+    // A smaller budget than last time: the oldest go.
+    store.#makeRoom(0);
+    await store.flush();
+    return store;
+  }
+
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  get entries(): number {
+    return this.#items.size;
+  }
+
+  has(key: string): boolean {
+    return this.#items.has(key);
+  }
+
+  /** Keys, least recently used first. */
+  keys(): string[] {
+    return [...this.#items.keys()];
+  }
+
+  stats(): DiskStoreStats {
+    const s = this.#stats;
+    return {
+      ...s,
+      entries: this.#items.size,
+      bytes: this.#bytes,
+      pendingWrites: this.#pendingOps.size,
+      pendingBytes: this.#pendingBytes,
+      dropped: { ...s.dropped },
+      rejected: { ...s.rejected },
+    };
+  }
+
+  /**
+   * Queues `bytes` (an encoded entry of `key`, now owned by the store) to be written, evicting
+   * least recently used entries so the budget holds counting this one. Returns at once; false
+   * when closed or larger than the whole budget.
+   */
+  put(key: string, bytes: Uint8Array): boolean {
+    const h = inspectHeader(bytes, this.#fingerprint);
+    if (isRejected(h) || h.key !== key || h.totalBytes !== bytes.byteLength)
+      throw new Error(`put(${JSON.stringify(key)}): not a valid entry of this key and model`);
+    if (this.#closed) return false;
+    if (bytes.byteLength > this.maxBytes) {
+      this.#stats.dropped.oversize++;
+      return false;
+    }
+    const old = this.#items.get(key);
+    if (old) this.#discard(old);
+    this.#makeRoom(bytes.byteLength);
+    const item: Item = { key, name: fileName(key), bytes: bytes.byteLength, state: 'pending', data: bytes };
+    this.#items.set(key, item);
+    this.#bytes += item.bytes;
+    this.#pendingBytes += item.bytes;
+    this.#enqueue({ kind: 'write', item });
+    for (const [pending] of this.#pendingOps) {
+      if (this.#pendingBytes <= this.maxPendingBytes || pending === item) break;
+      this.#stats.dropped.pending++;
+      this.#discard(pending);
+    }
+    return true;
+  }
+
+  /** The entry's bytes, validated (checksum, fingerprint, key); a bad file is removed, counted and reported. */
+  async get(key: string): Promise<Uint8Array | undefined> {
+    const item = this.#items.get(key);
+    if (!item) {
+      this.#stats.misses++;
+      return undefined;
+    }
+    this.#touch(item);
+    if (item.data) {
+      this.#stats.hits++;
+      return item.data;
+    }
+    const path = filePath(this.dir, item.name);
+    let bytes: Uint8Array;
+    try {
+      bytes = await readFile(path);
+    } catch (err) {
+      // Evicted or replaced while we read: a plain miss. Otherwise the file is unreadable.
+      if (item.state === 'gone' || this.#items.get(key) !== item) return this.#miss();
+      return this.#drop(item, 'io', (err as Error).message);
+    }
+    const e = decodeEntry(bytes, this.#fingerprint);
+    if (isRejected(e)) return this.#drop(item, diskReason(e.rejected), e.detail);
+    if (e.key !== key) return this.#drop(item, 'checksum', 'key does not match');
+    this.#stats.hits++;
+    // Recency survives a restart as the file's mtime (set by the writer, so flush() covers it).
+    if (item.state === 'stored') this.#enqueue({ kind: 'touch', name: item.name, at: new Date() });
+    return bytes;
+  }
+
+  /** Removes an entry (queued or stored). */
+  delete(key: string): boolean {
+    const item = this.#items.get(key);
+    if (!item) return false;
+    this.#discard(item);
+    return true;
+  }
+
+  /** Resolves once every write and unlink queued so far has been done. */
+  async flush(): Promise<void> {
+    while (this.#writer) await this.#writer;
+  }
+
+  /** Stops taking writes and finishes the queued ones (graceful shutdown). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.flush();
+  }
+
+  #miss(): undefined {
+    this.#stats.misses++;
+    return undefined;
+  }
+
+  #drop(item: Item, reason: DiskRejectReason, detail: string): undefined {
+    if (this.#items.get(item.key) === item) this.#discard(item);
+    this.#reject(reason, join(item.name.slice(0, 2), item.name), detail);
+    return this.#miss();
+  }
+
+  #reject(reason: DiskRejectReason, file: string, detail: string): void {
+    this.#stats.rejected[reason]++;
+    this.#onReject?.(reason, file, detail);
+  }
+
+  #touch(item: Item): void {
+    this.#items.delete(item.key);
+    this.#items.set(item.key, item);
+  }
+
+  #makeRoom(bytes: number): void {
+    for (const item of this.#items.values()) {
+      if (this.#bytes + bytes <= this.maxBytes) break;
+      this.#stats.evictions++;
+      this.#stats.evictedBytes += item.bytes;
+      this.#discard(item);
+    }
+  }
+
+  /** Takes an item out of the index; its file goes through the writer's queue, after anything queued before it. */
+  #discard(item: Item): void {
+    this.#items.delete(item.key);
+    this.#bytes -= item.bytes;
+    const prev = item.state;
+    item.state = 'gone';
+    if (prev === 'pending') {
+      this.#queue.delete(this.#pendingOps.get(item)!);
+      this.#pendingOps.delete(item);
+      this.#pendingBytes -= item.bytes;
+      item.data = undefined;
+    } else if (prev === 'stored') {
+      this.#enqueue({ kind: 'unlink', name: item.name });
+    }
+    // 'writing': the writer sees 'gone' after its rename and unlinks the file itself.
+  }
+
+  #enqueue(op: Op): number {
+    const id = this.#nextOp++;
+    this.#queue.set(id, op);
+    if (op.kind === 'write') this.#pendingOps.set(op.item, id);
+    // (The writer may start at once, before this returns.)
+    this.#kick();
+    return id;
+  }
+
+  #kick(): void {
+    if (this.#writer) return;
+    // An op queued after the writer's loop ended but before this callback ran is picked up here.
+    this.#writer = this.#runWriter().finally(() => {
+      this.#writer = undefined;
+      if (this.#queue.size > 0) this.#kick();
+    });
+  }
+
+  async #runWriter(): Promise<void> {
+    // A Map iterator also visits entries added while it runs: ops queued during an await.
+    for (const [id, op] of this.#queue) {
+      this.#queue.delete(id);
+      if (op.kind === 'unlink') await unlink(filePath(this.dir, op.name)).catch(() => {});
+      // A failed touch only costs LRU precision after a restart.
+      else if (op.kind === 'touch') await utimes(filePath(this.dir, op.name), op.at, op.at).catch(() => {});
+      else await this.#write(op.item);
+    }
+  }
+
+  async #write(item: Item): Promise<void> {
+    this.#pendingOps.delete(item);
+    this.#pendingBytes -= item.bytes;
+    item.state = 'writing';
+    const shard = item.name.slice(0, 2);
+    const tmp = join(this.dir, TMP_DIR, `${randomBytes(12).toString('hex')}.tmp`);
+    const final = filePath(this.dir, item.name);
+    try {
+      if (!this.#shards.has(shard)) {
+        await mkdir(join(this.dir, shard), { recursive: true });
+        this.#shards.add(shard);
+      }
+      const fh = await open(tmp, 'wx');
+      try {
+        await fh.writeFile(item.data!);
+        if (this.#fsync) await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, final);
+      this.#stats.writes++;
+    } catch (err) {
+      await unlink(tmp).catch(() => {});
+      if (item.state === 'writing') {
+        this.#discard(item);
+        this.#reject('io', join(shard, item.name), `write failed: ${(err as Error).message}`);
+      }
+      return;
+    } finally {
+      item.data = undefined;
+    }
+    if (item.state === 'writing') item.state = 'stored';
+    else await unlink(final).catch(() => {});
+  }
+}

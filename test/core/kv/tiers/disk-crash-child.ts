@@ -1,0 +1,33 @@
+// Child process of disk-crash.test.ts: writes entries to a DiskStore as fast as it can until
+// it is killed. After each flush it prints the keys whose writes (or deletes) have completed:
+// those must survive the kill; anything else may be lost, but nothing may come back corrupt.
+import { DiskStore } from '../../../../src/core/kv/tiers/disk-store.js';
+import { FP, fixtureBytes } from './entry-fixture.js';
+
+const [dir, seedArg] = process.argv.slice(2);
+let s = Number(seedArg) * 7919 + 1;
+const rand = (n: number) => {
+  s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+  return s % n;
+};
+
+const store = await DiskStore.open(dir!, { maxBytes: 1 << 30, fingerprint: FP });
+process.stdout.write('ready\n');
+const written: string[] = [];
+for (let i = 0; ; ) {
+  const lines: string[] = [];
+  for (let b = 1 + rand(6); b > 0; b--) {
+    const key = `p-${seedArg}-${i++}`;
+    // Up to ~2 MiB, so that a kill often lands inside a write.
+    store.put(key, fixtureBytes(key, 1 + rand(4000)));
+    lines.push(`w ${key}`);
+    written.push(key);
+  }
+  if (written.length > 10 && rand(3) === 0) {
+    const key = written.splice(rand(written.length), 1)[0]!;
+    store.delete(key);
+    lines.push(`d ${key}`);
+  }
+  await store.flush();
+  process.stdout.write(`${lines.join('\n')}\n`);
+}

@@ -1,0 +1,194 @@
+// The disk tier: entries survive a restart; damaged, foreign, cut-short and unfinished files
+// are never served, removed and counted by reason; the byte budget holds on disk at every
+// moment, counting queued and in-flight writes; put() never waits for the disk.
+import t, { type Test } from 'tap';
+import fc from 'fast-check';
+import { mkdir, mkdtemp, open, readdir, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { decodeEntry, isRejected } from '../../../../src/core/kv/entry/format.js';
+import { fileName } from '../../../../src/core/kv/tiers/disk-files.js';
+import { DiskStore, type DiskRejectReason } from '../../../../src/core/kv/tiers/disk-store.js';
+import { FP, OTHER_FP, fixtureBytes, isFixture } from './entry-fixture.js';
+
+async function tmpDir(t: Test): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'kvserve-disk-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Every file under dir (entry files and temp files) with its size. */
+async function filesOn(dir: string): Promise<{ file: string; size: number }[]> {
+  const out: { file: string; size: number }[] = [];
+  for (const sub of await readdir(dir)) {
+    for (const f of await readdir(path.join(dir, sub)).catch(() => []))
+      out.push({ file: path.join(sub, f), size: (await stat(path.join(dir, sub, f)).catch(() => ({ size: 0 }))).size });
+  }
+  return out;
+}
+
+const fileOf = (dir: string, key: string) => path.join(dir, fileName(key).slice(0, 2), fileName(key));
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+t.test('entries survive close and reopen, in LRU order by last use', async (t) => {
+  const dir = await tmpDir(t);
+  let store = await DiskStore.open(dir, { maxBytes: 1 << 20, fingerprint: FP });
+  const keys = ['p-a', 's-["t","b"]', 'p-c'];
+  for (const k of keys) {
+    t.ok(store.put(k, fixtureBytes(k, 5 + k.length)));
+    await store.flush();
+    await sleep(15);
+  }
+  t.ok(isFixture('p-a', (await store.get('p-a'))!), 'read back before the restart');
+  await store.close();
+  t.notOk(store.put('p-d', fixtureBytes('p-d', 3)), 'a closed store takes no writes');
+
+  store = await DiskStore.open(dir, { maxBytes: 1 << 20, fingerprint: FP });
+  t.same(store.keys(), ['s-["t","b"]', 'p-c', 'p-a'], 'p-a was used last');
+  for (const k of keys) t.ok(isFixture(k, (await store.get(k))!), `${k} served as written`);
+  t.equal(
+    store.bytes,
+    keys.reduce((a, k) => a + fixtureBytes(k, 5 + k.length).length, 0),
+  );
+  t.equal(await store.get('nope'), undefined);
+  t.ok(store.delete('p-c'));
+  await store.close();
+  store = await DiskStore.open(dir, { maxBytes: 1 << 20, fingerprint: FP });
+  t.notOk(store.has('p-c'), 'a deleted entry stays deleted');
+  t.same(
+    (await filesOn(dir)).filter((f) => f.file.startsWith('tmp')),
+    [],
+    'no temp files left',
+  );
+});
+
+t.test('bad files are never served: removed, counted by reason, reported once', async (t) => {
+  const dir = await tmpDir(t);
+  let store = await DiskStore.open(dir, { maxBytes: 1 << 20, fingerprint: FP });
+  for (const k of ['truncated', 'flipped-payload', 'flipped-header', 'empty', 'good']) store.put(k, fixtureBytes(k, 8));
+  await store.close();
+  await truncate(fileOf(dir, 'truncated'), 200);
+  await truncate(fileOf(dir, 'empty'), 0);
+  for (const [key, at] of [
+    ['flipped-payload', -100],
+    ['flipped-header', 20],
+  ] as const) {
+    const fh = await open(fileOf(dir, key), 'r+');
+    const { size } = await fh.stat();
+    const pos = at < 0 ? size + at : at;
+    const b = Buffer.alloc(1);
+    await fh.read(b, 0, 1, pos);
+    b[0]! ^= 0x10;
+    await fh.write(b, 0, 1, pos);
+    await fh.close();
+  }
+  for (const k of ['foreign', 'misplaced']) await mkdir(path.dirname(fileOf(dir, k)), { recursive: true });
+  // Another model's entry, under the name its key would have here.
+  await writeFile(fileOf(dir, 'foreign'), fixtureBytes('foreign', 8, OTHER_FP));
+  // An entry stored under another key's name.
+  await writeFile(fileOf(dir, 'misplaced'), fixtureBytes('good', 8));
+  await writeFile(path.join(dir, 'tmp', 'deadbeef.tmp'), fixtureBytes('half', 8).subarray(0, 100));
+  await writeFile(path.join(dir, 'README'), 'not ours: left alone');
+
+  const reports: [DiskRejectReason, string][] = [];
+  store = await DiskStore.open(dir, { maxBytes: 1 << 20, fingerprint: FP, onReject: (r, f) => reports.push([r, f]) });
+  t.same(store.stats().rejected, { fingerprint: 1, checksum: 2, truncated: 3, io: 0 }, 'at open: foreign, header flip + misplaced, truncated + empty + temp');
+  t.same(store.keys().sort(), ['flipped-payload', 'good'], 'a payload flip is not visible in the header');
+  t.equal(await store.get('flipped-payload'), undefined, 'caught by the checksum on read');
+  t.same(store.stats().rejected.checksum, 3);
+  t.notOk(store.has('flipped-payload'));
+  t.ok(isFixture('good', (await store.get('good'))!));
+  await store.close();
+  t.equal(reports.length, 7, 'each bad file reported once');
+  t.same(
+    (await filesOn(dir)).map((f) => f.file),
+    [path.join(fileName('good').slice(0, 2), fileName('good'))],
+    'only the good file remains',
+  );
+  t.ok(await stat(path.join(dir, 'README')), 'a file not named as ours is left alone');
+
+  const again: string[] = [];
+  store = await DiskStore.open(dir, { maxBytes: 1 << 20, fingerprint: FP, onReject: (_r, f) => again.push(f) });
+  t.same(again, [], 'nothing left to report on the next start');
+  t.same(store.keys(), ['good']);
+  await store.close();
+  store = await DiskStore.open(dir, { maxBytes: 1 << 20, fingerprint: OTHER_FP });
+  t.same(store.keys(), [], 'another model sees none of it');
+  t.same(store.stats().rejected.fingerprint, 1);
+});
+
+t.test('random puts, gets and deletes: the budget holds on disk at every moment, counting writes in flight', async (t) => {
+  const dir = await tmpDir(t);
+  const one = fixtureBytes('p0', 1).length;
+  await fc.assert(
+    fc.asyncProperty(
+      fc.integer({ min: 2 * one, max: 40 * one }),
+      fc.array(fc.record({ op: fc.constantFrom('put', 'put', 'put', 'get', 'delete', 'yield'), key: fc.nat(9), tokens: fc.integer({ min: 1, max: 30 }) }), {
+        maxLength: 40,
+      }),
+      async (maxBytes, ops) => {
+        await rm(dir, { recursive: true, force: true });
+        const store = await DiskStore.open(dir, { maxBytes, fingerprint: FP, maxPendingBytes: 8 * one });
+        const sizes = new Map<string, number>();
+        const check = async (when: string) => {
+          if (store.bytes > maxBytes) throw new Error(`${when}: counted ${store.bytes} > ${maxBytes}`);
+          const onDisk = (await filesOn(dir)).reduce((a, f) => a + f.size, 0);
+          if (onDisk > maxBytes) throw new Error(`${when}: ${onDisk} bytes on disk > ${maxBytes}`);
+        };
+        for (const { op, key: k, tokens } of ops) {
+          const key = `p${k}`;
+          if (op === 'put') {
+            const bytes = fixtureBytes(key, tokens);
+            if (store.put(key, bytes)) sizes.set(key, bytes.length);
+          } else if (op === 'get') {
+            const got = await store.get(key);
+            if (got && !isFixture(key, got)) throw new Error(`${key} served wrong bytes`);
+          } else if (op === 'delete') store.delete(key);
+          else await sleep(1);
+          const sum = store.keys().reduce((a, key) => a + sizes.get(key)!, 0);
+          if (store.bytes !== sum) throw new Error(`bytes ${store.bytes} != sum of entries ${sum}`);
+          await check(op);
+        }
+        await store.close();
+        await check('closed');
+        const onDisk = (await filesOn(dir)).filter((f) => !f.file.startsWith('tmp'));
+        if (onDisk.reduce((a, f) => a + f.size, 0) !== store.bytes) throw new Error('files on disk differ from the accounting');
+        if (onDisk.length !== store.entries) throw new Error('file count differs');
+      },
+    ),
+    { numRuns: 60 },
+  );
+  t.pass('budget held');
+});
+
+t.test('put never waits; the oldest queued writes are dropped past the pending bound', async (t) => {
+  const dir = await tmpDir(t);
+  const one = fixtureBytes('p0', 64).length;
+  const store = await DiskStore.open(dir, { maxBytes: 1 << 30, fingerprint: FP, maxPendingBytes: 4 * one });
+  const started = performance.now();
+  for (let i = 0; i < 20; i++) store.put(`p${i}`, fixtureBytes(`p${i}`, 64));
+  t.ok(performance.now() - started < 1000, 'twenty puts returned without disk I/O');
+  const s = store.stats();
+  t.ok(s.pendingBytes <= 4 * one, `pending ${s.pendingBytes} within the bound`);
+  t.ok(s.dropped.pending >= 15, `${s.dropped.pending} queued writes dropped`);
+  t.ok(isFixture('p19', (await store.get('p19'))!), 'a queued entry is served from memory');
+  await store.close();
+  t.ok(store.has('p19') && !store.has('p1'), 'newest kept, oldest queued dropped');
+  t.ok(store.has('p0'), 'the write already in flight when the others came was not dropped');
+  const small = await DiskStore.open(dir, { maxBytes: 2 * one, fingerprint: FP });
+  t.equal(small.entries, 2, 'a smaller budget at open evicts down to it');
+  t.ok(small.bytes <= 2 * one);
+  t.notOk(small.put('huge', fixtureBytes('huge', 200)), 'an entry over the whole budget is refused');
+  t.equal(small.stats().dropped.oversize, 1);
+  await small.close();
+});
+
+t.test('a put of bytes that are not an entry of that key is a caller bug', async (t) => {
+  const dir = await tmpDir(t);
+  const store = await DiskStore.open(dir, { maxBytes: 1 << 20, fingerprint: FP });
+  t.throws(() => store.put('a', fixtureBytes('b', 2)));
+  t.throws(() => store.put('a', fixtureBytes('a', 2, OTHER_FP)));
+  const d = decodeEntry(fixtureBytes('a', 2), FP);
+  t.notOk(isRejected(d));
+  await store.close();
+});
