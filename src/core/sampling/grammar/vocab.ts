@@ -115,12 +115,12 @@ export function buildTrie(bytes: readonly (Uint8Array | null)[]): TokenTrie {
 
   const byte: number[] = [0];
   const depth: number[] = [0];
-  const idsAt: number[][] = [[]];
+  const nodeOf = new Int32Array(order.length); // the trie node each sorted token ends at
   // The path of trie nodes for the previous token's bytes: consecutive sorted tokens share a prefix.
   const path: number[] = [0];
   let prev: Uint8Array = new Uint8Array(0);
   let maxDepth = 0;
-  for (const id of order) {
+  order.forEach((id, k) => {
     const b = bytes[id]!;
     let common = 0;
     while (common < b.length && common < prev.length && b[common] === prev[common]) common++;
@@ -129,12 +129,11 @@ export function buildTrie(bytes: readonly (Uint8Array | null)[]): TokenTrie {
       path.push(byte.length);
       byte.push(b[d]!);
       depth.push(d + 1);
-      idsAt.push([]);
     }
-    idsAt[path[b.length]!]!.push(id);
+    nodeOf[k] = path[b.length]!;
     prev = b;
     maxDepth = Math.max(maxDepth, b.length);
-  }
+  });
 
   const n = byte.length;
   const end = new Int32Array(n);
@@ -144,15 +143,17 @@ export function buildTrie(bytes: readonly (Uint8Array | null)[]): TokenTrie {
     stack.push(i);
   }
   for (const i of stack) end[i] = n;
+  // Tokens in sorted order already sit in preorder of their nodes: ids[] is order itself.
   const idStart = new Int32Array(n + 1);
-  for (let i = 0; i < n; i++) idStart[i + 1] = idStart[i]! + idsAt[i]!.length;
+  for (const node of nodeOf) idStart[node + 1]!++;
+  for (let i = 0; i < n; i++) idStart[i + 1]! += idStart[i]!;
   return {
     nodes: n,
     byte: Uint8Array.from(byte),
     depth: Uint16Array.from(depth),
     end,
     idStart,
-    ids: Int32Array.from(idsAt.flat()),
+    ids: Int32Array.from(order),
     maxDepth,
   };
 }
