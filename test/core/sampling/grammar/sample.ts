@@ -19,7 +19,7 @@ export function rng(seed: number): () => number {
 export interface Sampled {
   ids: number[];
   text: string;
-  /** The grammar reached `complete` (or took EOS where the document may end). */
+  /** The grammar reached `complete`, took EOS, or ran out of budget where the document may end. */
   finished: boolean;
 }
 
@@ -52,7 +52,8 @@ export function sample(grammar: Grammar, seed: number, maxTokens: number): Sampl
       break;
     }
   }
-  return { ids, text: decode(vocab, ids), finished };
+  // Out of budget, the output still stands if it may end here (a top-level number never "completes").
+  return { ids, text: decode(vocab, ids), finished: finished || st.canEnd };
 }
 
 /** The output's bytes as text; throws on invalid UTF-8 (the grammar must never produce it). */
