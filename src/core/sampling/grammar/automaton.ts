@@ -128,37 +128,46 @@ function stepString(f: Frame, c: number): Frame | null {
     case S_UTF:
       if (c < 0x80 || c > 0xbf) return null;
       return new Frame(n, f.a === 1 ? S_IN : S_UTF, f.a - 1, 0, up);
-    default: {
-      const [lo, hi, left] = f.s === S_E0 ? [0xa0, 0xbf, 1] : f.s === S_ED ? [0x80, 0x9f, 1] : f.s === S_F0 ? [0x90, 0xbf, 2] : [0x80, 0x8f, 2];
-      return c >= lo && c <= hi ? new Frame(n, S_UTF, left, 0, up) : null;
-    }
+    case S_E0:
+      return c >= 0xa0 && c <= 0xbf ? new Frame(n, S_UTF, 1, 0, up) : null;
+    case S_ED:
+      return c >= 0x80 && c <= 0x9f ? new Frame(n, S_UTF, 1, 0, up) : null;
+    case S_F0:
+      return c >= 0x90 && c <= 0xbf ? new Frame(n, S_UTF, 2, 0, up) : null;
+    default: // S_F4
+      return c >= 0x80 && c <= 0x8f ? new Frame(n, S_UTF, 2, 0, up) : null;
   }
 }
 
+// Hot paths define no inner closures: tsx (tests, benches) wraps each one in a __name() call
+// per invocation, which made a 256-node trie walk cost ~300 µs.
+function numberFrame(f: Frame, state: number, digits: number): Frame {
+  return new Frame(f.n, state, digits, 0, f.up);
+}
+
 function stepNumber(f: Frame, c: number, int: boolean): Frame | null {
-  const { n, s, a, up } = f;
-  const to = (state: number, digits: number): Frame => new Frame(n, state, digits, 0, up);
+  const { s, a } = f;
   const digit = isDigit(c);
   switch (s) {
     case N_START:
     case N_MINUS:
-      if (s === N_START && c === 0x2d) return to(N_MINUS, 0);
-      return c === 0x30 ? to(N_ZERO, 1) : digit ? to(N_INT, 1) : null;
+      if (s === N_START && c === 0x2d) return numberFrame(f, N_MINUS, 0);
+      return c === 0x30 ? numberFrame(f, N_ZERO, 1) : digit ? numberFrame(f, N_INT, 1) : null;
     case N_DOT:
-      return digit ? to(N_FRAC, 1) : null;
+      return digit ? numberFrame(f, N_FRAC, 1) : null;
     case N_E:
-      if (c === 0x2b || c === 0x2d) return to(N_ESIGN, 0);
-      return digit ? to(N_EXP, 1) : null;
+      if (c === 0x2b || c === 0x2d) return numberFrame(f, N_ESIGN, 0);
+      return digit ? numberFrame(f, N_EXP, 1) : null;
     case N_ESIGN:
-      return digit ? to(N_EXP, 1) : null;
+      return digit ? numberFrame(f, N_EXP, 1) : null;
   }
   // An accepting state: the number goes on, or it ended and c belongs to the enclosing value.
-  if (digit && s === N_INT && a < MAX_INT_DIGITS) return to(N_INT, a + 1);
-  if (digit && s === N_FRAC && a < MAX_FRAC_DIGITS) return to(N_FRAC, a + 1);
-  if (digit && s === N_EXP && a < MAX_EXP_DIGITS) return to(N_EXP, a + 1);
-  if (!int && c === 0x2e && (s === N_ZERO || s === N_INT)) return to(N_DOT, 0);
-  if (!int && (c === 0x65 || c === 0x45) && s !== N_EXP) return to(N_E, 0);
-  return digit ? null : step(up!, c);
+  if (digit && s === N_INT && a < MAX_INT_DIGITS) return numberFrame(f, N_INT, a + 1);
+  if (digit && s === N_FRAC && a < MAX_FRAC_DIGITS) return numberFrame(f, N_FRAC, a + 1);
+  if (digit && s === N_EXP && a < MAX_EXP_DIGITS) return numberFrame(f, N_EXP, a + 1);
+  if (!int && c === 0x2e && (s === N_ZERO || s === N_INT)) return numberFrame(f, N_DOT, 0);
+  if (!int && (c === 0x65 || c === 0x45) && s !== N_EXP) return numberFrame(f, N_E, 0);
+  return digit ? null : step(f.up!, c);
 }
 
 function stepObject(f: Frame, n: ObjectNode, c: number): Frame | null {
@@ -275,16 +284,15 @@ function freeObjectCost(s: number, valueLen: number): number {
 }
 
 function declaredObjectCost(n: ObjectNode, s: number, a: number, b: number): number {
-  const after = (j: number): number => n.props[j]!.node.minLen + n.rest[j + 1]!;
   switch (s) {
     case O_OPEN:
       return n.nextReq[0] === n.props.length ? 1 : n.rest[0]! - 1; // the first member needs no comma
     case O_KEY:
       return n.keys[a]!.cost[b]!;
     case O_AFTER_KEY:
-      return 1 + after(a);
+      return 1 + n.props[a]!.node.minLen + n.rest[a + 1]!;
     case O_AFTER_COLON:
-      return after(a);
+      return n.props[a]!.node.minLen + n.rest[a + 1]!;
     case O_AFTER_VALUE:
       return n.rest[a]!;
     default:
