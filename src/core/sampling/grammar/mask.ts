@@ -1,7 +1,8 @@
 // Which token ids may come next from an automaton state: a depth-first walk of the vocabulary
 // trie that prunes a subtree at the first rejected byte. Walks are memoized per state key in a
 // bounded per-grammar cache, so steady-state decoding only pays for applying a cached mask.
-import { type Frame, canEnd, inStringBody, remaining, stateKey, step, stringProbe } from './automaton.js';
+import { type Frame, canEnd, inStringBody, remaining, stateKey, step } from './automaton.js';
+import { stringBodyDenied, walkStringBody } from './string-table.js';
 import type { TokenVocab } from './vocab.js';
 
 export interface StateMask {
@@ -37,74 +38,9 @@ function scratchFor(vocab: TokenVocab): Scratch {
   return s;
 }
 
-/**
- * Every string body allows the same tokens up to its closing quote, whatever the schema or the
- * stack: so a vocabulary's tokens are sorted once into those that stay inside (with the bytes a
- * token leaves the string needing to close: 1, or more when it stops mid-escape or mid-character)
- * and those that close the string, with where the rest of the token starts. A string-body mask
- * then only steps the closing tokens' tails through the enclosing value — not the whole trie.
- */
-interface StringTable {
-  inside: Int32Array;
-  insideCost: Uint8Array;
-  exits: Int32Array;
-  exitAt: Int32Array;
-}
-const stringTables = new WeakMap<TokenVocab, StringTable>();
-
-function stringTableFor(vocab: TokenVocab): StringTable {
-  let t = stringTables.get(vocab);
-  if (t !== undefined) return t;
-  const { start, exit } = stringProbe();
-  const inside: number[] = [];
-  const insideCost: number[] = [];
-  const exits: number[] = [];
-  const exitAt: number[] = [];
-  vocab.bytes.forEach((bytes, id) => {
-    if (bytes === null) return;
-    let f: Frame | null = start;
-    for (let i = 0; i < bytes.length; i++) {
-      f = step(f, bytes[i]!);
-      if (f === null) return;
-      if (f === exit) {
-        exits.push(id);
-        exitAt.push(i + 1);
-        return;
-      }
-    }
-    inside.push(id);
-    insideCost.push(remaining(f));
-  });
-  t = { inside: Int32Array.from(inside), insideCost: Uint8Array.from(insideCost), exits: Int32Array.from(exits), exitAt: Int32Array.from(exitAt) };
-  stringTables.set(vocab, t);
-  return t;
-}
-
-/** walk() for a string body, from the vocabulary's string table. */
-function walkStringBody(start: Frame, vocab: TokenVocab, sc: Scratch): number {
-  const t = stringTableFor(vocab);
-  const up = start.up!;
-  const base = remaining(up);
-  let n = 0;
-  for (let k = 0; k < t.inside.length; k++) {
-    sc.ids[n] = t.inside[k]!;
-    sc.after[n++] = t.insideCost[k]! + base;
-  }
-  for (let k = 0; k < t.exits.length; k++) {
-    const id = t.exits[k]!;
-    const bytes = vocab.bytes[id]!;
-    let f: Frame | null = up;
-    for (let i = t.exitAt[k]!; f !== null && i < bytes.length; i++) f = step(f, bytes[i]!);
-    if (f === null) continue;
-    sc.ids[n] = id;
-    sc.after[n++] = remaining(f);
-  }
-  return n;
-}
-
 /** Collects into scratch.ids/after every id allowed from `start`, with the bytes it leaves; returns the count. */
 function walk(start: Frame, vocab: TokenVocab, sc: Scratch): number {
-  if (inStringBody(start)) return walkStringBody(start, vocab, sc);
+  if (inStringBody(start)) return walkStringBody(start, vocab, sc.ids, sc.after);
   const { byte, depth, end, idStart, ids, nodes } = vocab.trie;
   const states = sc.states;
   states[0] = start;
@@ -165,6 +101,10 @@ export class MaskCache {
   #build(f: Frame): StateMask {
     this.walks++;
     const vocab = this.#vocab;
+    if (inStringBody(f)) {
+      const { denied, maxAfter } = stringBodyDenied(f, vocab);
+      return { ids: denied, deny: true, maxAfter, ranked: undefined };
+    }
     const sc = scratchFor(vocab);
     const n = walk(f, vocab, sc);
     let maxAfter = 0;
