@@ -1,5 +1,10 @@
 // Constrained decoding for OpenAI structured outputs (response_format json_object / json_schema):
 // per step, only tokens that keep the output a valid prefix of a matching JSON document survive.
+//
+// Decision: our own byte automaton over a token trie, not xgrammar's WebAssembly build: in
+// bench/grammar.ts it costs less per step at batch 16 on both tokenizers (figures in
+// bench/results/grammar.json), and it is synchronous, needs no loader shim, and can close the
+// document within a token budget.
 
 import { type Frame, canEnd, initialFrame, isComplete, remaining, step } from './automaton.js';
 import { MaskCache } from './mask.js';
