@@ -26,8 +26,6 @@ export interface ConvertSummary {
   tensors: number;
   hyper: LlamaHyper;
   tiedEmbeddings: boolean;
-  /** Bytes of the 2-D weights a decode step reads (all matrices; the embedding once if tied, counted as the output projection). */
-  matrixBytes: number;
 }
 
 /**
@@ -93,16 +91,11 @@ export function convertToGguf(modelDir: string, out: string, options: ConvertOpt
   for (const [key, value] of vocab.meta) w.meta(key, value);
 
   const matrixType = options.type === 'f16' ? GGML_F16 : GGML_F32;
-  let matrixBytes = 0;
-  const matrix = (tensorName: string, m: Matrix, countsPerStep = true): void => {
-    w.tensor(tensorName, [m.cols, m.rows], matrixType, m.data);
-    if (countsPerStep) matrixBytes += m.data.length * (matrixType === GGML_F16 ? 2 : 4);
-  };
+  const matrix = (tensorName: string, m: Matrix): void => void w.tensor(tensorName, [m.cols, m.rows], matrixType, m.data);
   const vector = (tensorName: string, v: Float32Array): void => void w.tensor(tensorName, [v.length], GGML_F32, v);
 
-  // A decode step reads one embedding row but the whole output projection: with tied
-  // embeddings that projection is token_embd itself (llama.cpp uses it when `output` is absent).
-  matrix('token_embd.weight', weights.tokenEmbd, weights.tied);
+  // With tied embeddings llama.cpp projects onto token_embd itself when `output` is absent.
+  matrix('token_embd.weight', weights.tokenEmbd);
   weights.layers.forEach((l, i) => {
     vector(`blk.${i}.attn_norm.weight`, l.attnNorm);
     matrix(`blk.${i}.attn_q.weight`, interleaveRopeRows(l.q, hp.heads));
@@ -117,7 +110,7 @@ export function convertToGguf(modelDir: string, out: string, options: ConvertOpt
   vector('output_norm.weight', weights.outputNorm);
   if (!weights.tied) matrix('output.weight', weights.output);
   const bytes = w.write(out);
-  return { out, bytes, tensors: 2 + hp.layers * 9 + (weights.tied ? 0 : 1), hyper: hp, tiedEmbeddings: weights.tied, matrixBytes };
+  return { out, bytes, tensors: 2 + hp.layers * 9 + (weights.tied ? 0 : 1), hyper: hp, tiedEmbeddings: weights.tied };
 }
 
 function main(argv: string[]): void {
