@@ -28,7 +28,9 @@ export const rssMb = (server: ServerProcess): number => mb(rssBytes(server.pid))
 function expectTokens(what: string, r: StreamResult, prompt: number, completion: number, cached?: 'none'): void {
   if (r.usage.prompt_tokens !== prompt) throw new Error(`${what}: ${r.usage.prompt_tokens} prompt tokens, expected ${prompt}`);
   if (r.usage.completion_tokens !== completion) throw new Error(`${what}: ${r.usage.completion_tokens} completion tokens, expected ${completion}`);
-  if (cached === 'none' && r.usage.prompt_tokens_details.cached_tokens !== 0) {
+  // A random prompt may share its first character or two with an earlier one, which llama.cpp
+  // reuses; kvserve's prefix cache works in 16-token blocks.
+  if (cached === 'none' && r.usage.prompt_tokens_details.cached_tokens >= 16) {
     throw new Error(`${what}: ${r.usage.prompt_tokens_details.cached_tokens} prompt tokens came from a cache`);
   }
 }
