@@ -86,6 +86,8 @@ export async function llamaCppGreedy(llama: Llama, gguf: string, prompts: number
   const context = await model.createContext({
     contextSize: longest,
     sequences: 1,
+    // node-llama-cpp's default here is 4 threads on 2 cores, where llama.cpp's spinning threads crawl.
+    threads: 1,
     experimentalKvCacheKeyType: kvType,
     experimentalKvCacheValueType: kvType,
   });
