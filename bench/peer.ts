@@ -183,7 +183,7 @@ const roofline = {
 
 function commit(): string {
   const git = (...a: string[]): string => execFileSync('git', a, { cwd: ROOT, encoding: 'utf8' }).trim();
-  return `${git('rev-parse', '--short', 'HEAD')}${git('status', '--porcelain', '--', 'src', 'bench', 'tools') === '' ? '' : '+dirty'}`;
+  return `${git('rev-parse', '--short', 'HEAD')}${git('status', '--porcelain', '--', 'src', 'bench', 'tools', ':!bench/results') === '' ? '' : '+dirty'}`;
 }
 const version = (pkg: string): string => (JSON.parse(readFileSync(join(ROOT, 'node_modules', pkg, 'package.json'), 'utf8')) as { version: string }).version;
 const results = {
