@@ -1,6 +1,19 @@
 """Export a checkpoint from tools/train.py as a Hugging Face Optimum-style model directory.
 
     /usr/bin/python3 tools/export.py tools/out/ckpt.pt models/tiny-shakespeare
+    /usr/bin/python3 tools/export.py --shape smollm2-135m .cache/models/smollm2-135m
+
+--shape exports an untrained model of a named geometry (llama.SHAPES) instead: weights drawn
+with the training initialisation (seed 0), for benchmarks at a realistic size (bench:peer).
+Its vocabulary is the real model's size, 49,152 tokens, so that the embedding and the output
+projection weigh what they do in the real model (28M of SmolLM2-135M's 135M parameters: a
+byte vocabulary would drop a fifth of the weights every decode step reads, and shrink each
+logits row 190-fold). The tokenizer is synthesized: ids 0-255 are the bytes and 256 is
+<|endoftext|>, as in the shipped model, and ids 257 and up are filler tokens ("Ġfiller<id>",
+decoding to " filler<id>"). There are no merges, so encoding only ever produces the byte
+tokens (text costs one token per byte, as for the shipped model); the fillers exist only as
+rows of the embedding and as outputs the random model may pick. No reference.json (it checks
+trained logits).
 
 Writes config.json, generation_config.json, tokenizer.json, tokenizer_config.json,
 onnx/model.onnx (float32) and onnx/model_fp16.onnx (float16 weights, KV cache and logits;
@@ -17,7 +30,7 @@ import json
 import os
 import torch
 from torch import nn
-from llama import Llama, LlamaConfig
+from llama import SHAPES, Llama, LlamaConfig
 
 EOT_ID = 256
 EOT = "<|endoftext|>"
@@ -44,11 +57,14 @@ def bytes_to_unicode():
     return {b: chr(c) for b, c in zip(bs, cs)}
 
 
-def tokenizer_json():
-    # Token id == byte value: a BPE with the 256 byte symbols and no merges.
+def tokenizer_json(vocab_size=EOT_ID + 1):
+    # Token id == byte value: a BPE with the 256 byte symbols and no merges. Ids past
+    # <|endoftext|> are fillers (see --shape above): "\u0120" is the byte map's space.
     byte_map = bytes_to_unicode()
     vocab = {byte_map[b]: b for b in range(256)}
     vocab[EOT] = EOT_ID
+    for i in range(EOT_ID + 1, vocab_size):
+        vocab[f"\u0120filler{i}"] = i
     return {
         "version": "1.0",
         "truncation": None,
@@ -151,7 +167,7 @@ def write_metadata(outdir, cfg):
     write_json(outdir, "generation_config.json", {"bos_token_id": EOT_ID, "eos_token_id": EOT_ID, "do_sample": True,
                                                   "temperature": 0.8, "top_k": 40,
                                                   "max_length": cfg.max_position_embeddings})
-    write_json(outdir, "tokenizer.json", tokenizer_json())
+    write_json(outdir, "tokenizer.json", tokenizer_json(cfg.vocab_size))
     write_json(outdir, "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": EOT,
                                                  "eos_token": EOT, "unk_token": None, "add_bos_token": False,
                                                  "model_max_length": cfg.max_position_embeddings,
@@ -160,13 +176,25 @@ def write_metadata(outdir, cfg):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("checkpoint")
-    ap.add_argument("outdir")
+    ap.add_argument("paths", nargs="+", help="checkpoint outdir, or outdir alone with --shape")
+    ap.add_argument("--shape", choices=sorted(SHAPES), help="export an untrained model of this geometry")
     args = ap.parse_args()
-    ck = torch.load(args.checkpoint)
-    cfg = LlamaConfig(**ck["config"])
+    if args.shape:
+        if len(args.paths) != 1:
+            ap.error("--shape takes only the output directory")
+        args.outdir = args.paths[0]
+        cfg = SHAPES[args.shape]
+        torch.manual_seed(0)
+        state_dict = Llama(cfg).state_dict()
+    else:
+        if len(args.paths) != 2:
+            ap.error("expected a checkpoint and an output directory")
+        args.checkpoint, args.outdir = args.paths
+        ck = torch.load(args.checkpoint)
+        cfg = LlamaConfig(**ck["config"])
+        state_dict = ck["state_dict"]
     model = Llama(cfg)
-    model.load_state_dict(ck["state_dict"])
+    model.load_state_dict(state_dict)
     model.eval()
     os.makedirs(os.path.join(args.outdir, "onnx"), exist_ok=True)
 
@@ -175,7 +203,7 @@ def main():
     with torch.no_grad():
         export(model, os.path.join(args.outdir, "onnx", "model.onnx"), torch.float32, cfg, fold=True)
         half = Llama(cfg)
-        half.load_state_dict(ck["state_dict"])
+        half.load_state_dict(state_dict)
         half.eval()
         half.lm_head.weight = None
         for mod_name, mod in list(half.named_modules()):
@@ -190,6 +218,9 @@ def main():
         # graph and the file holds float16 weights.
         export(half, os.path.join(args.outdir, "onnx", "model_fp16.onnx"), torch.float16, cfg, fold=False)
 
+        if args.shape:
+            print("exported", args.outdir)
+            return
         ids = torch.tensor([list(REFERENCE_TEXT.encode("utf-8"))])
         n = ids.shape[1]
         logits, _ = model(ids, torch.ones_like(ids), torch.arange(n)[None])

@@ -34,6 +34,17 @@ class LlamaConfig:
         return asdict(self)
 
 
+# Named shapes for exports without training (tools/export.py --shape). smollm2-135m is
+# SmolLM2-135M's geometry (30 layers, hidden 576, 9 query / 3 KV heads of 64, MLP 1536, a
+# 49,152-token vocabulary) with this module's rope_theta and a 2,048-token context: a model of
+# realistic size for benchmarks, whose weights stay at their random initialisation.
+SHAPES = {
+    "smollm2-135m": LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                                num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
+                                rms_norm_eps=1e-5, rope_theta=10000.0),
+}
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
