@@ -1,54 +1,5 @@
-// `npm run bench:concurrency` (issue #5): what kvserve serves to 1, 4, 8, 16 and 32 concurrent
-// streaming clients, against the shipped model behind Transformers.js' generate(), one request
-// at a time (bench/lib/transformers-server.ts — what a Node user would otherwise pick).
-//
-//   bench (this process) ──starts/stops──▶ server process (kvserve: src/main.ts, or the baseline)
-//          │                                        ▲
-//          └──runs──▶ load generator process ───────┘ N closed-loop streaming clients over HTTP
-//
-// For each level, each server is started fresh (kvserve's prefix cache then holds nothing from
-// the level before), driven by bench/lib/load.ts in a separate process and stopped; the two
-// servers take turns level by level (kvserve first on odd levels, the baseline first on even
-// ones), so a disturbance on the shared machine hits both. Only one server runs at a time.
-// Every request: POST /v1/completions, streamed with the usage chunk, greedy, EOS ignored,
-// max_tokens CONCURRENCY_MAX_TOKENS (128). Prompts: CONCURRENCY_PROMPTS (4096) windows of
-// 64–128 characters (= tokens: byte-level model) of the training text from distinct word
-// starts (bench/lib/prompts.ts), the k-th request sent at a level using prompt k — the same
-// sequence at every level and for both servers. Per level: a warm-up of at least
-// CONCURRENCY_WARMUP_MS (2 s) and until every client finished one request, a measured window of
-// CONCURRENCY_WINDOW_MS (15 s), then a drain in which no request is sent and the running ones
-// finish (see bench/lib/load.ts for what is counted where). tokens/s = completion tokens that
-// arrived in the window ÷ its length; TTFT over the requests sent in it; ITL over the gaps
-// that ended in it; p50 and p99 (R-7 interpolation).
-//
-// The baseline needs present.* to carry the whole cache; kvserve's export carries only the new
-// tokens', so the baseline serves a rewritten copy of the graph (bench/lib/transformers-server.ts);
-// the JSON's transformers_js.model says which.
-//
-// Before its first level each server answers the last 4 prompts (never sent by the load) one
-// at a time, and the texts are compared: same model, same runtime, greedy — both should write
-// the same words, a check that both do the same work.
-//
-// Goal (issue #5): kvserve's tokens/s at 16 clients ≥ 3× its single-client tokens/s, with
-// p99 ITL at 16 clients ≤ 4× the single-client p99. After the sweep, CONCURRENCY_GOAL_ROUNDS
-// (5) rounds measure kvserve at 1 and 16 clients back to back (alternating which first); the
-// goal's ratios are the medians of the per-round ratios (see GOAL_ROUNDS).
-//
-// BENCH_QUICK=1: a smoke run (1 s warm-up, 2 s window, 32 tokens). CONCURRENCY_LEVELS
-// ("1,4,8,16,32") and CONCURRENCY_SERVERS ("kvserve,transformers.js") pick a subset; TJS_THREADS
-// (1) sets the baseline's onnxruntime threads; BENCH_TEXT the corpus (../shared/data/…).
-// `--plot-only` redraws bench/results/concurrency.svg and reprints the table from the JSON.
-//
-// Writes bench/results/concurrency.json: {"rows": [{clients, tokens_per_s, ttft_p50_ms,
-// ttft_p99_ms, itl_p50_ms, itl_p99_ms}] (kvserve), "transformers_js": {"rows": [same]},
-// "advantage": [{clients, tokens_per_s, ttft_p50, ttft_p99, itl_p50, itl_p99}] (factors in
-// kvserve's favour: its tokens/s ÷ the baseline's, the baseline's latencies ÷ kvserve's),
-// "goal", "same_greedy_text", "details" (every load generator result), settings,
-// "kvserve_commit" (the commit whose src/ ran, "+dirty" if src/ had changes), date, machine,
-// versions}, and bench/results/concurrency.svg (bench/lib/plot.ts).
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus, loadavg, platform, release } from 'node:os';
+import { availableParallelism, loadavg } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { loadConfig } from '../src/config.js';

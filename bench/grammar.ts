@@ -250,7 +250,10 @@ async function agreeWithXgrammar(xg: Xgrammar, tok: TestTokenizer, format: Respo
     const m = await xg.GrammarMatcher.createGrammarMatcher(compiled);
     const bad = t.findIndex((id) => !m.acceptToken(id));
     m.dispose();
-    if (bad >= 0) (t.length = bad), cut++;
+    if (bad >= 0) {
+      t.length = bad;
+      cut++;
+    }
   }
   return cut;
 }

@@ -26,9 +26,8 @@
 // "ttft_ms_p50"} plus context (engine_ttft_ms_p50, per-run figures, machine, date).
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus, platform, release } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { dirname, join, relative } from 'node:path';
-import * as ort from 'onnxruntime-node';
 import { loadConfig } from '../src/config.js';
 import type { EngineEvent } from '../src/core/scheduler/events.js';
 import { Scheduler } from '../src/core/scheduler/scheduler.js';

@@ -17,7 +17,7 @@
 // otherwise runs with the service's default config (config/default.json, env ignored), and all
 // three loops use the same onnxruntime thread count.
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus, platform, release } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';

@@ -71,8 +71,13 @@ log(`${shape}: ${model.dir} and ${relative(ROOT, model.gguf)}; ${(model.stepWeig
 
 const parityPrompts = shakespearePrompts(text, { count: PARITY_PROMPTS, minChars: 64, maxChars: 128, seed: 1 });
 const parity = await checkPeerParity({ modelDir: model.dir, gguf: model.gguf, prompts: parityPrompts, tokens: PARITY_TOKENS });
-log(`parity: ${parity.identical} of ${parity.prompts} prompts identical over ${parity.tokens} greedy tokens` +
-  parity.cases.filter((c) => c.firstDivergence !== null).map((c) => `; first divergence at token ${c.firstDivergence} (kvserve's logit gap ${c.logitGap?.toFixed(4)})`).join(''));
+log(
+  `parity: ${parity.identical} of ${parity.prompts} prompts identical over ${parity.tokens} greedy tokens` +
+    parity.cases
+      .filter((c) => c.firstDivergence !== null)
+      .map((c) => `; first divergence at token ${c.firstDivergence} (kvserve's logit gap ${c.logitGap?.toFixed(4)})`)
+      .join(''),
+);
 
 const bandwidth = await measureReadBandwidth();
 log(`read bandwidth (native scan): ${JSON.stringify(bandwidth.native_gbs)} GB/s by threads; JS loop ${JSON.stringify(bandwidth.js_gbs)}`);
@@ -118,8 +123,15 @@ for (let r = 0; r < ROUNDS; r++) {
   const pick = <T>(x: Record<Side, T>, f: (t: T) => number): Pair => ({ kvserve: f(x.kvserve), node_llama_cpp: f(x.node_llama_cpp) });
   try {
     await new Promise((res) => setTimeout(res, 1000));
-    put('memory.idle_rss_mb', pick(await both(async (s) => rssMb(s)), (x) => x));
-    if (TOY) put('memory.sessions_rss_mb', pick(await both((s) => sessionsRss(s, 16, 1024)), (x) => x));
+    put(
+      'memory.idle_rss_mb',
+      pick(await both(async (s) => rssMb(s)), (x) => x),
+    );
+    if (TOY)
+      put(
+        'memory.sessions_rss_mb',
+        pick(await both((s) => sessionsRss(s, 16, 1024)), (x) => x),
+      );
     else await both((s) => singleStream(s.url, prompts[0]!, 8));
 
     const single = await both(async (s) => {
@@ -127,17 +139,35 @@ for (let r = 0; r < ROUNDS; r++) {
       for (let i = 0; i < REPS; i++) runs.push(await singleStream(s.url, prompts[i + 1]!, SINGLE_TOKENS));
       return median(runs.map((x) => x.tokens_per_s));
     });
-    put('single.tokens_per_s', pick(single, (x) => x));
+    put(
+      'single.tokens_per_s',
+      pick(single, (x) => x),
+    );
     const ttftReps = QUICK ? 2 : TOY ? 5 : 2;
-    put('single.ttft_256_ms', pick(await both((s) => coldTtft(s.url, 256, ttftReps)), (x) => x));
-    put('single.ttft_1024_ms', pick(await both((s) => coldTtft(s.url, 1024, ttftReps)), (x) => x));
+    put(
+      'single.ttft_256_ms',
+      pick(await both((s) => coldTtft(s.url, 256, ttftReps)), (x) => x),
+    );
+    put(
+      'single.ttft_1024_ms',
+      pick(await both((s) => coldTtft(s.url, 1024, ttftReps)), (x) => x),
+    );
 
     for (const clients of LEVELS) {
       const res = await both((s) => concurrent(s.url, clients, load));
       raw[`concurrent_${clients}`] = res;
-      put(`concurrent.${clients}.tokens_per_s`, pick(res, (x: LoadResult) => x.tokens_per_s));
-      put(`concurrent.${clients}.ttft_p50_ms`, pick(res, (x: LoadResult) => x.ttft_ms.p50));
-      put(`concurrent.${clients}.ttft_p99_ms`, pick(res, (x: LoadResult) => x.ttft_ms.p99));
+      put(
+        `concurrent.${clients}.tokens_per_s`,
+        pick(res, (x: LoadResult) => x.tokens_per_s),
+      );
+      put(
+        `concurrent.${clients}.ttft_p50_ms`,
+        pick(res, (x: LoadResult) => x.ttft_ms.p50),
+      );
+      put(
+        `concurrent.${clients}.ttft_p99_ms`,
+        pick(res, (x: LoadResult) => x.ttft_ms.p99),
+      );
     }
 
     if (TOY) {
@@ -147,12 +177,24 @@ for (let r = 0; r < ROUNDS; r++) {
         return runs;
       });
       raw.prefix_pairs = pairs;
-      put('prefix.warm_ttft_ms', pick(pairs, (x) => median(x.map((p) => p.warm_ms))));
-      put('prefix.cold_ttft_ms', pick(pairs, (x) => median(x.map((p) => p.cold_ms))));
+      put(
+        'prefix.warm_ttft_ms',
+        pick(pairs, (x) => median(x.map((p) => p.warm_ms))),
+      );
+      put(
+        'prefix.cold_ttft_ms',
+        pick(pairs, (x) => median(x.map((p) => p.cold_ms))),
+      );
       const chats = await both((s) => chat(s.url, 10));
       raw.chat = chats;
-      put('prefix.chat_seconds', pick(chats, (x) => x.seconds));
-      put('prefix.chat_prefilled_tokens', pick(chats, (x) => x.prefilled_tokens));
+      put(
+        'prefix.chat_seconds',
+        pick(chats, (x) => x.seconds),
+      );
+      put(
+        'prefix.chat_prefilled_tokens',
+        pick(chats, (x) => x.prefilled_tokens),
+      );
     }
   } finally {
     for (const [side, s] of Object.entries(servers)) {
@@ -202,7 +244,8 @@ const results = {
     single_tokens: SINGLE_TOKENS,
     load: { ...load, prompts: load.prompts.length },
     kvserve: 'src/main.ts, default configuration (float32 graph, 16 running sequences)',
-    node_llama_cpp: `${version('node-llama-cpp')}, prebuilt CPU build, one context of 16 sequences, float32 KV cache, ` +
+    node_llama_cpp:
+      `${version('node-llama-cpp')}, prebuilt CPU build, one context of 16 sequences, float32 KV cache, ` +
       `${THREADS} thread(s), flash attention ${FLASH}, the model's context (2,048 tokens) per sequence`,
     onnxruntime: ort.env.versions.node,
     gguf: relative(ROOT, model.gguf),

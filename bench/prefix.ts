@@ -29,7 +29,6 @@
 // "seconds"}, "no_session": {…}}} plus context (per-run figures, settings, machine, date).
 import { randomBytes, randomInt } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus, platform, release } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { envInt, interleave, log, round1, round2 } from './lib/interleave.js';
 import { ROOT, type StreamResult, type Usage, complete, startServerProcess, streamCompletion } from './lib/server.js';

@@ -42,7 +42,6 @@
 //     after_idle: {kv_bytes, sessions, ttl_evictions},
 //     settings, date, machine, node }
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus, platform, release } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { envInt, log, round1, round2 } from './lib/interleave.js';
 import { scrape as scrapeMetrics } from '../test/helpers/metrics-text.js';

@@ -12,13 +12,13 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import type { DecoderModel } from '../src/core/generation/model.js';
+import type { DecoderModel } from '../src/core/model.js';
 import { KvCache } from '../src/core/kv/kv-cache.js';
 import type { KvData, KvDType } from '../src/core/kv/layout.js';
 import { cutBlock } from '../src/core/kv/prefix-index.js';
 import { type CodecId, type EntryDims, decodeEntry, encodeEntry, isRejected } from '../src/core/kv/entry/format.js';
 import { decodePayload, encodePayload } from '../src/core/kv/tiers/codec.js';
-import { float32ArrayToHalf, halfArrayToFloat32 } from '../src/runtime/float16.js';
+import { float32ArrayToHalf, halfArrayToFloat32 } from '../src/core/float16.js';
 import { loadModel } from '../src/runtime/load-model.js';
 import { envInt, log } from './lib/interleave.js';
 

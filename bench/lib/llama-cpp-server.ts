@@ -138,7 +138,14 @@ async function completions(req: IncomingMessage, res: ServerResponse): Promise<v
     if (stream === true) send({ ...base, choices: [{ index: 0, text: piece, finish_reason: null, logprobs: null }], usage: null });
     else text += piece;
   };
-  const out = await generate({ tokens, maxTokens: maxTokens as number, ignoreEos: ignoreEos === true, session: session as string | undefined, onText, gone: gone.signal });
+  const out = await generate({
+    tokens,
+    maxTokens: maxTokens as number,
+    ignoreEos: ignoreEos === true,
+    session: session as string | undefined,
+    onText,
+    gone: gone.signal,
+  });
   if (gone.signal.aborted) return;
   const usage = {
     prompt_tokens: tokens.length,

@@ -33,7 +33,10 @@ export function summarize(rounds: Round[]): Record<string, unknown> {
     };
     const keys = path.split('.');
     let node = out;
-    for (const k of keys.slice(0, -1)) node = (node[k] ??= {}) as Record<string, unknown>;
+    for (const k of keys.slice(0, -1)) {
+      node[k] ??= {};
+      node = node[k] as Record<string, unknown>;
+    }
     node[keys.at(-1)!] = figure;
   }
   return out;
@@ -59,10 +62,7 @@ function label(path: string): string {
 
 /** The summary as a markdown table, rows in the order of the metric paths. */
 export function markdownTable(summary: Record<string, unknown>): string {
-  const rows: string[] = [
-    '| measure | kvserve | node-llama-cpp | ratio (> 1: kvserve better) |',
-    '|:--|--:|--:|--:|',
-  ];
+  const rows: string[] = ['| measure | kvserve | node-llama-cpp | ratio (> 1: kvserve better) |', '|:--|--:|--:|--:|'];
   const walk = (node: Record<string, unknown>, prefix: string): void => {
     for (const [k, v] of Object.entries(node)) {
       const path = prefix ? `${prefix}.${k}` : k;

@@ -16,7 +16,10 @@ export interface XgMatcher {
 export interface Xgrammar {
   TokenizerInfo: { createTokenizerInfo(vocab: string[], type: string, prependSpace: boolean, size: number, stop: number[]): Promise<unknown> };
   GrammarCompiler: {
-    createGrammarCompiler(info: unknown, cache?: boolean): Promise<{
+    createGrammarCompiler(
+      info: unknown,
+      cache?: boolean,
+    ): Promise<{
       compileJSONSchema(schema: string, anyWhitespace?: boolean, indent?: number, separators?: [string, string], strict?: boolean): Promise<unknown>;
       compileBuiltinJSONGrammar(): Promise<unknown>;
     }>;

@@ -233,7 +233,7 @@ export function buildDashboard(): Dashboard {
     .withPanel(
       graph(
         'Engine GC pauses',
-        "Garbage-collection pauses of the engine thread: p99 of all kinds (a pause stalls every running stream), and seconds paused per second by kind.",
+        'Garbage-collection pauses of the engine thread: p99 of all kinds (a pause stalls every running stream), and seconds paused per second by kind.',
         { unit: 's' },
         [
           q('p99', `histogram_quantile(0.99, sum by (le) (${rate(m('kvserve_engine_gc_duration_seconds_bucket'))}))`),

@@ -45,7 +45,7 @@ export interface DecoderModel {
   forward(input: ForwardInput): Promise<ForwardOutput>;
 }
 
-/** A decoder running on a thread of its own, beside the decode steps (src/engine/prefill-thread.ts). */
+/** A decoder running on a thread of its own, beside the decode steps (src/workers/prefill-thread.ts). */
 export interface PrefillModel extends DecoderModel {
   /** False once the thread has gone: prefill then runs inline again. */
   readonly alive: boolean;

@@ -9,7 +9,7 @@ import * as ort from 'onnxruntime-node';
 import { availableParallelism } from 'node:os';
 import type { DecoderModel, ForwardInput, ForwardOutput } from '../core/model.js';
 import type { KvData, KvDType, KvLayout } from '../core/kv/layout.js';
-import { halfArrayToFloat32 } from './float16.js';
+import { halfArrayToFloat32 } from '../core/float16.js';
 import { ModelLoadError } from './model-dir.js';
 
 export interface SessionOptions {

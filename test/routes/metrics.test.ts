@@ -134,7 +134,9 @@ t.test('build, model and readiness info; process metrics under their standard na
   const server = await startServer();
   t.teardown(() => server.close());
   // Enough work for the engine thread to collect garbage at least once.
-  await Promise.all(['HAMLET:\n', 'OTHELLO:\n', 'LEAR:\n', 'PUCK:\n'].map((prompt) => postJson(`${server.url}/v1/completions`, { prompt, ...greedy, max_tokens: 400 })));
+  await Promise.all(
+    ['HAMLET:\n', 'OTHELLO:\n', 'LEAR:\n', 'PUCK:\n'].map((prompt) => postJson(`${server.url}/v1/completions`, { prompt, ...greedy, max_tokens: 400 })),
+  );
   const m = await scrape(server.url);
   const info = [...m.keys()].find((k) => k.startsWith('kvserve_build_info{'));
   t.ok(info, 'kvserve_build_info');

@@ -107,7 +107,7 @@ t.test('a long text is tokenized off the HTTP thread: the event loop goes on tur
 
 t.test('a completion whose prompt is tokenized off the HTTP thread: its tokens are counted the same', async (t) => {
   // Longer than the context (2,048 tokens, one per byte here): the context check reports the count.
-  const prompt = 'ROMEO: ' + 'But soft, what light through yonder window breaks? '.repeat(60);
+  const prompt = `ROMEO: ${'But soft, what light through yonder window breaks? '.repeat(60)}`;
   t.ok(prompt.length > INLINE_TOKENIZE_CHARS);
   const res = await post('/v1/completions', { prompt, max_tokens: 2 });
   t.equal(res.status, 400);

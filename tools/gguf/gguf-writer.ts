@@ -3,7 +3,7 @@
 // Tensors are float32 or float16; dimensions are given in ggml's order (ne[0] varies fastest,
 // so a row-major [rows][cols] matrix is [cols, rows]).
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { float32ArrayToHalf } from '../../src/runtime/float16.js';
+import { float32ArrayToHalf } from '../../src/core/float16.js';
 
 export const GGML_F32 = 0;
 export const GGML_F16 = 1;
@@ -17,13 +17,7 @@ const T_BOOL = 7;
 const T_STRING = 8;
 const T_ARRAY = 9;
 
-export type MetaValue =
-  | { u32: number }
-  | { f32: number }
-  | { bool: boolean }
-  | { str: string }
-  | { strs: string[] }
-  | { i32s: ArrayLike<number> };
+export type MetaValue = { u32: number } | { f32: number } | { bool: boolean } | { str: string } | { strs: string[] } | { i32s: ArrayLike<number> };
 
 interface TensorEntry {
   name: string;
@@ -88,10 +82,10 @@ class Bytes {
 }
 
 function writeValue(out: Bytes, v: MetaValue): void {
-  if ('u32' in v) (out.u32(T_UINT32), out.u32(v.u32));
-  else if ('f32' in v) (out.u32(T_FLOAT32), out.f32(v.f32));
-  else if ('bool' in v) (out.u32(T_BOOL), out.u8(v.bool ? 1 : 0));
-  else if ('str' in v) (out.u32(T_STRING), out.str(v.str));
+  if ('u32' in v) out.u32(T_UINT32), out.u32(v.u32);
+  else if ('f32' in v) out.u32(T_FLOAT32), out.f32(v.f32);
+  else if ('bool' in v) out.u32(T_BOOL), out.u8(v.bool ? 1 : 0);
+  else if ('str' in v) out.u32(T_STRING), out.str(v.str);
   else if ('strs' in v) {
     out.u32(T_ARRAY);
     out.u32(T_STRING);

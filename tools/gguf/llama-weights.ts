@@ -9,7 +9,7 @@
 // k and v are told apart by the graph output they feed (present.{i}.key / .value), gate from up
 // by the Sigmoid of SiLU. Every shape is checked against config.json.
 import { type OnnxGraph, type OnnxNode, type OnnxTensor, tensorValues } from './onnx-model.js';
-import { halfArrayToFloat32 } from '../../src/runtime/float16.js';
+import { halfArrayToFloat32 } from '../../src/core/float16.js';
 
 /** Row-major [rows][cols], PyTorch's nn.Linear layout: rows = out features, cols = in features. */
 export interface Matrix {
@@ -98,7 +98,7 @@ class GraphIndex {
       const t = this.graph.constants.get(name);
       if (t) return { tensor: t, transposed };
       const p = this.producer.get(name);
-      if (!p || !p.inputs[0]) return undefined;
+      if (!p?.inputs[0]) return undefined;
       if (p.opType === 'Transpose') {
         const perm = p.ints.get('perm');
         if (perm && !(perm.length === 2 && perm[0] === 1 && perm[1] === 0)) return undefined;
@@ -113,7 +113,7 @@ class GraphIndex {
   linear(n: OnnxNode): Matrix | undefined {
     if (n.opType !== 'MatMul' || !n.inputs[1]) return undefined;
     const c = this.constant(n.inputs[1]);
-    if (!c || c.tensor.dims.length !== 2) return undefined;
+    if (c?.tensor.dims.length !== 2) return undefined;
     const [d0, d1] = c.tensor.dims as [number, number];
     const values = tensorValues(c.tensor, (h) => halfArrayToFloat32(h));
     // x @ B with B stored [in, out] (folded) needs a transpose; Transpose(W [out, in]) does not.
@@ -222,7 +222,9 @@ export function findLlamaWeights(graph: OnnxGraph, hp: LlamaHyper): LlamaWeights
     const vNode = vFeeds.length === 1 ? vFeeds[0] : undefined;
     const qNode = qkv.find((n) => n !== kNode && n !== vNode);
     if (qkv.length !== 3 || !kNode || !vNode || !qNode || !qkv.includes(kNode) || !qkv.includes(vNode)) {
-      throw new Error(`layer ${i}: expected q, k, v projections of the attention norm's output (found ${qkv.length}; present.${i}.key/value traced to ${kFeeds.length}/${vFeeds.length} projections)`);
+      throw new Error(
+        `layer ${i}: expected q, k, v projections of the attention norm's output (found ${qkv.length}; present.${i}.key/value traced to ${kFeeds.length}/${vFeeds.length} projections)`,
+      );
     }
     const [oNode, h] = g.residual(x);
     const ffnNorm = g.rmsNorm(h, H);

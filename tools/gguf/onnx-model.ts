@@ -57,11 +57,12 @@ function int64s(fs: Field[], no: number): number[] {
   for (const f of fs) {
     if (f.no !== no) continue;
     if (f.wireType === 0) out.push(f.value);
-    else for (let pos = 0; pos < f.data.length; ) {
-      const [v, next] = readVarint(f.data, pos);
-      out.push(v);
-      pos = next;
-    }
+    else
+      for (let pos = 0; pos < f.data.length; ) {
+        const [v, next] = readVarint(f.data, pos);
+        out.push(v);
+        pos = next;
+      }
   }
   return out;
 }

@@ -41,7 +41,7 @@ export function vocabMetadata(
     tokens[t.id] = t.content;
     types[t.id] = t.special ? CONTROL : USER_DEFINED;
   }
-  const missing = tokens.findIndex((t) => t === undefined);
+  const missing = tokens.indexOf(undefined);
   if (missing >= 0) throw new Error(`tokenizer.json has no token for id ${missing} (the model has ${vocabSize})`);
   const merges = (tokenizer.model.merges ?? []).map((m) => (Array.isArray(m) ? m.join(' ') : m));
   const idOf = (name: unknown): number | undefined => {

@@ -3,7 +3,7 @@
 // values). Per-token scales were chosen over per-block ones by measured error: bench/tiers-fidelity.ts.
 import { type KvData, type KvDType, allocKv } from '../layout.js';
 import { type CodecId, type EntryDims, payloadBytes } from '../entry/format.js';
-import { float32ArrayToHalf, halfArrayToFloat32 } from '../../../runtime/float16.js';
+import { float32ArrayToHalf, halfArrayToFloat32 } from '../../float16.js';
 
 /** The codecs the compressed tier may use (exact float32 leaves RAM only for disk). */
 export type CompressedCodec = Extract<CodecId, 'int8' | 'float16'>;

@@ -19,17 +19,41 @@ export class Frame {
 }
 
 // String states. UTF-8 states check the bytes RFC 3629 allows after E0, ED, F0 and F4 leads.
-const S_IN = 0, S_ESC = 1, S_HEX = 2, S_UTF = 3, S_E0 = 4, S_ED = 5, S_F0 = 6, S_F4 = 7;
+const S_IN = 0,
+  S_ESC = 1,
+  S_HEX = 2,
+  S_UTF = 3,
+  S_E0 = 4,
+  S_ED = 5,
+  S_F0 = 6,
+  S_F4 = 7;
 // Number states; a counts the digits of the current part.
-const N_START = 0, N_MINUS = 1, N_ZERO = 2, N_INT = 3, N_DOT = 4, N_FRAC = 5, N_E = 6, N_ESIGN = 7, N_EXP = 8;
+const N_START = 0,
+  N_MINUS = 1,
+  N_ZERO = 2,
+  N_INT = 3,
+  N_DOT = 4,
+  N_FRAC = 5,
+  N_E = 6,
+  N_ESIGN = 7,
+  N_EXP = 8;
 // Object states. a: next property index (or, after a key, the key's index); b: whitespace run
 // length, or in O_KEY the position in the key trie.
-const O_OPEN = 0, O_KEY = 1, O_AFTER_KEY = 2, O_AFTER_COLON = 3, O_AFTER_VALUE = 4, O_AFTER_COMMA = 5;
+const O_OPEN = 0,
+  O_KEY = 1,
+  O_AFTER_KEY = 2,
+  O_AFTER_COLON = 3,
+  O_AFTER_VALUE = 4,
+  O_AFTER_COMMA = 5;
 // Array states. a: items so far (saturating once it no longer matters); b: whitespace run length.
-const A_OPEN = 0, A_AFTER_VALUE = 1, A_AFTER_COMMA = 2;
+const A_OPEN = 0,
+  A_AFTER_VALUE = 1,
+  A_AFTER_COMMA = 2;
 
 /** Digits allowed per number part: 15 keeps integers exact in a double; exponents stay finite. */
-const MAX_INT_DIGITS = 15, MAX_FRAC_DIGITS = 15, MAX_EXP_DIGITS = 2;
+const MAX_INT_DIGITS = 15,
+  MAX_FRAC_DIGITS = 15,
+  MAX_EXP_DIGITS = 2;
 
 const isWs = (c: number): boolean => c === 0x20 || c === 0x0a || c === 0x09 || c === 0x0d;
 const isDigit = (c: number): boolean => c >= 0x30 && c <= 0x39;
@@ -119,9 +143,7 @@ function stepString(f: Frame, c: number): Frame | null {
     case S_ESC:
       if (c === 0x75) return new Frame(n, S_HEX, 4, 0, up);
       // " \ / b f n r t
-      return c === 0x22 || c === 0x5c || c === 0x2f || c === 0x62 || c === 0x66 || c === 0x6e || c === 0x72 || c === 0x74
-        ? new Frame(n, S_IN, 0, 0, up)
-        : null;
+      return c === 0x22 || c === 0x5c || c === 0x2f || c === 0x62 || c === 0x66 || c === 0x6e || c === 0x72 || c === 0x74 ? new Frame(n, S_IN, 0, 0, up) : null;
     case S_HEX:
       if (!isHex(c)) return null;
       return new Frame(n, f.a === 1 ? S_IN : S_HEX, f.a - 1, 0, up);
@@ -191,9 +213,7 @@ function stepObject(f: Frame, n: ObjectNode, c: number): Frame | null {
     case O_AFTER_KEY:
       return c === 0x3a ? new Frame(n, O_AFTER_COLON, a, 0, up) : null;
     case O_AFTER_COLON:
-      return free
-        ? startValue(n.extra!, c, new Frame(n, O_AFTER_VALUE, 0, 0, up))
-        : startValue(n.props[a]!.node, c, new Frame(n, O_AFTER_VALUE, a + 1, 0, up));
+      return free ? startValue(n.extra!, c, new Frame(n, O_AFTER_VALUE, 0, 0, up)) : startValue(n.props[a]!.node, c, new Frame(n, O_AFTER_VALUE, a + 1, 0, up));
     case O_AFTER_VALUE:
       if (c === 0x2c) return free || a < n.props.length ? new Frame(n, O_AFTER_COMMA, a, 0, up) : null;
       return c === 0x7d && (free || n.nextReq[a] === n.props.length) ? up : null;
@@ -236,7 +256,8 @@ export function isComplete(f: Frame): boolean {
 }
 
 export function stateKey(f: Frame): string {
-  return (f.key ??= `${f.up === null ? '' : stateKey(f.up)}/${f.n.id}.${f.s}.${f.a}.${f.b}`);
+  f.key ??= `${f.up === null ? '' : stateKey(f.up)}/${f.n.id}.${f.s}.${f.a}.${f.b}`;
+  return f.key;
 }
 
 /** Fewest bytes that finish the document from this state. */

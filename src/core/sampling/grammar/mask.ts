@@ -32,7 +32,13 @@ function scratchFor(vocab: TokenVocab): Scratch {
   let s = scratchByVocab.get(vocab);
   if (s === undefined) {
     const n = vocab.size + vocab.eosIds.length;
-    s = { ids: new Int32Array(n), after: new Int32Array(n), mark: new Uint8Array(vocab.size), saved: new Float32Array(n), states: new Array<Frame | null>(vocab.trie.maxDepth + 1).fill(null) };
+    s = {
+      ids: new Int32Array(n),
+      after: new Int32Array(n),
+      mark: new Uint8Array(vocab.size),
+      saved: new Float32Array(n),
+      states: new Array<Frame | null>(vocab.trie.maxDepth + 1).fill(null),
+    };
     scratchByVocab.set(vocab, s);
   }
   return s;

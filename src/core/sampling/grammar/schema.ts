@@ -6,7 +6,10 @@ import { ARRAY, LITERAL, NUMBER, OBJECT, ROOT, STRING, UNION, settleCosts, type 
 
 /** The schema uses keywords this module cannot enforce; `keywords` names them (for a 400). */
 export class UnsupportedSchemaError extends Error {
-  constructor(readonly keywords: string[], detail?: string) {
+  constructor(
+    readonly keywords: string[],
+    detail?: string,
+  ) {
     super(`unsupported JSON schema keyword${keywords.length > 1 ? 's' : ''}: ${keywords.join(', ')}${detail ? ` (${detail})` : ''}`);
     this.name = 'UnsupportedSchemaError';
   }
@@ -20,7 +23,21 @@ export interface SchemaOptions {
 }
 
 const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'deprecated', 'readOnly', 'writeOnly']);
-const SUPPORTED = new Set(['type', 'properties', 'required', 'additionalProperties', 'enum', 'const', 'items', 'minItems', 'maxItems', 'anyOf', '$ref', '$defs', 'definitions']);
+const SUPPORTED = new Set([
+  'type',
+  'properties',
+  'required',
+  'additionalProperties',
+  'enum',
+  'const',
+  'items',
+  'minItems',
+  'maxItems',
+  'anyOf',
+  '$ref',
+  '$defs',
+  'definitions',
+]);
 const TYPES = new Set(['object', 'array', 'string', 'number', 'integer', 'boolean', 'null']);
 
 type Schema = boolean | Record<string, unknown>;
@@ -60,7 +77,10 @@ class SchemaCompiler {
   readonly #strict: boolean;
   readonly #refs = new Map<string, Node>();
 
-  constructor(readonly root: Schema, options: SchemaOptions) {
+  constructor(
+    readonly root: Schema,
+    options: SchemaOptions,
+  ) {
     this.ws = options.maxWhitespace ?? 8;
     this.#strict = options.strict ?? false;
     // Any JSON value: a union whose containers hold any JSON value again.
@@ -80,7 +100,7 @@ class SchemaCompiler {
   finish(value: Node): RootNode {
     const root: RootNode = { k: ROOT, id: 0, minLen: 0, value, ws: this.ws };
     const nodes = reachable(root);
-    nodes.forEach((n, i) => (n.id = i));
+    for (const [i, n] of nodes.entries()) n.id = i;
     settleCosts(nodes);
     return root;
   }
@@ -110,7 +130,10 @@ class SchemaCompiler {
     if (known !== undefined) return known;
     if (ref !== '#' && !ref.startsWith('#/')) throw new UnsupportedSchemaError(['$ref'], `only local references (#/...) are supported, got ${ref}`);
     let target: unknown = this.root;
-    for (const part of ref.slice(2).split('/').filter((p, i, all) => all.length > 1 || p !== '')) {
+    for (const part of ref
+      .slice(2)
+      .split('/')
+      .filter((p, i, all) => all.length > 1 || p !== '')) {
       const key = decodeURIComponent(part).replace(/~1/g, '/').replace(/~0/g, '~');
       target = typeof target === 'object' && target !== null ? (target as Record<string, unknown>)[key] : undefined;
     }

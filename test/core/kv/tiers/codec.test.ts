@@ -6,7 +6,7 @@ import type { EntryDims } from '../../../../src/core/kv/entry/format.js';
 import { payloadBytes } from '../../../../src/core/kv/entry/format.js';
 import type { KvData, KvDType } from '../../../../src/core/kv/layout.js';
 import { decodePayload, encodePayload } from '../../../../src/core/kv/tiers/codec.js';
-import { float32ArrayToHalf, halfArrayToFloat32 } from '../../../../src/runtime/float16.js';
+import { float32ArrayToHalf, halfArrayToFloat32 } from '../../../../src/core/float16.js';
 
 const arbDims: fc.Arbitrary<EntryDims> = fc.record({
   layers: fc.integer({ min: 1, max: 3 }),

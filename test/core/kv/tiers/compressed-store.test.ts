@@ -7,7 +7,7 @@ import { decodeEntry, encodeEntry, isRejected } from '../../../../src/core/kv/en
 import type { KvData, KvLayout } from '../../../../src/core/kv/layout.js';
 import { encodePayload } from '../../../../src/core/kv/tiers/codec.js';
 import { CompressedStore, type EvictReason, type KvEntry, restore } from '../../../../src/core/kv/tiers/compressed-store.js';
-import { float32ArrayToHalf, halfArrayToFloat32 } from '../../../../src/runtime/float16.js';
+import { float32ArrayToHalf, halfArrayToFloat32 } from '../../../../src/core/float16.js';
 
 const FP = new Uint8Array(32).fill(3);
 const layouts: KvLayout[] = [

@@ -14,7 +14,7 @@ function allowed(st: GrammarState, vocab: TokenVocab): Set<number> {
   const row = new Float32Array(vocab.size);
   st.mask(row);
   const out = new Set<number>();
-  row.forEach((v, i) => v !== -Infinity && out.add(i));
+  for (const [i, v] of row.entries()) if (v !== -Infinity) out.add(i);
   return out;
 }
 
@@ -61,7 +61,15 @@ t.test('the decoded escapes parse to the intended string', async (t) => {
   const st = compileGrammar(schemaFormat({ type: 'string' }), vocab)!.start();
   const toks = ['"', '\\"', '\\\\', '\\n', '\\u00', 'e9', '"'];
   feed(st, vocab, toks);
-  t.equal(JSON.parse(decode(vocab, toks.map((x) => idOf(vocab, x)))), '"\\\né');
+  t.equal(
+    JSON.parse(
+      decode(
+        vocab,
+        toks.map((x) => idOf(vocab, x)),
+      ),
+    ),
+    '"\\\né',
+  );
 });
 
 t.test('multi-byte UTF-8 characters split across byte tokens', async (t) => {
@@ -78,7 +86,10 @@ t.test('multi-byte UTF-8 characters split across byte tokens', async (t) => {
   t.notOk(ok.has(idOf(vocab, [0x80])), 'overlong E0 80 is not UTF-8');
   t.ok(ok.has(idOf(vocab, [0xa0])));
   feed(st, vocab, [[0xa4], [0xbf], [0xf0, 0x9f], [0x98, 0x80], '"']);
-  const text = decode(vocab, [0x22, 0xc3, 0xa9, 0xe0, 0xa4, 0xbf].map((b) => idOf(vocab, [b])).concat([idOf(vocab, [0xf0, 0x9f]), idOf(vocab, [0x98, 0x80]), idOf(vocab, '"')]));
+  const text = decode(
+    vocab,
+    [0x22, 0xc3, 0xa9, 0xe0, 0xa4, 0xbf].map((b) => idOf(vocab, [b])).concat([idOf(vocab, [0xf0, 0x9f]), idOf(vocab, [0x98, 0x80]), idOf(vocab, '"')]),
+  );
   t.equal(JSON.parse(text), 'é\u093f😀');
   const fresh = g.start();
   feed(fresh, vocab, ['"']);

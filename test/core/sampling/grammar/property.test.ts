@@ -18,13 +18,23 @@ const SCHEMAS: object[] = [
     required: ['name', 'age'],
     additionalProperties: false,
   },
-  { type: 'object', properties: { color: { enum: ['red', 'green', 'blue', 'dark "red"\\'] }, n: { const: 42 } }, required: ['color', 'n'], additionalProperties: false },
+  {
+    type: 'object',
+    properties: { color: { enum: ['red', 'green', 'blue', 'dark "red"\\'] }, n: { const: 42 } },
+    required: ['color', 'n'],
+    additionalProperties: false,
+  },
   {
     type: 'object',
     properties: {
       items: {
         type: 'array',
-        items: { type: 'object', properties: { id: { type: 'integer' }, tags: { type: 'array', items: { type: 'string' }, maxItems: 2 } }, required: ['id', 'tags'], additionalProperties: false },
+        items: {
+          type: 'object',
+          properties: { id: { type: 'integer' }, tags: { type: 'array', items: { type: 'string' }, maxItems: 2 } },
+          required: ['id', 'tags'],
+          additionalProperties: false,
+        },
         minItems: 1,
         maxItems: 3,
       },
@@ -32,13 +42,25 @@ const SCHEMAS: object[] = [
     required: ['items'],
     additionalProperties: false,
   },
-  { type: 'object', properties: { text: { type: 'string' }, note: { anyOf: [{ type: 'string' }, { type: 'null' }] } }, required: ['text', 'note'], additionalProperties: false },
+  {
+    type: 'object',
+    properties: { text: { type: 'string' }, note: { anyOf: [{ type: 'string' }, { type: 'null' }] } },
+    required: ['text', 'note'],
+    additionalProperties: false,
+  },
   { type: 'array', items: { type: 'number' }, maxItems: 4 },
 ];
 
 const key = fc.string({ unit: 'binary', maxLength: 6 }).filter((k) => k !== '__proto__');
 const leaf = fc.oneof(
-  fc.constantFrom({ type: 'string' }, { type: 'number' }, { type: 'integer' }, { type: 'boolean' }, { type: 'null' }, { anyOf: [{ type: 'string' }, { type: 'null' }] }),
+  fc.constantFrom(
+    { type: 'string' },
+    { type: 'number' },
+    { type: 'integer' },
+    { type: 'boolean' },
+    { type: 'null' },
+    { anyOf: [{ type: 'string' }, { type: 'null' }] },
+  ),
   fc.uniqueArray(fc.jsonValue({ maxDepth: 1 }), { minLength: 1, maxLength: 4, selector: (v) => JSON.stringify(v) }).map((values) => ({ enum: values })),
   fc.jsonValue({ maxDepth: 1 }).map((value) => ({ const: value })),
 );
@@ -57,7 +79,10 @@ const grammars = new Map<string, Grammar>();
 function grammarFor(tok: TestTokenizer, f: ResponseFormat): Grammar {
   const k = `${tok.name} ${JSON.stringify(f)}`;
   let g = grammars.get(k);
-  if (g === undefined) grammars.set(k, (g = compileGrammar(f, vocabOf(tok))!));
+  if (g === undefined) {
+    g = compileGrammar(f, vocabOf(tok))!;
+    grammars.set(k, g);
+  }
   return g;
 }
 

@@ -1,7 +1,7 @@
 // Test helpers: generate under a grammar the way the engine would (random logits, masked in place,
 // then sampled), build hand-made vocabularies, and validate outputs with ajv.
 import { Ajv } from 'ajv';
-import { type Grammar } from '../../../../src/core/sampling/grammar/index.js';
+import type { Grammar } from '../../../../src/core/sampling/grammar/index.js';
 import { buildTrie, type TokenVocab } from '../../../../src/core/sampling/grammar/vocab.js';
 
 /** mulberry32: a seeded PRNG so every failing case replays. */

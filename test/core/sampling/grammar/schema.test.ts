@@ -46,7 +46,10 @@ t.test('malformed and unsatisfiable schemas are refused with a reason', async (t
   t.throws(() => compile({ $ref: 'https://example.com/s.json' }), UnsupportedSchemaError);
   t.throws(() => compile({ $defs: { a: { $ref: '#/$defs/a' } }, $ref: '#/$defs/a' }), /refers only to itself/);
   // A node that must contain itself has no finite instance.
-  t.throws(() => compile({ $defs: { n: { type: 'object', properties: { n: { $ref: '#/$defs/n' } }, required: ['n'] } }, $ref: '#/$defs/n' }), /no finite JSON document/);
+  t.throws(
+    () => compile({ $defs: { n: { type: 'object', properties: { n: { $ref: '#/$defs/n' } }, required: ['n'] } }, $ref: '#/$defs/n' }),
+    /no finite JSON document/,
+  );
   t.throws(() => compile({ anyOf: [{ type: 'object' }, { type: 'object', properties: { a: { type: 'string' } } }] }), /anyOf.*start with the same/);
   t.throws(() => compile({ type: 'object', anyOf: [{ type: 'object' }] }), /anyOf.*alongside type/);
   t.throws(() => compile({ enum: [{}], properties: {} }), /enum.*alongside properties/);
@@ -56,7 +59,10 @@ t.test('malformed and unsatisfiable schemas are refused with a reason', async (t
 t.test('strict mode: objects allow no undeclared keys; required ones always appear, in order', async (t) => {
   const schema = { type: 'object', properties: { z: { type: 'boolean' }, a: { type: 'null' }, m: { type: 'integer' } }, required: ['z', 'm'] };
   for (const out of outputs(schema)) {
-    t.same(Object.keys(out as object).filter((k) => k !== 'a'), ['z', 'm']);
+    t.same(
+      Object.keys(out as object).filter((k) => k !== 'a'),
+      ['z', 'm'],
+    );
     t.equal(validate({ ...schema, additionalProperties: false }, out), null);
   }
 });
@@ -67,7 +73,10 @@ t.test('an object with no declared properties: free keys unless strict (or addit
   const map = { type: 'object', additionalProperties: { type: 'integer' } };
   const outs = outputs(map, 20, false);
   for (const out of outs) t.equal(validate(map, out), null);
-  t.ok(outs.some((o) => Object.keys(o as object).length > 0), 'some maps have keys');
+  t.ok(
+    outs.some((o) => Object.keys(o as object).length > 0),
+    'some maps have keys',
+  );
 });
 
 t.test('anyOf and type lists, enum, const, $ref recursion, minItems/maxItems', async (t) => {
@@ -79,7 +88,13 @@ t.test('anyOf and type lists, enum, const, $ref recursion, minItems/maxItems', a
     { const: { k: 'é' } },
     { type: 'array', items: { type: 'integer' }, minItems: 2, maxItems: 3 },
     {
-      $defs: { tree: { type: 'object', properties: { v: { type: 'integer' }, kids: { type: 'array', items: { $ref: '#/$defs/tree' }, maxItems: 2 } }, required: ['v'] } },
+      $defs: {
+        tree: {
+          type: 'object',
+          properties: { v: { type: 'integer' }, kids: { type: 'array', items: { $ref: '#/$defs/tree' }, maxItems: 2 } },
+          required: ['v'],
+        },
+      },
       $ref: '#/$defs/tree',
     },
     { definitions: { s: { type: 'string' } }, type: 'array', items: { $ref: '#/definitions/s' } },

@@ -31,7 +31,10 @@ const vocabs = new Map<string, TokenVocab>();
 
 export function vocabOf(t: TestTokenizer): TokenVocab {
   let v = vocabs.get(t.name);
-  if (v === undefined) vocabs.set(t.name, (v = tokenVocab(t.json, t.eosIds)));
+  if (v === undefined) {
+    v = tokenVocab(t.json, t.eosIds);
+    vocabs.set(t.name, v);
+  }
   return v;
 }
 

@@ -9,9 +9,9 @@ t.test('byte-level BPE: GPT-2 stand-in characters map back to bytes', async (t) 
   const tok = shakespeare();
   const vocab = vocabOf(tok);
   t.equal(vocab.size, 257);
-  t.equal(text(vocab.bytes[tok.json.model.vocab['Ġ']!]), ' ');
-  t.equal(text(vocab.bytes[tok.json.model.vocab['Ċ']!]), '\n');
-  t.same([...vocab.bytes[tok.json.model.vocab['Ã']!]!], [0xc3], 'a lone UTF-8 lead byte');
+  t.equal(text(vocab.bytes[tok.json.model.vocab.Ġ!]), ' ');
+  t.equal(text(vocab.bytes[tok.json.model.vocab.Ċ!]), '\n');
+  t.same([...vocab.bytes[tok.json.model.vocab.Ã!]!], [0xc3], 'a lone UTF-8 lead byte');
   t.equal(vocab.bytes[256], null, 'the special end-of-text token writes nothing');
 });
 
@@ -39,7 +39,10 @@ t.test('the trie holds every usable id exactly once, under its own bytes', async
     }
     const usable = bytes.flatMap((b, id) => (b === null ? [] : [id]));
     t.equal(seen.size, usable.length, tok.name);
-    t.ok(usable.every((id) => seen.get(id) === text(bytes[id])), `${tok.name}: ids sit at their bytes`);
+    t.ok(
+      usable.every((id) => seen.get(id) === text(bytes[id])),
+      `${tok.name}: ids sit at their bytes`,
+    );
   }
 });
 

@@ -3,7 +3,7 @@
 // round-to-nearest-even against neighbouring half values.
 import t from 'tap';
 import fc from 'fast-check';
-import { float32ArrayToHalf, halfArrayToFloat32, halfToFloat } from '../../src/runtime/float16.js';
+import { float32ArrayToHalf, halfArrayToFloat32, halfToFloat } from '../../src/core/float16.js';
 
 const known: Array<[bits: number, value: number]> = [
   [0x0000, 0],
