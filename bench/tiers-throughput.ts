@@ -18,7 +18,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { crc32, crc32Js } from '../src/core/kv/entry/checksum.js';
-import { modelFingerprint } from '../src/core/kv/entry/fingerprint.js';
+import { modelFingerprint } from '../src/runtime/fingerprint.js';
 import { type Entry, decodeEntry, encodeEntry, payloadBytes } from '../src/core/kv/entry/format.js';
 import { decodePayload, encodePayload } from '../src/core/kv/tiers/codec.js';
 import { fileName } from '../src/core/kv/tiers/disk-files.js';

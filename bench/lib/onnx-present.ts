@@ -11,100 +11,10 @@
 // tagged fields; we re-encode only the graph's nodes and outputs that change, and the
 // initializers (the weights) are copied through as opaque bytes.
 import * as ort from 'onnxruntime-node';
+import { ONNX_ATTR_INT, ONNX_FIELD, withoutShape } from '../../src/runtime/onnx/graph.js';
+import { type Field, encode, fields as parse, messageField, stringField, text as str, varintField } from '../../src/runtime/onnx/proto.js';
 
-/** One protobuf field: its number, wire type and payload (for wire type 2, the bytes inside the length). */
-interface Field {
-  no: number;
-  wireType: number;
-  data: Uint8Array;
-}
-
-function readVarint(buf: Uint8Array, pos: number): [value: number, next: number] {
-  let value = 0;
-  let scale = 1;
-  for (;;) {
-    if (pos >= buf.length) throw new Error('protobuf: truncated varint');
-    const byte = buf[pos++]!;
-    value += (byte & 0x7f) * scale;
-    if ((byte & 0x80) === 0) return [value, pos];
-    scale *= 128;
-  }
-}
-
-function varint(n: number): number[] {
-  const out: number[] = [];
-  while (n >= 0x80) {
-    out.push((n % 128) | 0x80);
-    n = Math.floor(n / 128);
-  }
-  out.push(n);
-  return out;
-}
-
-function parse(buf: Uint8Array): Field[] {
-  const fields: Field[] = [];
-  let pos = 0;
-  while (pos < buf.length) {
-    const [tag, afterTag] = readVarint(buf, pos);
-    const no = Math.floor(tag / 8);
-    const wireType = tag % 8;
-    let start = afterTag;
-    let end: number;
-    if (wireType === 0) end = readVarint(buf, afterTag)[1];
-    else if (wireType === 1) end = afterTag + 8;
-    else if (wireType === 5) end = afterTag + 4;
-    else if (wireType === 2) {
-      const [length, afterLength] = readVarint(buf, afterTag);
-      start = afterLength;
-      end = afterLength + length;
-    } else throw new Error(`protobuf: unsupported wire type ${wireType}`);
-    if (end > buf.length) throw new Error('protobuf: truncated field');
-    fields.push({ no, wireType, data: buf.subarray(start, end) });
-    pos = end;
-  }
-  return fields;
-}
-
-function encode(fields: readonly Field[]): Uint8Array {
-  const parts: Uint8Array[] = [];
-  let size = 0;
-  for (const f of fields) {
-    const head = Uint8Array.from([...varint(f.no * 8 + f.wireType), ...(f.wireType === 2 ? varint(f.data.length) : [])]);
-    parts.push(head, f.data);
-    size += head.length + f.data.length;
-  }
-  const out = new Uint8Array(size);
-  let pos = 0;
-  for (const p of parts) {
-    out.set(p, pos);
-    pos += p.length;
-  }
-  return out;
-}
-
-const text = new TextDecoder();
-const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
-const stringField = (no: number, s: string): Field => ({ no, wireType: 2, data: bytes(s) });
-const messageField = (no: number, fields: Field[]): Field => ({ no, wireType: 2, data: encode(fields) });
-const varintField = (no: number, n: number): Field => ({ no, wireType: 0, data: Uint8Array.from(varint(n)) });
-
-// Field numbers from onnx.proto.
-const MODEL_GRAPH = 7;
-const GRAPH_NODE = 1;
-const GRAPH_OUTPUT = 12;
-const NODE_INPUT = 1;
-const NODE_OUTPUT = 2;
-const NODE_NAME = 3;
-const NODE_OP_TYPE = 4;
-const NODE_ATTRIBUTE = 5;
-const ATTR_NAME = 1;
-const ATTR_I = 3;
-const ATTR_TYPE = 20;
-const ATTR_TYPE_INT = 2;
-const VALUE_INFO_NAME = 1;
-const VALUE_INFO_TYPE = 2;
-const TYPE_TENSOR = 1;
-const TENSOR_TYPE_SHAPE = 2;
+const F = ONNX_FIELD;
 
 const PRESENT = /^present\.(\d+)\.(key|value)$/;
 
@@ -115,45 +25,29 @@ const PRESENT = /^present\.(\d+)\.(key|value)$/;
  */
 export function concatPresentOutputs(model: Uint8Array): Uint8Array {
   const modelFields = parse(model);
-  const graphIndex = modelFields.findIndex((f) => f.no === MODEL_GRAPH);
+  const graphIndex = modelFields.findIndex((f) => f.no === F.modelGraph);
   if (graphIndex < 0) throw new Error('ONNX model has no graph');
   const graph = parse(modelFields[graphIndex]!.data);
   const renamed: string[] = [];
   const newGraph: Field[] = graph.map((f) => {
-    if (f.no === GRAPH_NODE) {
+    if (f.no === F.graphNode) {
       const node = parse(f.data);
       let changed = false;
       // The graph may read its own present.* further on (attention over the new keys): the
       // producer's output and every such input are renamed alike.
       const outNode = node.map((g) => {
-        if ((g.no !== NODE_OUTPUT && g.no !== NODE_INPUT) || !PRESENT.test(text.decode(g.data))) return g;
+        if ((g.no !== F.nodeOutput && g.no !== F.nodeInput) || !PRESENT.test(str(g))) return g;
         changed = true;
-        if (g.no === NODE_OUTPUT) renamed.push(text.decode(g.data));
-        return stringField(g.no, `${text.decode(g.data)}.new`);
+        if (g.no === F.nodeOutput) renamed.push(str(g));
+        return stringField(g.no, `${str(g)}.new`);
       });
-      return changed ? messageField(GRAPH_NODE, outNode) : f;
+      return changed ? messageField(F.graphNode, outNode) : f;
     }
-    if (f.no === GRAPH_OUTPUT) {
+    if (f.no === F.graphOutput) {
       const info = parse(f.data);
-      const name = text.decode(info.find((g) => g.no === VALUE_INFO_NAME)?.data ?? new Uint8Array());
+      const name = str(info.find((g) => g.no === F.valueInfoName)!);
       if (!PRESENT.test(name)) return f;
-      return messageField(
-        GRAPH_OUTPUT,
-        info.map((g) => {
-          if (g.no !== VALUE_INFO_TYPE) return g;
-          return messageField(
-            VALUE_INFO_TYPE,
-            parse(g.data).map((t) =>
-              t.no === TYPE_TENSOR
-                ? messageField(
-                    TYPE_TENSOR,
-                    parse(t.data).filter((s) => s.no !== TENSOR_TYPE_SHAPE),
-                  )
-                : t,
-            ),
-          );
-        }),
-      );
+      return messageField(F.graphOutput, withoutShape(info));
     }
     return f;
   });
@@ -161,17 +55,17 @@ export function concatPresentOutputs(model: Uint8Array): Uint8Array {
   for (const name of renamed) {
     const [, layer, kind] = PRESENT.exec(name)!;
     newGraph.push(
-      messageField(GRAPH_NODE, [
-        stringField(NODE_INPUT, `past_key_values.${layer}.${kind}`),
-        stringField(NODE_INPUT, `${name}.new`),
-        stringField(NODE_OUTPUT, name),
-        stringField(NODE_NAME, `bench_concat_${name}`),
-        stringField(NODE_OP_TYPE, 'Concat'),
-        messageField(NODE_ATTRIBUTE, [stringField(ATTR_NAME, 'axis'), varintField(ATTR_I, 2), varintField(ATTR_TYPE, ATTR_TYPE_INT)]),
+      messageField(F.graphNode, [
+        stringField(F.nodeInput, `past_key_values.${layer}.${kind}`),
+        stringField(F.nodeInput, `${name}.new`),
+        stringField(F.nodeOutput, name),
+        stringField(F.nodeName, `bench_concat_${name}`),
+        stringField(F.nodeOpType, 'Concat'),
+        messageField(F.nodeAttribute, [stringField(F.attrName, 'axis'), varintField(F.attrI, 2), varintField(F.attrType, ONNX_ATTR_INT)]),
       ]),
     );
   }
-  modelFields[graphIndex] = messageField(MODEL_GRAPH, newGraph);
+  modelFields[graphIndex] = messageField(F.modelGraph, newGraph);
   return encode(modelFields);
 }
 

@@ -11,6 +11,9 @@ import type { DecoderModel, ForwardInput, ForwardOutput } from '../core/model.js
 import type { KvData, KvDType, KvLayout } from '../core/kv/layout.js';
 import { halfArrayToFloat32 } from '../core/float16.js';
 import { ModelLoadError } from './model-dir.js';
+import { servedModel } from './onnx/new-tokens-only.js';
+
+const firstLine = (err: unknown): string => String((err as Error).message ?? err).split('\n')[0]!;
 
 export interface SessionOptions {
   /** Threads inside one operator for steps of many tokens (prefill); default: the number of cores. */
@@ -112,6 +115,8 @@ function newPart(present: ort.Tensor, pastLength: number, seqLen: number): KvDat
 export class OnnxDecoder implements DecoderModel {
   readonly layout: KvLayout;
   readonly vocabSize: number;
+  /** The graph returned past + new in present.* and was rewritten at load to return the new tokens only. */
+  readonly rewrittenFromConcat: boolean;
   /** Two sessions over the same graph, differing only in threads: see PREFILL_MIN_TOKENS. */
   readonly #prefill: ort.InferenceSession;
   readonly #decode: ort.InferenceSession;
@@ -121,7 +126,8 @@ export class OnnxDecoder implements DecoderModel {
   #scratch: Float32Array;
   readonly #masks: BigInt64Array[] = [];
 
-  private constructor(prefill: ort.InferenceSession, decode: ort.InferenceSession, graph: GraphInfo, vocabSize: number) {
+  private constructor(prefill: ort.InferenceSession, decode: ort.InferenceSession, graph: GraphInfo, vocabSize: number, rewritten: boolean) {
+    this.rewrittenFromConcat = rewritten;
     this.#prefill = prefill;
     this.#decode = decode;
     this.#graph = graph;
@@ -136,25 +142,42 @@ export class OnnxDecoder implements DecoderModel {
     this.#scratch = new Float32Array(vocabSize);
   }
 
-  /** Opens the graph; `configVocab` (config.json) is used only when the logits shape is dynamic. */
+  /**
+   * Opens the graph; `configVocab` (config.json) is used only when the logits shape is dynamic.
+   * An Optimum-form graph (present.* = past + new) is rewritten to return only the new tokens
+   * (onnx/new-tokens-only.ts), so no step copies the whole cache out of onnxruntime.
+   */
   static async load(file: string, options: SessionOptions = {}, configVocab?: number): Promise<OnnxDecoder> {
     const threads = options.threads ?? availableParallelism();
     const decodeThreads = options.decodeThreads ?? 1;
+    let served: ReturnType<typeof servedModel>;
+    try {
+      served = servedModel(file);
+    } catch (err) {
+      throw new ModelLoadError(file, `not a loadable ONNX model (${firstLine(err)})`);
+    }
+    const { model, externalDataDir } = served;
+    const open = (threadCount: number) => {
+      const opts = sessionOptions(threadCount);
+      if (typeof model === 'string') return ort.InferenceSession.create(model, opts);
+      const folder = externalDataDir ? { model_external_initializers_file_folder_path: externalDataDir } : {};
+      const extra = opts.extra as { session: Record<string, unknown> };
+      return ort.InferenceSession.create(model, { ...opts, extra: { ...extra, session: { ...extra.session, ...folder } } });
+    };
     let session: ort.InferenceSession;
     let decode: ort.InferenceSession;
     try {
-      session = await ort.InferenceSession.create(file, sessionOptions(threads));
-      decode = decodeThreads === threads ? session : await ort.InferenceSession.create(file, sessionOptions(decodeThreads));
+      session = await open(threads);
+      decode = decodeThreads === threads ? session : await open(decodeThreads);
     } catch (err) {
-      const reason = String((err as Error).message ?? err).split('\n')[0];
-      throw new ModelLoadError(file, `not a loadable ONNX model (${reason})`);
+      throw new ModelLoadError(file, `not a loadable ONNX model (${firstLine(err)})`);
     }
     const graph = discover(session, file);
     const vocabSize = graph.vocabSize ?? configVocab;
     if (vocabSize === undefined) {
       throw new ModelLoadError(file, 'vocabulary size unknown: logits shape is dynamic and config.json has no vocab_size');
     }
-    return new OnnxDecoder(session, decode, graph, vocabSize);
+    return new OnnxDecoder(session, decode, graph, vocabSize, served.rewritten);
   }
 
   async forward(input: ForwardInput): Promise<ForwardOutput> {

@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { GGML_F16, GGML_F32, GgufWriter } from './gguf-writer.js';
 import { type LlamaHyper, type Matrix, findLlamaWeights, hyperFromConfig } from './llama-weights.js';
-import { readOnnxGraph } from './onnx-model.js';
+import { readOnnxGraph } from '../../src/runtime/onnx/graph.js';
 import { vocabMetadata } from './vocab.js';
 
 export interface ConvertOptions {

@@ -8,7 +8,7 @@
 //
 // k and v are told apart by the graph output they feed (present.{i}.key / .value), gate from up
 // by the Sigmoid of SiLU. Every shape is checked against config.json.
-import { type OnnxGraph, type OnnxNode, type OnnxTensor, tensorValues } from './onnx-model.js';
+import { type OnnxGraph, type OnnxNode, type OnnxTensor, tensorValues } from '../../src/runtime/onnx/graph.js';
 import { halfArrayToFloat32 } from '../../src/core/float16.js';
 
 /** Row-major [rows][cols], PyTorch's nn.Linear layout: rows = out features, cols = in features. */

@@ -5,12 +5,12 @@ import { copyFile, mkdtemp, open, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fingerprintFiles, fingerprintHex, modelFingerprint } from '../../../../src/core/kv/entry/fingerprint.js';
-import { externalDataLocations } from '../../../../src/core/kv/entry/onnx-external.js';
-import type { KvLayout } from '../../../../src/core/kv/layout.js';
-import { externalizeOnnx } from '../../../helpers/onnx-external-data.js';
+import { fingerprintFiles, fingerprintHex, modelFingerprint } from '../../src/runtime/fingerprint.js';
+import { externalDataLocations } from '../../src/runtime/onnx/file-scan.js';
+import type { KvLayout } from '../../src/core/kv/layout.js';
+import { externalizeOnnx } from '../helpers/onnx-external-data.js';
 
-const MODEL_DIR = fileURLToPath(new URL('../../../../models/tiny-shakespeare/', import.meta.url));
+const MODEL_DIR = fileURLToPath(new URL('../../models/tiny-shakespeare/', import.meta.url));
 const LAYOUT: KvLayout = { layers: 4, kvHeads: 4, headDim: 32, dtype: 'float32' };
 
 async function flipByte(file: string, at: number): Promise<void> {

@@ -1,8 +1,12 @@
-// The external data files an ONNX model reads its weights from (TensorProto.external_data
-// "location"), found by walking the protobuf wire format with positioned reads: the weights a
-// model carries inline are skipped over, never read, so this costs a few reads per tensor.
-// The fingerprint must cover these files, or a changed .data file would pass for the old model.
+// What an ONNX file says about itself without reading its weights: the graph's nodes and
+// outputs, and the external data files it reads weights from (TensorProto.external_data
+// "location"). The protobuf wire format is walked with positioned reads and the weights a
+// model carries inline are skipped over, so this costs a few reads per tensor, not the file.
+// The loader checks the graph's form (new-tokens-only.ts); the fingerprint must cover the
+// external files, or a changed .data file would pass for the old model.
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { type OnnxNode, readNode } from './graph.js';
+import { fields, text } from './proto.js';
 
 // (message, field number) → the message type a length-delimited field holds, on every path
 // from ModelProto to a TensorProto (subgraphs, functions, sparse and attribute tensors).
@@ -57,7 +61,22 @@ class FileReader {
   }
 }
 
-function walk(r: FileReader, type: string, start: number, end: number, found: Set<string>): void {
+export interface OnnxFileScan {
+  /** The main graph's nodes (attributes included, tensor attributes read in full). */
+  nodes: OnnxNode[];
+  /** The main graph's output names. */
+  outputs: string[];
+  /** The `location` of every externally stored tensor, as written (relative to the file's directory), sorted. */
+  externalData: string[];
+}
+
+interface Found {
+  external: Set<string>;
+  nodes: OnnxNode[];
+  outputs: string[];
+}
+
+function walk(r: FileReader, type: string, start: number, end: number, found: Found, top = false): void {
   let pos = start;
   let key: string | undefined;
   let value: string | undefined;
@@ -73,23 +92,30 @@ function walk(r: FileReader, type: string, start: number, end: number, found: Se
       pos = from + length;
       if (pos > end) throw new Error(`field ${field} of a ${type} runs past its message`);
       const child = CHILDREN[type]?.[field];
-      if (child) walk(r, child, from, pos, found);
+      if (child) walk(r, child, from, pos, found, type === 'model' && child === 'graph');
+      if (top && field === 1) found.nodes.push(readNode(r.bytes(from, length)));
+      if (top && field === 12) found.outputs.push(text(fields(r.bytes(from, length)).find((f) => f.no === 1)!));
       if (type === 'entry' && field === 1) key = r.bytes(from, length).toString('utf8');
       if (type === 'entry' && field === 2) value = r.bytes(from, length).toString('utf8');
     } else throw new Error(`unsupported protobuf wire type ${wire} in a ${type}`);
   }
-  if (type === 'entry' && key === 'location' && value !== undefined) found.add(value);
+  if (type === 'entry' && key === 'location' && value !== undefined) found.external.add(value);
+}
+
+/** Reads the graph's nodes and outputs and its external data locations. */
+export function scanOnnxFile(onnxPath: string): OnnxFileScan {
+  const fd = openSync(onnxPath, 'r');
+  try {
+    const reader = new FileReader(fd);
+    const found: Found = { external: new Set(), nodes: [], outputs: [] };
+    walk(reader, 'model', 0, reader.size, found);
+    return { nodes: found.nodes, outputs: found.outputs, externalData: [...found.external].sort() };
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** The `location` of every externally stored tensor, as written in the graph (relative to its directory), sorted. */
 export function externalDataLocations(onnxPath: string): string[] {
-  const fd = openSync(onnxPath, 'r');
-  try {
-    const reader = new FileReader(fd);
-    const found = new Set<string>();
-    walk(reader, 'model', 0, reader.size, found);
-    return [...found].sort();
-  } finally {
-    closeSync(fd);
-  }
+  return scanOnnxFile(onnxPath).externalData;
 }

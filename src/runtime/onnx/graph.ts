@@ -1,71 +1,33 @@
-// Reads what the GGUF converter needs from an ONNX ModelProto, straight from the protobuf wire
-// format (no ONNX library): the graph's nodes, its inputs and outputs, and its constant tensors
-// (initializers and Constant nodes' values), whose bytes stay views into the file's buffer.
+// An ONNX ModelProto read straight from the protobuf wire format (no ONNX library): the
+// graph's nodes, its inputs and outputs, and its constant tensors (initializers and Constant
+// nodes' values), whose bytes stay views into the model's buffer.
+import { type Field, fields, int64s, messageField, readVarint, text } from './proto.js';
 
-/** One protobuf field: number, wire type and payload (the bytes inside the length for wire type 2). */
-interface Field {
-  no: number;
-  wireType: number;
-  /** Wire type 0: the varint's value; otherwise unused. */
-  value: number;
-  data: Uint8Array;
-}
+/** onnx.proto's field numbers that kvserve's readers and rewriters use. */
+export const ONNX_FIELD = {
+  modelGraph: 7,
+  graphNode: 1,
+  graphInitializer: 5,
+  graphInput: 11,
+  graphOutput: 12,
+  nodeInput: 1,
+  nodeOutput: 2,
+  nodeName: 3,
+  nodeOpType: 4,
+  nodeAttribute: 5,
+  attrName: 1,
+  attrI: 3,
+  attrType: 20,
+  valueInfoName: 1,
+  valueInfoType: 2,
+  typeTensor: 1,
+  tensorTypeShape: 2,
+} as const;
 
-function readVarint(buf: Uint8Array, pos: number): [value: number, next: number] {
-  let value = 0;
-  let scale = 1;
-  for (;;) {
-    if (pos >= buf.length) throw new Error('protobuf: truncated varint');
-    const byte = buf[pos++]!;
-    value += (byte & 0x7f) * scale;
-    if ((byte & 0x80) === 0) return [value, pos];
-    scale *= 128;
-  }
-}
+/** AttributeProto.AttributeType.INT */
+export const ONNX_ATTR_INT = 2;
 
-function fields(buf: Uint8Array): Field[] {
-  const out: Field[] = [];
-  let pos = 0;
-  while (pos < buf.length) {
-    const [tag, afterTag] = readVarint(buf, pos);
-    const no = Math.floor(tag / 8);
-    const wireType = tag % 8;
-    let start = afterTag;
-    let end: number;
-    let value = 0;
-    if (wireType === 0) [value, end] = readVarint(buf, afterTag);
-    else if (wireType === 1) end = afterTag + 8;
-    else if (wireType === 5) end = afterTag + 4;
-    else if (wireType === 2) {
-      const [length, afterLength] = readVarint(buf, afterTag);
-      start = afterLength;
-      end = afterLength + length;
-    } else throw new Error(`protobuf: unsupported wire type ${wireType}`);
-    if (end > buf.length) throw new Error('protobuf: truncated field');
-    out.push({ no, wireType, value, data: buf.subarray(start, end) });
-    pos = end;
-  }
-  return out;
-}
-
-const utf8 = new TextDecoder();
-const str = (f: Field): string => utf8.decode(f.data);
-
-/** Repeated int64 (dims, ints): packed (wire type 2) or one varint per field. */
-function int64s(fs: Field[], no: number): number[] {
-  const out: number[] = [];
-  for (const f of fs) {
-    if (f.no !== no) continue;
-    if (f.wireType === 0) out.push(f.value);
-    else
-      for (let pos = 0; pos < f.data.length; ) {
-        const [v, next] = readVarint(f.data, pos);
-        out.push(v);
-        pos = next;
-      }
-  }
-  return out;
-}
+const str = text;
 
 // onnx.proto's TensorProto.DataType values this reader decodes.
 export const ONNX_FLOAT = 1;
@@ -73,6 +35,8 @@ export const ONNX_FLOAT16 = 10;
 
 export interface OnnxTensor {
   name: string;
+  /** Its bytes live in an external data file (TensorProto.data_location = EXTERNAL). */
+  external: boolean;
   dims: number[];
   dataType: number;
   /** float32 values (float16 tensors are widened to float32 by the caller, see tensorValues). */
@@ -88,6 +52,8 @@ export interface OnnxNode {
   outputs: string[];
   /** Integer-list attributes (e.g. Transpose's perm). */
   ints: Map<string, number[]>;
+  /** Integer attributes (e.g. Concat's axis). */
+  int: Map<string, number>;
   /** Tensor attributes (Constant's value). */
   tensors: Map<string, OnnxTensor>;
 }
@@ -102,10 +68,10 @@ export interface OnnxGraph {
 
 function tensor(buf: Uint8Array): OnnxTensor {
   const fs = fields(buf);
-  if (fs.some((f) => f.no === 14 && f.value === 1)) throw new Error('ONNX tensor with external data: not supported (export the model in one file)');
   const name = fs.find((f) => f.no === 8);
   return {
     name: name ? str(name) : '',
+    external: fs.some((f) => f.no === 14 && f.value === 1),
     dims: int64s(fs, 1),
     dataType: fs.find((f) => f.no === 2)?.value ?? 0,
     raw: fs.find((f) => f.no === 9)?.data,
@@ -113,9 +79,10 @@ function tensor(buf: Uint8Array): OnnxTensor {
   };
 }
 
-function node(buf: Uint8Array): OnnxNode {
+/** A NodeProto's name, type, inputs, outputs and attributes. */
+export function readNode(buf: Uint8Array): OnnxNode {
   const fs = fields(buf);
-  const n: OnnxNode = { name: '', opType: '', inputs: [], outputs: [], ints: new Map(), tensors: new Map() };
+  const n: OnnxNode = { name: '', opType: '', inputs: [], outputs: [], ints: new Map(), int: new Map(), tensors: new Map() };
   for (const f of fs) {
     if (f.no === 1) n.inputs.push(str(f));
     else if (f.no === 2) n.outputs.push(str(f));
@@ -128,6 +95,8 @@ function node(buf: Uint8Array): OnnxNode {
       if (t) n.tensors.set(name, tensor(t.data));
       const ints = int64s(a, 8);
       if (ints.length > 0) n.ints.set(name, ints);
+      const i = a.find((g) => g.no === 3 && g.wireType === 0);
+      if (i) n.int.set(name, i.value);
     }
   }
   return n;
@@ -140,7 +109,7 @@ export function readOnnxGraph(model: Uint8Array): OnnxGraph {
   const g: OnnxGraph = { nodes: [], inputs: [], outputs: [], constants: new Map() };
   const valueName = (f: Field): string => str(fields(f.data).find((x) => x.no === 1)!);
   for (const f of fields(graphField.data)) {
-    if (f.no === 1) g.nodes.push(node(f.data));
+    if (f.no === 1) g.nodes.push(readNode(f.data));
     else if (f.no === 5) {
       const t = tensor(f.data);
       g.constants.set(t.name, t);
@@ -161,6 +130,7 @@ const copy = (b: Uint8Array): ArrayBuffer => new Uint8Array(b).buffer;
 export function tensorValues(t: OnnxTensor, toFloat32: (half: Uint16Array) => Float32Array): Float32Array {
   const count = t.dims.reduce((a, b) => a * b, 1);
   const bytes = t.raw ?? t.packed;
+  if (t.external) throw new Error(`${t.name}: tensor with external data: not supported (export the model in one file)`);
   if (!bytes) throw new Error(`${t.name}: tensor has no data`);
   if (t.dataType === ONNX_FLOAT) {
     if (bytes.length !== count * 4) throw new Error(`${t.name}: ${bytes.length} bytes for ${count} float32 values`);
@@ -181,4 +151,24 @@ export function tensorValues(t: OnnxTensor, toFloat32: (half: Uint16Array) => Fl
     return toFloat32(half);
   }
   throw new Error(`${t.name}: ONNX data type ${t.dataType} is not a float tensor`);
+}
+
+/** A ValueInfoProto's fields with its tensor shape dropped (an output whose dimensions a rewrite changed). */
+export function withoutShape(info: readonly Field[]): Field[] {
+  const F = ONNX_FIELD;
+  return info.map((g) =>
+    g.no !== F.valueInfoType
+      ? g
+      : messageField(
+          F.valueInfoType,
+          fields(g.data).map((t) =>
+            t.no === F.typeTensor
+              ? messageField(
+                  F.typeTensor,
+                  fields(t.data).filter((x) => x.no !== F.tensorTypeShape),
+                )
+              : t,
+          ),
+        ),
+  );
 }

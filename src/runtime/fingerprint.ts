@@ -5,9 +5,9 @@
 import { createHash, type Hash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import type { KvLayout } from '../layout.js';
-import { FINGERPRINT_BYTES } from './format.js';
-import { externalDataLocations } from './onnx-external.js';
+import { FINGERPRINT_BYTES } from '../core/kv/entry/format.js';
+import type { KvLayout } from '../core/kv/layout.js';
+import { externalDataLocations } from './onnx/file-scan.js';
 
 export interface FingerprintInput {
   onnxPath: string;

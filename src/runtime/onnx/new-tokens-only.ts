@@ -1,0 +1,103 @@
+// Optimum-form decoders (Hugging Face Optimum, Transformers.js exports) return present.* as
+// Concat(past, new): the whole cache, every step. onnxruntime-node copies every output into
+// JavaScript, so each decode step would copy the entire cache — O(N) per token, O(N²) per
+// answer. At load time such a graph is rewritten so that present.* is the Concat's second
+// input, the new tokens' keys and values only; the Concat stays for the attention that reads it.
+//
+//   past_key_values.i.key ─┐                                ┌─▶ (attention …)
+//   new key ───────────────┴─▶ Concat ─▶ present.i.key.all ─┘   (removed if nothing reads it)
+//   new key ─▶ Identity ─▶ present.i.key                       (the graph output)
+import { readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { scanOnnxFile } from './file-scan.js';
+import { ONNX_FIELD, type OnnxNode, readOnnxGraph, withoutShape } from './graph.js';
+import { type Field, encode, fields, messageField, stringField, text } from './proto.js';
+
+const PRESENT = /^present\.(\d+)\.(key|value)$/;
+const F = ONNX_FIELD;
+
+/** For each present.* output, the tensor holding only the new tokens' part, if the graph is in Optimum's form. */
+export function concatSources(graph: { nodes: readonly OnnxNode[]; outputs: readonly string[] }): Map<string, string> | undefined {
+  const producer = new Map<string, OnnxNode>();
+  for (const node of graph.nodes) for (const out of node.outputs) producer.set(out, node);
+  const sources = new Map<string, string>();
+  for (const name of graph.outputs) {
+    const m = PRESENT.exec(name);
+    if (!m) continue;
+    const node = producer.get(name);
+    const axis = node?.int.get('axis');
+    const past = `past_key_values.${m[1]}.${m[2]}`;
+    if (node?.opType !== 'Concat' || node.inputs.length !== 2 || node.inputs[0] !== past || (axis !== 2 && axis !== -2)) return undefined;
+    sources.set(name, node.inputs[1]!);
+  }
+  return sources.size > 0 ? sources : undefined;
+}
+
+/**
+ * The model with every present.* output returning only the new tokens' keys and values, or
+ * undefined when the graph is not in Optimum's Concat form (then it is served as it is).
+ */
+export function newTokensOnly(model: Uint8Array, sources = concatSources(readOnnxGraph(model))): Uint8Array | undefined {
+  if (!sources) return undefined;
+  const renamed = (name: string) => (sources.has(name) ? `${name}.all` : name);
+  const modelFields = fields(model);
+  const graphIndex = modelFields.findIndex((f) => f.no === F.modelGraph);
+  const graphFields = fields(modelFields[graphIndex]!.data);
+  // present.* read inside the graph (attention over past + new): its Concat stays. Otherwise
+  // the Concat only fed the output and goes too: kept, onnxruntime would still run it,
+  // copying the whole cache every step.
+  const read = new Set<string>();
+  for (const f of graphFields) {
+    if (f.no !== F.graphNode) continue;
+    for (const g of fields(f.data)) if (g.no === F.nodeInput && sources.has(text(g))) read.add(text(g));
+  }
+  const graph: Field[] = graphFields.flatMap((f): Field[] => {
+    if (f.no === F.graphNode) {
+      const node = fields(f.data);
+      const produces = node.filter((g) => g.no === F.nodeOutput).map(text);
+      if (produces.length === 1 && sources.has(produces[0]!) && !read.has(produces[0]!)) return [];
+      const touches = node.some((g) => (g.no === F.nodeInput || g.no === F.nodeOutput) && sources.has(text(g)));
+      if (!touches) return [f];
+      return [
+        messageField(
+          F.graphNode,
+          node.map((g) => (g.no === F.nodeInput || g.no === F.nodeOutput ? stringField(g.no, renamed(text(g))) : g)),
+        ),
+      ];
+    }
+    if (f.no === F.graphOutput) {
+      const info = fields(f.data);
+      const name = text(info.find((g) => g.no === F.valueInfoName)!);
+      // Its sequence axis is now the new tokens', not past + new: the declared shape goes.
+      if (!sources.has(name)) return [f];
+      return [messageField(F.graphOutput, withoutShape(info))];
+    }
+    return [f];
+  });
+  for (const [output, source] of sources) {
+    graph.push(
+      messageField(F.graphNode, [
+        stringField(F.nodeInput, source),
+        stringField(F.nodeOutput, output),
+        stringField(F.nodeName, `kvserve_new_tokens_${output}`),
+        stringField(F.nodeOpType, 'Identity'),
+      ]),
+    );
+  }
+  modelFields[graphIndex] = messageField(F.modelGraph, graph);
+  return encode(modelFields);
+}
+
+/**
+ * What to open for the decoder at `file`: the file itself, or — for an Optimum-form graph —
+ * the rewritten model's bytes, with the directory its external weight files (if any) are
+ * found in: onnxruntime resolves their locations against it
+ * (`session.model_external_initializers_file_folder_path`).
+ */
+export function servedModel(file: string): { model: string | Uint8Array; externalDataDir: string | undefined; rewritten: boolean } {
+  const scan = scanOnnxFile(file);
+  const sources = concatSources(scan);
+  if (!sources) return { model: file, externalDataDir: undefined, rewritten: false };
+  const model = newTokensOnly(readFileSync(file), sources)!;
+  return { model, externalDataDir: scan.externalData.length > 0 ? dirname(file) : undefined, rewritten: true };
+}
