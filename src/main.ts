@@ -37,7 +37,7 @@ try {
 }
 app.services.attach(engine);
 const { info } = engine;
-logger.info({ model: info.id, onnx: info.onnxPath, layout: info.layout, contextLength: info.contextLength, build }, 'model loaded; ready');
+logger.info({ model: info.id, onnx: info.onnxPath, layout: info.layout, contextLength: info.contextLength, plan: engine.plan, build }, 'model loaded; ready');
 
 let stopping = false;
 async function shutdown(signal: string): Promise<void> {

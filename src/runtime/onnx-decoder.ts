@@ -6,12 +6,12 @@
 // and new concatenated, from which the new part is cut here. Same inputs, same results:
 // the first form just skips copying the whole cache twice per step (tools/llama.py).
 import * as ort from 'onnxruntime-node';
-import { availableParallelism } from 'node:os';
 import type { DecoderModel, ForwardInput, ForwardOutput } from '../core/model.js';
 import type { KvData, KvDType, KvLayout } from '../core/kv/layout.js';
 import { halfArrayToFloat32 } from '../core/float16.js';
 import { ModelLoadError } from './model-dir.js';
 import { servedModel } from './onnx/new-tokens-only.js';
+import { usableCpus } from './threads.js';
 
 const firstLine = (err: unknown): string => String((err as Error).message ?? err).split('\n')[0]!;
 
@@ -32,7 +32,7 @@ export const PREFILL_MIN_TOKENS = 8;
 const PAST_KEY = /^past_key_values\.(\d+)\.key$/;
 
 /** The onnxruntime session options kvserve runs with (benchmarks reuse them for a fair baseline). */
-export function sessionOptions(threads: number = availableParallelism()): ort.InferenceSession.SessionOptions {
+export function sessionOptions(threads: number = usableCpus()): ort.InferenceSession.SessionOptions {
   // Multi-threaded sessions spin-wait between operators instead of sleeping (waking a sleeping
   // thread for each of a step's ~100 small operators cost more than it saved), and stop
   // spinning when a run returns (force_spinning_stop): otherwise they spun on through the
@@ -148,7 +148,7 @@ export class OnnxDecoder implements DecoderModel {
    * (onnx/new-tokens-only.ts), so no step copies the whole cache out of onnxruntime.
    */
   static async load(file: string, options: SessionOptions = {}, configVocab?: number): Promise<OnnxDecoder> {
-    const threads = options.threads ?? availableParallelism();
+    const threads = options.threads ?? usableCpus();
     const decodeThreads = options.decodeThreads ?? 1;
     let served: ReturnType<typeof servedModel>;
     try {

@@ -2,7 +2,6 @@
 // tokenizes on this side so the HTTP layer can check context limits before queueing, and
 // exposes each generation as an async iterable of events that an AbortSignal cancels.
 import { randomUUID } from 'node:crypto';
-import { availableParallelism } from 'node:os';
 import type { Config } from '../config.js';
 import type { SessionInfo } from '../core/kv/cache-stats.js';
 import type { EngineEvent } from '../core/scheduler/events.js';
@@ -22,18 +21,17 @@ export const INLINE_TOKENIZE_CHARS = 2048;
 /** How long a call for figures or sessions may wait for the worker (it answers between steps). */
 const CALL_TIMEOUT_MS = 5000;
 
-/** The worker's share of the service configuration. */
-export function workerConfigOf(config: Readonly<Config>, cores = availableParallelism()): WorkerConfig {
+/** The worker's share of the service configuration (what it leaves unset, the worker plans: runtime/threads.ts). */
+export function workerConfigOf(config: Readonly<Config>): WorkerConfig {
   const { dir, file, threads, decodeThreads } = config.model;
   const { prefillThread, ...scheduler } = config.scheduler;
-  // The prefill thread is a second compute thread: with one core (or onnxruntime held to one
-  // thread) it would only take turns with the decode steps (docs/benchmarks.md).
-  const useThread = prefillThread ?? (threads ?? cores) > 1;
-  return { modelDir: dir, onnxFile: file, threads, decodeThreads, kvCache: { ...config.kvCache }, scheduler, prefillThread: useThread };
+  return { modelDir: dir, onnxFile: file, threads, decodeThreads, prefillThread, kvCache: { ...config.kvCache }, scheduler };
 }
 
 export class EngineClient {
   readonly info: ModelInfo;
+  /** Threads and model copies the worker runs with, and the weight bytes they were chosen by. */
+  readonly plan: EngineReady['plan'];
   readonly tokenizer: TextTokenizer;
   readonly #channel: WorkerChannel<EngineCalls, ToEngine, FromEngine>;
   readonly #tokenizerThread: TokenizerThread;
@@ -43,13 +41,14 @@ export class EngineClient {
   private constructor(
     channel: WorkerChannel<EngineCalls, ToEngine, FromEngine>,
     listeners: Map<string, Listener>,
-    info: ModelInfo,
+    ready: EngineReady,
     tokenizer: TextTokenizer,
     tokenizerThread: TokenizerThread,
   ) {
     this.#channel = channel;
     this.#listeners = listeners;
-    this.info = info;
+    this.info = ready.info;
+    this.plan = ready.plan;
     this.tokenizer = tokenizer;
     this.#tokenizerThread = tokenizerThread;
     // The worker gone: every running request ends with an error; readiness turns 503.
@@ -81,7 +80,7 @@ export class EngineClient {
       if (tokenizerThread.status === 'fulfilled') await tokenizerThread.value.close();
       throw engine.status === 'rejected' ? engine.reason : (tokenizerThread as PromiseRejectedResult).reason;
     }
-    return new EngineClient(engine.value.channel, listeners, engine.value.ready.info, tokenizer, tokenizerThread.value);
+    return new EngineClient(engine.value.channel, listeners, engine.value.ready, tokenizer, tokenizerThread.value);
   }
 
   /**

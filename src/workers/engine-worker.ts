@@ -9,6 +9,8 @@ import type { EngineEvent } from '../core/scheduler/events.js';
 import { Scheduler } from '../core/scheduler/scheduler.js';
 import { BucketHistogram, GC_BUCKETS } from '../metrics/buckets.js';
 import { loadModel } from '../runtime/load-model.js';
+import { readModelDir } from '../runtime/model-dir.js';
+import { modelWeightBytes, planThreads } from '../runtime/threads.js';
 import { PrefillThread } from './prefill-thread.js';
 import type { EngineCalls, FromEngine, ToEngine, WorkerConfig } from './protocol.js';
 import { fatal, ready, serve } from './serve.js';
@@ -39,8 +41,10 @@ function observeGc(): () => Record<string, ReturnType<BucketHistogram['snapshot'
 }
 
 try {
-  const { decoder, tokenizer, info } = await loadModel(config.modelDir, config);
-  const prefill = config.prefillThread ? await PrefillThread.start(info.onnxPath, info.vocabSize) : undefined;
+  const weightBytes = modelWeightBytes(readModelDir(config.modelDir, config.onnxFile).onnxPath);
+  const plan = planThreads(config, weightBytes);
+  const { decoder, tokenizer, info } = await loadModel(config.modelDir, { ...config, ...plan });
+  const prefill = plan.prefillThread ? await PrefillThread.start(info.onnxPath, info.vocabSize) : undefined;
   const { kvCache } = config;
   const cache = new KvCacheManager({ layout: info.layout, ...kvCache });
 
@@ -117,7 +121,7 @@ try {
       },
     },
   );
-  ready({ info });
+  ready({ info, plan: { ...plan, weightBytes } });
 } catch (err) {
   fatal(err);
 }

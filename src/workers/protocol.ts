@@ -8,6 +8,7 @@ import type { EngineEvent, SchedulerLimits } from '../core/scheduler/events.js';
 import type { GenerateRequest } from '../core/scheduler/sequence.js';
 import type { BucketSnapshot } from '../metrics/buckets.js';
 import type { ModelInfo } from '../runtime/load-model.js';
+import type { ThreadPlan } from '../runtime/threads.js';
 
 /** Method name → [arguments, result] of the calls a worker answers. */
 export type Calls = Record<string, [unknown[], unknown]>;
@@ -34,8 +35,8 @@ export interface WorkerConfig {
     admissionTimeoutMs: number;
   };
   scheduler: SchedulerLimits;
-  /** Start the prefill thread (prefill-thread.ts). */
-  prefillThread: boolean;
+  /** Start the prefill thread (prefill-thread.ts); unset: decided by the model's size. */
+  prefillThread?: boolean | undefined;
 }
 
 /** The engine thread's own figures, read at scrape time. */
@@ -58,7 +59,7 @@ export type EngineCalls = {
   deleteSession: [[tenant: string, id: string], boolean];
 };
 
-export type EngineReady = { type: 'ready'; info: ModelInfo };
+export type EngineReady = { type: 'ready'; info: ModelInfo; plan: ThreadPlan & { weightBytes: number } };
 
 export type ToEngine = { type: 'generate'; id: string; request: GenerateRequest } | { type: 'abort'; id: string };
 
