@@ -196,9 +196,13 @@ t.test('the Dockerfile, replayed step by step, yields a service that streams and
     [],
     'no tests, tools, benchmarks, Python or TypeScript sources',
   );
-  const { devDependencies = {} } = JSON.parse(await readFile(join(app, 'package.json'), 'utf8')) as { devDependencies?: Record<string, string> };
+  // A dev dependency may also be a production one's dependency (ajv is fastify's); the lockfile's
+  // `dev` flag marks the packages only development needs.
+  const lock = JSON.parse(await readFile(join(app, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean }> };
+  const devOnly = Object.entries(lock.packages).filter(([path, meta]) => path.startsWith('node_modules/') && meta.dev === true);
+  t.ok(devOnly.length > 0, 'the lockfile marks development-only packages');
   t.strictSame(
-    Object.keys(devDependencies).filter((name) => existsSync(join(app, 'node_modules', name))),
+    devOnly.map(([path]) => path).filter((path) => existsSync(join(app, path))),
     [],
     'no dev dependency installed',
   );
