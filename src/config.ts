@@ -31,6 +31,14 @@ const schema = z.strictObject({
     sessionTtlMs: z.number().int().positive(),
     /** How long a request may wait for KV room (all held by running requests) before a 503. */
     admissionTimeoutMs: z.number().int().min(0),
+    /** Tier 2: the budget of evicted caches kept compressed in RAM (0: off). */
+    compressedMaxBytes: z.number().int().min(0),
+    /** Tier 2's encoding: int8 with per-token, per-head scales; float16; or off. */
+    compressedDtype: z.enum(['int8', 'float16', 'off']),
+    /** Tier 3: a directory for evicted caches, kept across restarts (unset: off). */
+    dir: z.string().min(1).optional(),
+    /** Tier 3's budget in bytes of files. */
+    diskMaxBytes: z.number().int().positive(),
   }),
   scheduler: z.strictObject({
     /** Sequences running at once, i.e. the largest decode batch (continuous batching). */
@@ -82,6 +90,10 @@ const ENV: Record<string, { path: string[]; type: 'string' | 'int' | 'bool' }> =
   KV_CACHE_BLOCK_SIZE: { path: ['kvCache', 'blockSize'], type: 'int' },
   SESSION_TTL_MS: { path: ['kvCache', 'sessionTtlMs'], type: 'int' },
   KV_ADMISSION_TIMEOUT_MS: { path: ['kvCache', 'admissionTimeoutMs'], type: 'int' },
+  KV_CACHE_COMPRESSED_MAX_BYTES: { path: ['kvCache', 'compressedMaxBytes'], type: 'int' },
+  KV_CACHE_COMPRESSED_DTYPE: { path: ['kvCache', 'compressedDtype'], type: 'string' },
+  KV_CACHE_DIR: { path: ['kvCache', 'dir'], type: 'string' },
+  KV_CACHE_DISK_MAX_BYTES: { path: ['kvCache', 'diskMaxBytes'], type: 'int' },
   MAX_RUNNING_SEQUENCES: { path: ['scheduler', 'maxRunning'], type: 'int' },
   MAX_QUEUED_REQUESTS: { path: ['scheduler', 'maxQueued'], type: 'int' },
   MAX_PREFILL_TOKENS_PER_STEP: { path: ['scheduler', 'maxPrefillTokensPerStep'], type: 'int' },
@@ -148,6 +160,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file = defaultC
   const fromEnv = env.MODEL_DIR !== undefined && env.MODEL_DIR !== '';
   if (!isAbsolute(config.model.dir)) {
     config.model.dir = resolve(fromEnv ? process.cwd() : projectRoot, config.model.dir);
+  }
+  if (config.kvCache.dir !== undefined && !isAbsolute(config.kvCache.dir)) {
+    config.kvCache.dir = resolve(env.KV_CACHE_DIR ? process.cwd() : projectRoot, config.kvCache.dir);
   }
   return deepFreeze(config);
 }

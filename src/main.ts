@@ -38,6 +38,11 @@ try {
 app.services.attach(engine);
 const { info } = engine;
 logger.info({ model: info.id, onnx: info.onnxPath, layout: info.layout, contextLength: info.contextLength, plan: engine.plan, build }, 'model loaded; ready');
+if (engine.tiers) {
+  const rejected = engine.tiers.rejectedAtOpen;
+  const log = Object.keys(rejected).length > 0 ? logger.warn.bind(logger) : logger.info.bind(logger);
+  log({ entries: engine.tiers.entries, rejected }, Object.keys(rejected).length > 0 ? 'KV cache dir: unusable files removed' : 'KV cache tiers ready');
+}
 
 let stopping = false;
 async function shutdown(signal: string): Promise<void> {

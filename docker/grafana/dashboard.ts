@@ -295,6 +295,50 @@ export function buildDashboard(): Dashboard {
       ]),
     )
 
+    .withRow(new RowBuilder('KV cache tiers'))
+    .withPanel(
+      graph(
+        'Bytes by tier',
+        'K/V bytes each tier holds against its budget: ram (the pool), compressed (evicted caches in RAM, int8 or float16), disk (KV_CACHE_DIR, kept across restarts).',
+        { unit: 'bytes' },
+        [
+          q('{{tier}}', `sum by (tier) (${m('kvserve_kv_cache_tier_bytes')})`),
+          q('capacity {{tier}}', `sum by (tier) (${m('kvserve_kv_cache_tier_capacity_bytes')})`),
+        ],
+      ),
+    )
+    .withPanel(
+      graph(
+        'Blocks served by tier/s',
+        'Prefix blocks (and sessions) reused per second, by the tier they were in when their request arrived.',
+        { unit: 'ops', stacked: true },
+        [q('{{tier}}', `sum by (tier) (${rate(m('kvserve_kv_cache_tier_hits_total'))})`)],
+      ),
+    )
+    .withPanel(
+      graph(
+        'Demotions and promotions/s',
+        'Entries moved down a tier on eviction (from → to), entries dropped instead, and entries brought back to RAM before a request was admitted.',
+        { unit: 'ops' },
+        [
+          q('down {{from}}→{{to}}', `sum by (from, to) (${rate(m('kvserve_kv_cache_demotions_total'))})`),
+          q('dropped', `sum(${rate(m('kvserve_kv_cache_demotions_dropped_total'))})`),
+          q('up from {{from}}', `sum by (from) (${rate(m('kvserve_kv_cache_promotions_total'))})`),
+        ],
+      ),
+    )
+    .withPanel(
+      graph(
+        'Disk tier: writes and rejected files',
+        "p99 time to write one entry file (off the step loop), and files never served per second by reason (another model's, damaged, cut short, unreadable).",
+        { unit: 's' },
+        [
+          q('write p99', `histogram_quantile(0.99, sum by (le) (${rate(m('kvserve_kv_cache_disk_write_seconds_bucket'))}))`),
+          q('rejected {{reason}}', `sum by (reason) (${rate(m('kvserve_kv_cache_disk_rejected_total'))})`),
+        ],
+      ),
+    )
+
     .withRow(new RowBuilder('Process'))
     .withPanel(
       graph(

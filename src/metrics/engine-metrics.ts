@@ -1,9 +1,10 @@
 // The metrics the engine worker counts — KV cache, queue, steps, and the engine thread's own
 // heap and GC pauses — read from its stats at scrape time (no work when nobody scrapes).
 import type { Registry } from 'prom-client';
-import { EVICTION_REASONS, LOOKUP_RESULTS } from '../core/kv/cache-stats.js';
+import { EVICTION_REASONS, LOOKUP_RESULTS, LOWER_TIERS, TIERS } from '../core/kv/cache-stats.js';
 import type { EngineStats } from '../workers/protocol.js';
 import { type ScrapeSource, externalHistogram, externalMetric } from './external.js';
+import { registerTierMetrics } from './tier-metrics.js';
 
 const noSteps = { bounds: [], counts: [0], sum: 0 };
 const zeros = <K extends string>(keys: readonly K[]) => Object.fromEntries(keys.map((k) => [k, 0])) as Record<K, number>;
@@ -20,12 +21,15 @@ export const EMPTY: EngineStats = {
     computedTokens: 0,
     evictions: zeros(EVICTION_REASONS),
     evictedBytes: zeros(EVICTION_REASONS),
+    tierHits: zeros(TIERS),
+    promotions: zeros(LOWER_TIERS),
   },
   running: 0,
   waiting: 0,
   steps: { batchSize: noSteps, durationSeconds: noSteps },
   heap: { usedBytes: 0, totalBytes: 0, externalBytes: 0, arrayBuffersBytes: 0 },
   gc: {},
+  tiers: undefined,
 };
 
 export function registerEngineMetrics(registry: Registry, source: ScrapeSource<EngineStats>): void {
@@ -55,6 +59,8 @@ export function registerEngineMetrics(registry: Registry, source: ScrapeSource<E
   counter('kvserve_kv_cache_evicted_bytes_total', 'Bytes freed by KV pool evictions, by reason.', (s) =>
     EVICTION_REASONS.map((reason) => ({ labels: { reason }, value: s.cache.evictedBytes[reason] })),
   );
+
+  registerTierMetrics(registry, source, { counter, gauge });
 
   gauge('kvserve_requests_running', 'Generations running in the engine.', (s) => one(s.running));
   gauge('kvserve_requests_queued', 'Generations waiting for admission.', (s) => one(s.waiting));

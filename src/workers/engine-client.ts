@@ -32,6 +32,8 @@ export class EngineClient {
   readonly info: ModelInfo;
   /** Threads and model copies the worker runs with, and the weight bytes they were chosen by. */
   readonly plan: EngineReady['plan'];
+  /** What the tiers below RAM held at start. */
+  readonly tiers: EngineReady['tiers'];
   readonly tokenizer: TextTokenizer;
   readonly #channel: WorkerChannel<EngineCalls, ToEngine, FromEngine>;
   readonly #tokenizerThread: TokenizerThread;
@@ -49,6 +51,7 @@ export class EngineClient {
     this.#listeners = listeners;
     this.info = ready.info;
     this.plan = ready.plan;
+    this.tiers = ready.tiers;
     this.tokenizer = tokenizer;
     this.#tokenizerThread = tokenizerThread;
     // The worker gone: every running request ends with an error; readiness turns 503.

@@ -1,6 +1,7 @@
 // Engine worker entry: onnxruntime's run() blocks its calling thread for the whole model call,
 // so the model and the scheduler live here, off the HTTP thread. It loads the model, then
 // serves generate/abort messages and the calls of EngineCalls.
+import { join } from 'node:path';
 import { PerformanceObserver, constants } from 'node:perf_hooks';
 import { getHeapStatistics } from 'node:v8';
 import { workerData } from 'node:worker_threads';
@@ -8,10 +9,11 @@ import { KvCacheManager } from '../core/kv/cache-manager.js';
 import type { EngineEvent } from '../core/scheduler/events.js';
 import { Scheduler } from '../core/scheduler/scheduler.js';
 import { BucketHistogram, GC_BUCKETS } from '../metrics/buckets.js';
-import { loadModel } from '../runtime/load-model.js';
+import { type ModelInfo, loadModel } from '../runtime/load-model.js';
 import { readModelDir } from '../runtime/model-dir.js';
 import { modelWeightBytes, planThreads } from '../runtime/threads.js';
 import { PrefillThread } from './prefill-thread.js';
+import { TierThread } from './tier-thread.js';
 import type { EngineCalls, FromEngine, ToEngine, WorkerConfig } from './protocol.js';
 import { fatal, ready, serve } from './serve.js';
 
@@ -25,7 +27,8 @@ function observeGc(): () => Record<string, ReturnType<BucketHistogram['snapshot'
     [constants.NODE_PERFORMANCE_GC_INCREMENTAL]: 'incremental',
     [constants.NODE_PERFORMANCE_GC_WEAKCB]: 'weakcb',
   };
-  const pauses = new Map<string, BucketHistogram>();
+  // Every kind from the start, so a dashboard sees zeros rather than no series.
+  const pauses = new Map<string, BucketHistogram>(Object.values(kinds).map((kind) => [kind, new BucketHistogram(GC_BUCKETS)]));
   new PerformanceObserver((list) => {
     for (const entry of list.getEntries()) {
       const kind = kinds[(entry as unknown as { detail: { kind: number } }).detail.kind] ?? 'other';
@@ -40,13 +43,23 @@ function observeGc(): () => Record<string, ReturnType<BucketHistogram['snapshot'
   return () => Object.fromEntries([...pauses].map(([kind, h]) => [kind, h.snapshot()]));
 }
 
+/** The tiers below RAM, if the configuration turns any on. */
+async function startTiers(info: ModelInfo): Promise<TierThread | undefined> {
+  const { compressedDtype, compressedMaxBytes, dir, diskMaxBytes } = config.kvCache;
+  const compressed = compressedDtype !== 'off' && compressedMaxBytes > 0 ? { maxBytes: compressedMaxBytes, codec: compressedDtype } : undefined;
+  const disk = dir !== undefined ? { dir, maxBytes: diskMaxBytes } : undefined;
+  if (!compressed && !disk) return undefined;
+  return TierThread.start({ layout: info.layout, onnxPath: info.onnxPath, tokenizerPath: join(info.dir, 'tokenizer.json'), compressed, disk });
+}
+
 try {
   const weightBytes = modelWeightBytes(readModelDir(config.modelDir, config.onnxFile).onnxPath);
   const plan = planThreads(config, weightBytes);
   const { decoder, tokenizer, info } = await loadModel(config.modelDir, { ...config, ...plan });
   const prefill = plan.prefillThread ? await PrefillThread.start(info.onnxPath, info.vocabSize) : undefined;
   const { kvCache } = config;
-  const cache = new KvCacheManager({ layout: info.layout, ...kvCache });
+  const tiers = await startTiers(info);
+  const cache = new KvCacheManager({ layout: info.layout, ...kvCache, tiers });
 
   // A batched step emits one event per running sequence: they leave together, in one message,
   // once the step's synchronous work is done (the next model call is then already running).
@@ -77,12 +90,17 @@ try {
   // Idle sessions expire even when no request arrives to trigger the sweep.
   setInterval(() => cache.expireSessions(), Math.min(kvCache.sessionTtlMs, 1000)).unref();
   const gcPauses = observeGc();
+  const tierStats = async () => {
+    if (!tiers?.alive) return undefined;
+    const s = await tiers.stats().catch(() => undefined);
+    return s && { ...s, dropped: s.dropped + tiers.dropped };
+  };
 
   let closing = false;
   const port = serve<EngineCalls, ToEngine, FromEngine>(
     {
       ping: () => true,
-      stats: () => {
+      stats: async () => {
         const heap = getHeapStatistics();
         const memory = process.memoryUsage();
         return {
@@ -97,6 +115,7 @@ try {
             arrayBuffersBytes: memory.arrayBuffers,
           },
           gc: gcPauses(),
+          tiers: await tierStats(),
         };
       },
       sessions: (tenant) => cache.sessions(tenant),
@@ -116,12 +135,19 @@ try {
         closing = true;
         scheduler.abortAll();
         await scheduler.idle();
-        await Promise.all([decoder.close(), prefill?.close()]);
+        // What RAM holds goes down to the tiers, so a restart with the same KV_CACHE_DIR reuses it.
+        cache.demoteAll();
+        await tiers?.persist().catch(() => {});
+        await Promise.all([decoder.close(), prefill?.close(), tiers?.close()]);
         if (pending.length > 0) flush();
       },
     },
   );
-  ready({ info, plan: { ...plan, weightBytes } });
+  ready({
+    info,
+    plan: { ...plan, weightBytes },
+    tiers: tiers && { entries: [...tiers.entries('prefix')].length + [...tiers.entries('session')].length, rejectedAtOpen: tiers.rejectedAtOpen },
+  });
 } catch (err) {
   fatal(err);
 }

@@ -4,6 +4,7 @@
 import type { ForwardInput } from '../core/model.js';
 import type { CacheSnapshot, SessionInfo } from '../core/kv/cache-stats.js';
 import type { KvData, KvLayout } from '../core/kv/layout.js';
+import type { DemotedEntry, PromotedEntry, TierEntryInfo } from '../core/kv/tiers/lower-tiers.js';
 import type { EngineEvent, SchedulerLimits } from '../core/scheduler/events.js';
 import type { GenerateRequest } from '../core/scheduler/sequence.js';
 import type { BucketSnapshot } from '../metrics/buckets.js';
@@ -33,6 +34,10 @@ export interface WorkerConfig {
     blockSize: number;
     sessionTtlMs: number;
     admissionTimeoutMs: number;
+    compressedMaxBytes: number;
+    compressedDtype: 'int8' | 'float16' | 'off';
+    dir?: string | undefined;
+    diskMaxBytes: number;
   };
   scheduler: SchedulerLimits;
   /** Start the prefill thread (prefill-thread.ts); unset: decided by the model's size. */
@@ -48,6 +53,8 @@ export interface EngineStats {
   steps: { batchSize: BucketSnapshot; durationSeconds: BucketSnapshot };
   /** The engine thread's V8 heap and garbage-collection pauses (by kind). */
   heap: { usedBytes: number; totalBytes: number; externalBytes: number; arrayBuffersBytes: number };
+  /** The tiers below RAM, when any is on. */
+  tiers: TierStats | undefined;
   gc: Record<string, BucketSnapshot>;
 }
 
@@ -59,7 +66,13 @@ export type EngineCalls = {
   deleteSession: [[tenant: string, id: string], boolean];
 };
 
-export type EngineReady = { type: 'ready'; info: ModelInfo; plan: ThreadPlan & { weightBytes: number } };
+export type EngineReady = {
+  type: 'ready';
+  info: ModelInfo;
+  plan: ThreadPlan & { weightBytes: number };
+  /** The tiers below RAM at start: entries found on disk, and files removed as unusable, by reason. */
+  tiers: { entries: number; rejectedAtOpen: Record<string, number> } | undefined;
+};
 
 export type ToEngine = { type: 'generate'; id: string; request: GenerateRequest } | { type: 'abort'; id: string };
 
@@ -92,3 +105,43 @@ export interface TokenizerWorkerData {
 export type TokenizerCalls = {
   encode: [[text: string], Int32Array];
 };
+
+// ── the tier worker ──────────────────────────────────────────────────────────────────────
+
+export interface TierWorkerData {
+  layout: KvLayout;
+  /** The files whose bytes make the model fingerprint every stored entry carries. */
+  onnxPath: string;
+  tokenizerPath: string;
+  /** The compressed RAM tier, or undefined when off. */
+  compressed: { maxBytes: number; codec: 'int8' | 'float16' } | undefined;
+  /** The disk tier, or undefined when off. */
+  disk: { dir: string; maxBytes: number } | undefined;
+}
+
+export interface TierStats {
+  bytes: Record<'compressed' | 'disk', number>;
+  capacityBytes: Record<'compressed' | 'disk', number>;
+  /** "from>to" → entries moved down. */
+  demotions: Record<string, number>;
+  /** Demotions dropped because the tiers were too far behind (or an entry was larger than every budget). */
+  dropped: number;
+  diskRejected: Record<'fingerprint' | 'checksum' | 'truncated' | 'io', number>;
+  diskWriteSeconds: BucketSnapshot;
+}
+
+export type TierReady = { type: 'ready'; index: TierEntryInfo[]; rejectedAtOpen: Record<string, number> };
+
+export type TierCalls = {
+  fetch: [[keys: string[]], PromotedEntry[]];
+  delete: [[keys: string[]], undefined];
+  stats: [[], TierStats];
+  /** Graceful stop: compressed entries go to disk, queued writes finish. */
+  persist: [[], undefined];
+};
+
+/** Fire-and-forget: an entry RAM evicted (its tensors' buffers transferred). */
+export type ToTier = { type: 'demote'; entry: DemotedEntry; bytes: number };
+
+/** Index changes (set: a key's fastest tier now; removed: in no tier), and demotions processed. */
+export type FromTier = { type: 'index'; set: TierEntryInfo[]; removed: string[]; processedBytes: number };

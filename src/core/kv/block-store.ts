@@ -8,8 +8,9 @@
 // Pinning them too would reserve the same bytes twice.
 import type { Entry, Match, Pool } from './entries.js';
 import { KvCache } from './kv-cache.js';
-import type { KvLayout } from './layout.js';
+import type { KvData, KvLayout } from './layout.js';
 import { type PrefixBlock, chainKeys, cutBlock, sameTokens } from './prefix-index.js';
+import type { LowerTier } from './tiers/lower-tiers.js';
 
 export class BlockStore {
   readonly blockSize: number;
@@ -28,6 +29,30 @@ export class BlockStore {
     return this.#blocks.size;
   }
 
+  /** Whether the block of `key` is in RAM. */
+  has(key: string): boolean {
+    return this.#blocks.has(key);
+  }
+
+  /**
+   * Brings blocks back from a lower tier, in chain order, as far as the budget allows (they
+   * are evictable at once, like any kept block; the chain is pinned while it is added).
+   */
+  adopt(blocks: readonly { key: string; tenant: string; tokens: Int32Array; tensors: KvData[]; from: LowerTier }[]): number {
+    const chain: Entry[] = [];
+    for (const b of blocks) {
+      if (this.#blocks.has(b.key) || b.tokens.length !== this.blockSize) break;
+      const bytes = b.tensors.reduce((sum, t) => sum + t.byteLength, 0);
+      if (!this.#pool.makeRoom(bytes)) break;
+      const block: PrefixBlock = { key: b.key, tenant: b.tenant, tokens: b.tokens, tensors: b.tensors, promotedFrom: b.from };
+      const entry = this.#pool.add('prefix', { kind: 'prefix', block }, bytes, 1)!;
+      this.#blocks.set(b.key, entry);
+      chain.push(entry);
+    }
+    for (let i = chain.length - 1; i >= 0; i--) this.#pool.unpin(chain[i]!);
+    return chain.length;
+  }
+
   /** The longest run of stored blocks that starts `promptIds`, within its first `reusable` tokens. */
   match(tenant: string, promptIds: readonly number[], reusable: number): Match {
     const keys = chainKeys(tenant, promptIds, this.blockSize, reusable);
@@ -41,6 +66,7 @@ export class BlockStore {
     return {
       tokens,
       possible: keys.length * this.blockSize,
+      sources: entries.map((e) => block(e)),
       take: () => {
         // Touched tail first: parents stay more recent than their children.
         for (let i = entries.length - 1; i >= 0; i--) this.#pool.touch(entries[i]!);
@@ -74,7 +100,7 @@ export class BlockStore {
       // A block that does not fit ends the chain: later blocks are unreachable without it.
       if (!this.#pool.makeRoom(bytes)) break;
       if (existing) this.#pool.remove(existing, 'released');
-      const b: PrefixBlock = { key, tokens: Int32Array.from(tokens.slice(start, start + this.blockSize)), tensors };
+      const b: PrefixBlock = { key, tenant, tokens: Int32Array.from(tokens.slice(start, start + this.blockSize)), tensors };
       const entry = this.#pool.add('prefix', { kind: 'prefix', block: b }, bytes, 1)!;
       this.#blocks.set(key, entry);
       chain.push(entry);

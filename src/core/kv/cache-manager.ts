@@ -12,6 +12,8 @@ import type { KvCache } from './kv-cache.js';
 import { type KvLayout, kvBytesPerToken } from './layout.js';
 import { KvPool, type RemovalReason, monotonicNow } from './pool.js';
 import { type InUseSession, SessionStore } from './session-store.js';
+import type { LowerTiers } from './tiers/lower-tiers.js';
+import { TierLink, type TierRequest } from './tiers/tier-link.js';
 
 export interface CacheRequest {
   tenant: string;
@@ -45,6 +47,8 @@ export interface KvCacheManagerOptions {
   blockSize: number;
   /** Sessions idle longer than this are evicted. */
   sessionTtlMs: number;
+  /** The tiers below RAM (compressed, disk): evictions are demoted there, lookups reach them. */
+  tiers?: LowerTiers | undefined;
   now?: () => number;
 }
 
@@ -54,6 +58,7 @@ export class KvCacheManager {
   readonly #pool: KvPool<Payload>;
   readonly #blocks: BlockStore;
   readonly #sessions: SessionStore;
+  readonly #tiers: TierLink | undefined;
   readonly #counters = new CacheCounters();
   readonly #ttlMs: number;
   readonly #now: () => number;
@@ -69,6 +74,26 @@ export class KvCacheManager {
     this.#pool = new KvPool<Payload>({ maxBytes: options.maxBytes, now: this.#now, onRemove: (e, r) => this.#removed(e, r) });
     this.#blocks = new BlockStore(this.#pool, options.layout, options.blockSize);
     this.#sessions = new SessionStore(this.#pool, this.#counters, this.bytesPerToken, this.#now);
+    this.#tiers = options.tiers && new TierLink(options.tiers, this.#blocks, this.#sessions, this.#counters, options.layout);
+  }
+
+  /**
+   * The entries below RAM `request` could reuse (empty: nothing to fetch, admit at once). A
+   * request fetches them with fetchFromTiers() before it is admitted.
+   */
+  tierPlan(request: TierRequest): string[] {
+    return this.#tiers?.plan(request, this.blockSize) ?? [];
+  }
+
+  /** Brings back what tierPlan() named, within the budget (never over it). */
+  async fetchFromTiers(request: TierRequest, keys: readonly string[]): Promise<void> {
+    await this.#tiers?.fetch(request, keys);
+  }
+
+  /** Graceful stop: every cache RAM holds goes down to the tiers, least recently used first. */
+  demoteAll(): void {
+    if (!this.#tiers) return;
+    for (const e of this.#pool.lruOrder()) if (e.kind !== 'active') this.#pool.remove(e, 'shutdown');
   }
 
   get blockSize(): number {
@@ -119,6 +144,7 @@ export class KvCacheManager {
 
     const result: LookupResult = best.tokens === 0 ? 'miss' : best.tokens >= best.possible ? 'hit' : 'partial';
     this.#counters.lookup(result, best.tokens, promptIds.length - best.tokens);
+    this.#counters.reused(best.tokens > 0 ? best.sources : []);
     const session = useSession ? this.#sessions.use(tenant, sessionId!, fromSession.createdMs, active) : undefined;
     const lease: LeaseState = { kv, cachedTokens: best.tokens, result, request, active, committedBytes, session, released: false };
     return lease;
@@ -157,15 +183,17 @@ export class KvCacheManager {
   }
 
   sessions(tenant: string): SessionInfo[] {
-    return this.#sessions.list(tenant);
+    return [...this.#sessions.list(tenant), ...(this.#tiers?.sessions(tenant) ?? [])];
   }
 
   session(tenant: string, id: string): SessionInfo | undefined {
-    return this.#sessions.get(tenant, id);
+    return this.#sessions.get(tenant, id) ?? this.#tiers?.sessions(tenant).find((s) => s.id === id);
   }
 
   deleteSession(tenant: string, id: string): boolean {
-    return this.#sessions.delete(tenant, id);
+    const inRam = this.#sessions.delete(tenant, id);
+    const below = this.#tiers?.deleteSession(tenant, id) ?? false;
+    return inRam || below;
   }
 
   snapshot(): CacheSnapshot {
@@ -181,6 +209,7 @@ export class KvCacheManager {
   #removed(entry: Entry, reason: RemovalReason): void {
     this.#blocks.removed(entry);
     this.#sessions.removed(entry);
+    this.#tiers?.removed(entry, reason);
     if (reason === 'lru' || reason === 'ttl' || reason === 'deleted') this.#counters.evicted(reason, entry.bytes);
   }
 }

@@ -3,9 +3,12 @@
 import type { KvCache } from './kv-cache.js';
 import type { KvPool, PoolEntry } from './pool.js';
 import type { PrefixBlock } from './prefix-index.js';
+import type { LowerTier } from './tiers/lower-tiers.js';
 
 export interface Session {
   readonly id: string;
+  /** Set on a session brought back from a lower tier, until a request continues it. */
+  promotedFrom?: LowerTier | undefined;
   readonly tenant: string;
   readonly tokens: readonly number[];
   readonly kv: KvCache;
@@ -21,6 +24,8 @@ export type Pool = KvPool<Payload>;
 export interface Match {
   readonly tokens: number;
   readonly possible: number;
+  /** What it reads: the blocks, or the session (to count where each came from). */
+  readonly sources: readonly { promotedFrom?: LowerTier | undefined }[];
   /** The matched cache for the request to start from (the session's take-over, or the blocks). */
   take(): KvCache;
 }

@@ -10,7 +10,8 @@
 // (Blocks a running request reads are not pinned: see block-store.ts.)
 
 export type EntryKind = 'session' | 'prefix' | 'active';
-export type RemovalReason = 'lru' | 'ttl' | 'deleted' | 'released';
+/** 'shutdown': the service stops and hands what RAM holds down to the tiers below it. */
+export type RemovalReason = 'lru' | 'ttl' | 'deleted' | 'released' | 'shutdown';
 
 /** An entry as the pool's users see it; the pool alone changes its fields. */
 export interface PoolEntry<P> {
@@ -171,7 +172,7 @@ export class KvPool<P> {
   remove(handle: PoolEntry<P>, reason: RemovalReason): void {
     const entry = handle as Entry<P>;
     if (!this.#entries.has(entry)) return;
-    if ((reason === 'lru' || reason === 'ttl') && entry.refs > 0) throw new Error(`cannot ${reason}-evict a pinned entry`);
+    if ((reason === 'lru' || reason === 'ttl' || reason === 'shutdown') && entry.refs > 0) throw new Error(`cannot ${reason}-evict a pinned entry`);
     this.#entries.delete(entry);
     if (this.#lru.delete(entry)) this.#evictableBytes -= entry.bytes;
     this.#bytesInUse -= entry.bytes;

@@ -10,10 +10,15 @@
 // compared on every hit, so a hash collision can never serve another prompt's cache.
 import { createHash } from 'node:crypto';
 import type { KvCache } from './kv-cache.js';
+import type { LowerTier } from './tiers/lower-tiers.js';
 import { type KvData, allocKv } from './layout.js';
 
 export interface PrefixBlock {
   readonly key: string;
+  /** Whose chain it is (the key already folds it in; the tiers below RAM record it). */
+  readonly tenant: string;
+  /** Set on a block brought back from a lower tier, until a request reads it: where it came from. */
+  promotedFrom?: LowerTier | undefined;
   /** This block's own tokens (BLOCK of them). */
   readonly tokens: Int32Array;
   /** 2 × layers tensors [kv_heads, blockSize, head_dim]: this block's keys and values only. */

@@ -5,6 +5,7 @@
 import type { CacheCounters, SessionInfo } from './cache-stats.js';
 import type { Entry, Match, Pool, Session } from './entries.js';
 import type { KvCache } from './kv-cache.js';
+import type { LowerTier } from './tiers/lower-tiers.js';
 
 /** A session taken over by the running request that continues it. */
 export interface InUseSession {
@@ -39,13 +40,15 @@ export class SessionStore {
   match(tenant: string, id: string, promptIds: readonly number[], reusable: number): SessionMatch | undefined {
     const entry = this.#kept.get(sessionKey(tenant, id));
     if (!entry) return undefined;
-    const { tokens, kv, createdMs } = session(entry);
+    const s = session(entry);
+    const { tokens, kv, createdMs } = s;
     let n = 0;
     const limit = Math.min(reusable, kv.length);
     while (n < limit && tokens[n] === promptIds[n]) n++;
     return {
       tokens: n,
       possible: reusable,
+      sources: [s],
       createdMs,
       // The request takes the session's cache over (no copy when all of it is reused): the
       // pool then counts those bytes once, as the request's, until it is kept again.
@@ -83,6 +86,18 @@ export class SessionStore {
     this.#keep(tenant, id, final.kv, final.tokens.slice(0, final.kv.length), inUse?.createdMs);
   }
 
+  /** The (tenant, id) a session key names. */
+  static parseKey(key: string): { tenant: string; id: string } | undefined {
+    try {
+      const parsed: unknown = JSON.parse(key);
+      return Array.isArray(parsed) && parsed.length === 2 && parsed.every((x) => typeof x === 'string')
+        ? { tenant: parsed[0] as string, id: parsed[1] as string }
+        : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   list(tenant: string): SessionInfo[] {
     const running = [...this.#inUse.values()].filter((s) => s.tenant === tenant && !s.deleted).map((s) => this.#inUseInfo(s));
     const kept = [...this.#kept.values()].filter((e) => session(e).tenant === tenant).map((e) => info(e));
@@ -109,6 +124,20 @@ export class SessionStore {
     return e !== undefined;
   }
 
+  /** Whether session `id` of `tenant` is in RAM (kept, or continued by a running request). */
+  has(tenant: string, id: string): boolean {
+    const key = sessionKey(tenant, id);
+    return this.#kept.has(key) || this.#inUse.has(key);
+  }
+
+  /** Brings a session back from a lower tier, unless RAM has it (RAM's is as new or newer). False if it does not fit. */
+  adopt(tenant: string, id: string, tokens: readonly number[], kv: KvCache, createdMs: number, from: LowerTier): boolean {
+    if (this.has(tenant, id) || !this.#pool.makeRoom(kv.byteLength)) return false;
+    const s: Session = { id, tenant, tokens, kv, createdMs, promotedFrom: from };
+    this.#kept.set(sessionKey(tenant, id), this.#pool.add('session', { kind: 'session', session: s }, kv.byteLength)!);
+    return true;
+  }
+
   /** The pool removed `entry` (evicted, expired, deleted or taken over): forget it. */
   removed(entry: Entry): void {
     const p = entry.payload;
@@ -130,7 +159,7 @@ export class SessionStore {
   /** A session whose request is running: its cache is the request's, growing each step. */
   #inUseInfo(s: InUseSession): SessionInfo {
     const { bytes, lastUsedMs } = s.active;
-    return { id: s.id, tokens: bytes / this.#bytesPerToken, bytes, created: seconds(s.createdMs), last_used: seconds(lastUsedMs), pinned: true };
+    return { id: s.id, tokens: bytes / this.#bytesPerToken, bytes, created: seconds(s.createdMs), last_used: seconds(lastUsedMs), pinned: true, tier: 'ram' };
   }
 }
 
@@ -143,10 +172,10 @@ function session(e: Entry): Session {
 
 function info(e: Entry): SessionInfo {
   const s = session(e);
-  return { id: s.id, tokens: s.kv.length, bytes: e.bytes, created: seconds(s.createdMs), last_used: seconds(e.lastUsedMs), pinned: false };
+  return { id: s.id, tokens: s.kv.length, bytes: e.bytes, created: seconds(s.createdMs), last_used: seconds(e.lastUsedMs), pinned: false, tier: 'ram' };
 }
 
-function sessionKey(tenant: string, id: string): string {
+export function sessionKey(tenant: string, id: string): string {
   // JSON keeps (tenant, id) pairs apart whatever characters either contains.
   return JSON.stringify([tenant, id]);
 }

@@ -31,6 +31,8 @@ interface Waiting {
   id: string;
   request: GenerateRequest;
   since: number;
+  /** Its reusable cache is being fetched from the tiers below RAM: not admissible yet. */
+  fetching?: boolean;
   /** Started the first time the request could not get KV room. */
   kvTimer?: NodeJS.Timeout;
 }
@@ -100,7 +102,10 @@ export class Scheduler {
       return;
     }
     const since = performance.now();
-    if (this.#waiting.size === 0 && this.#admit(id, req, since) === 'admitted') {
+    const cacheRequest = { tenant: req.tenant ?? 'default', sessionId: req.sessionId, promptIds: req.promptIds };
+    // Reads from the tiers below RAM happen before admission, never inside a step.
+    const fromTiers = this.#options.cache.tierPlan(cacheRequest);
+    if (fromTiers.length === 0 && this.#waiting.size === 0 && this.#admit(id, req, since) === 'admitted') {
       this.#setDeadline(id);
       return;
     }
@@ -108,8 +113,19 @@ export class Scheduler {
       this.#refuse(id, req, 'queue_full', `the server is at capacity: ${this.#loop.size} requests running and ${this.#waiting.size} queued; retry shortly`);
       return;
     }
-    this.#waiting.set(id, { id, request: req, since });
+    const w: Waiting = { id, request: req, since, fetching: fromTiers.length > 0 };
+    this.#waiting.set(id, w);
     this.#setDeadline(id);
+    if (w.fetching) {
+      void this.#options.cache
+        .fetchFromTiers(cacheRequest, fromTiers)
+        .catch(() => {}) // a tier that fails is a miss: the request prefills instead
+        .finally(() => {
+          w.fetching = false;
+          if (this.#waiting.get(id) === w) this.#admitWaiting();
+        });
+      return;
+    }
     this.#admitWaiting();
   }
 
@@ -206,6 +222,7 @@ export class Scheduler {
   /** Admits waiting requests, first come first served, while slots and KV room allow. */
   #admitWaiting(): void {
     for (const w of this.#waiting.values()) {
+      if (w.fetching) continue;
       const result = this.#admit(w.id, w.request, w.since);
       if (result === 'admitted') {
         this.#dequeue(w);

@@ -195,7 +195,7 @@ t.test('sessions', async (t) => {
   t.equal(first.lease.result, 'miss');
   t.equal(first.final.kv.length, 12, 'prompt + every sampled token but the last');
   t.same(first.final.tokens, [...range(1, 10), 500, 501]);
-  t.same(manager.session('alice', 's'), { id: 's', tokens: 12, bytes: 12 * BPT, created, last_used: created, pinned: false });
+  t.same(manager.session('alice', 's'), { id: 's', tokens: 12, bytes: 12 * BPT, created, last_used: created, pinned: false, tier: 'ram' });
   t.equal(manager.snapshot().entries.prefix, 0, 'a session request keeps a session, not blocks');
 
   // The next turn extends the conversation: every session token is reused, and the request
@@ -213,7 +213,7 @@ t.test('sessions', async (t) => {
   t.equal(s.pinnedEntries, 1, 'only the running request is pinned');
   t.same(s.evictions, { lru: 0, ttl: 0, deleted: 0 }, 'a take-over is not an eviction');
   t.same(s.evictedBytes, { lru: 0, ttl: 0, deleted: 0 });
-  const inUse = { id: 's', tokens: 12, bytes: 12 * BPT, created, last_used: created + 5, pinned: true };
+  const inUse = { id: 's', tokens: 12, bytes: 12 * BPT, created, last_used: created + 5, pinned: true, tier: 'ram' };
   t.same(manager.session('alice', 's'), inUse, 'in use: listed as pinned, with its original creation time');
   t.same(manager.sessions('alice'), [inUse]);
   const run = new SimulatedRun(lease, 'alice', turn2, [600, 601]);
@@ -221,7 +221,7 @@ t.test('sessions', async (t) => {
   run.step(manager); // the cache now covers the 15-token prompt
   t.same(
     manager.session('alice', 's'),
-    { id: 's', tokens: 15, bytes: 15 * BPT, created, last_used: created + 6, pinned: true },
+    { id: 's', tokens: 15, bytes: 15 * BPT, created, last_used: created + 6, pinned: true, tier: 'ram' },
     'a session in use grows with its request, and each step (grow) touches it',
   );
   t.equal(manager.snapshot().bytes, 15 * BPT);
@@ -229,7 +229,7 @@ t.test('sessions', async (t) => {
   run.finish(manager);
   t.same(
     manager.session('alice', 's'),
-    { id: 's', tokens: 16, bytes: 16 * BPT, created, last_used: created + 7, pinned: false },
+    { id: 's', tokens: 16, bytes: 16 * BPT, created, last_used: created + 7, pinned: false, tier: 'ram' },
     'kept again from the final cache, keeping its original creation time',
   );
   s = manager.snapshot();
@@ -264,7 +264,7 @@ t.test('sessions', async (t) => {
   t.equal(other.lease.result, 'miss', 'nothing in common');
   t.same(
     manager.session('alice', 's'),
-    { id: 's', tokens: 13, bytes: 13 * BPT, created: sec(clock.now), last_used: sec(clock.now), pinned: false },
+    { id: 's', tokens: 13, bytes: 13 * BPT, created: sec(clock.now), last_used: sec(clock.now), pinned: false, tier: 'ram' },
     'not taken over: replaced at release, as a new session',
   );
   s = manager.snapshot();
@@ -290,7 +290,7 @@ t.test('blocks win over a shorter session match', async (t) => {
   new SimulatedRun(lease, 'alice', prompt, [900]).finish(manager);
   t.same(
     manager.session('alice', 's'),
-    { id: 's', tokens: 13, bytes: 13 * BPT, created: sec(clock.now), last_used: sec(clock.now), pinned: false },
+    { id: 's', tokens: 13, bytes: 13 * BPT, created: sec(clock.now), last_used: sec(clock.now), pinned: false, tier: 'ram' },
     'replaced at release',
   );
   t.same(manager.snapshot().entries, { session: 1, prefix: 3, active: 0 });
@@ -331,7 +331,7 @@ t.test('session TTL', async (t) => {
   new SimulatedRun(lease, 'alice', range(1, 9), [900]).finish(manager);
   t.same(
     manager.session('alice', 'b'),
-    { id: 'b', tokens: 9, bytes: 9 * BPT, created: bCreated, last_used: sec(clock.now), pinned: false },
+    { id: 'b', tokens: 9, bytes: 9 * BPT, created: bCreated, last_used: sec(clock.now), pinned: false, tier: 'ram' },
     'kept again at release, its age intact',
   );
   t.equal(manager.expireSessions(), 0, 'releasing counts as use');
@@ -551,8 +551,8 @@ t.test('byte accounting', async (t) => {
     t.equal(s.bytes, independent, "bob's session + blocks + running caches (alice's session among them, counted once)");
     t.equal(s.bytes, (6 + 16 + 8 + 10 + 3) * BPT);
     t.equal(s.pinnedEntries, 3, 'only the three running requests: blocks read and sessions taken over are not pinned');
-    t.match(manager.session('alice', 'a'), { tokens: 8, bytes: 8 * BPT, pinned: true });
-    t.match(manager.session('bob', 'a'), { tokens: 6, bytes: 6 * BPT, pinned: false });
+    t.match(manager.session('alice', 'a'), { tokens: 8, bytes: 8 * BPT, pinned: true, tier: 'ram' });
+    t.match(manager.session('bob', 'a'), { tokens: 6, bytes: 6 * BPT, pinned: false, tier: 'ram' });
     for (const r of running) r.finish(manager, false);
     t.equal(manager.snapshot().bytes, (6 + 16) * BPT, 'releasing without a final cache keeps nothing new (nor the session taken over)');
     t.same(manager.snapshot().entries, { session: 1, prefix: 4, active: 0 });
@@ -676,7 +676,7 @@ t.test('releasing a lease twice does not free its commitment twice', async (t) =
   let s = manager.snapshot();
   t.same(s.entries, { session: 1, prefix: 0, active: 0 });
   t.equal(s.bytes, 6 * BPT);
-  t.match(manager.session('alice', 's'), { tokens: 6, pinned: false });
+  t.match(manager.session('alice', 's'), { tokens: 6, pinned: false, tier: 'ram' });
   const d = manager.acquire({ tenant: 'alice', sessionId: 's', promptIds: range(1, 7), maxTokens: 1 })!;
   t.equal(d.cachedTokens, 6);
   t.equal(manager.deleteSession('alice', 's'), true);
@@ -708,7 +708,7 @@ t.test('a session with nothing in common with the prompt is not taken over', asy
   t.equal(r.lease.result, 'miss');
   t.same(
     manager.session('alice', 's'),
-    { id: 's', tokens: 6, bytes: 6 * BPT, created: sec(clock.now), last_used: sec(clock.now), pinned: false },
+    { id: 's', tokens: 6, bytes: 6 * BPT, created: sec(clock.now), last_used: sec(clock.now), pinned: false, tier: 'ram' },
     'with a final cache: replaced at release',
   );
   t.same(manager.snapshot().evictions, { lru: 0, ttl: 0, deleted: 0 });

@@ -54,9 +54,10 @@ export function encodePayload(codec: CodecId, tensors: readonly KvData[], dims: 
 
 /**
  * Restores the tensors from a payload, as `dtype`: one allocation (a slab) with 2 × layers
- * views, as the pool keeps a block.
+ * views, as the pool keeps a block. `inPlace`: an exact payload is read where it is, without a
+ * copy (the caller owns the buffer and hands it on whole).
  */
-export function decodePayload(codec: CodecId, payload: Uint8Array, dims: EntryDims, dtype: KvDType): KvData[] {
+export function decodePayload(codec: CodecId, payload: Uint8Array, dims: EntryDims, dtype: KvDType, inPlace = false): KvData[] {
   if (payload.length !== payloadBytes(codec, dims)) throw new RangeError(`payload of ${payload.length} bytes, ${codec} needs ${payloadBytes(codec, dims)}`);
   const n = elementsOf(dims);
   const count = 2 * dims.layers * n;
@@ -64,6 +65,8 @@ export function decodePayload(codec: CodecId, payload: Uint8Array, dims: EntryDi
   if (codec === 'int8') {
     const values = dequantizeInt8(payload, dims);
     slab = dtype === 'float32' ? values : float32ArrayToHalf(values);
+  } else if (codec === dtype && inPlace && payload.byteOffset % (dtype === 'float32' ? 4 : 2) === 0) {
+    slab = dtype === 'float32' ? new Float32Array(payload.buffer, payload.byteOffset, count) : new Uint16Array(payload.buffer, payload.byteOffset, count);
   } else if (codec === dtype) {
     slab = allocKv(dtype, count);
     asBytes(slab).set(payload);

@@ -77,6 +77,11 @@ export class CompressedStore {
   }
 
   /** Keys, least recently used first. */
+  /** Bytes the entry of `key` takes here (0 if absent). */
+  sizeOf(key: string): number {
+    return this.#entries.get(key)?.byteLength ?? 0;
+  }
+
   keys(): string[] {
     return [...this.#entries.keys()];
   }

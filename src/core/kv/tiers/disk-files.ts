@@ -33,6 +33,9 @@ export function filePath(dir: string, name: string): string {
 export interface ScannedFile {
   key: string;
   kind: EntryKind;
+  /** Tokens the entry covers, and when it was first created (as its header says). */
+  tokens: number;
+  createdMs: number;
   name: string;
   bytes: number;
   mtimeMs: number;
@@ -55,7 +58,7 @@ async function inspectFile(dir: string, name: string, fingerprint: Uint8Array): 
     if (st.size < h.totalBytes) return { reason: 'truncated', detail: `${st.size} bytes, entry needs ${h.totalBytes}` };
     if (st.size > h.totalBytes) return { reason: 'checksum', detail: `${st.size - h.totalBytes} bytes after the entry` };
     if (fileName(h.key) !== name) return { reason: 'checksum', detail: 'key does not match the file name' };
-    return { key: h.key, kind: h.kind, name, bytes: st.size, mtimeMs: st.mtimeMs };
+    return { key: h.key, kind: h.kind, tokens: h.dims.tokens, createdMs: h.createdMs, name, bytes: st.size, mtimeMs: st.mtimeMs };
   } catch (err) {
     return { reason: 'io', detail: (err as Error).message };
   } finally {

@@ -3,9 +3,10 @@
 // and unlinks, so a kill -9 leaves at worst a temp file, removed at the next open, and an
 // unlink that makes room always lands before the write it made room for.
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, unlink, utimes } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { mkdir, open, rename, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
-import { decodeEntry, inspectHeader, isRejected } from '../entry/format.js';
+import { type Entry, type EntryKind, decodeEntry, inspectHeader, isRejected } from '../entry/format.js';
 import { type DiskRejectReason, TMP_DIR, diskReason, fileName, filePath, scanDir } from './disk-files.js';
 
 export type { DiskRejectReason } from './disk-files.js';
@@ -16,6 +17,10 @@ export interface DiskStoreOptions {
   fingerprint: Uint8Array;
   /** Each file not served (found bad at open or on read), once, after it is removed. */
   onReject?: (reason: DiskRejectReason, file: string, detail: string) => void;
+  /** Each key that leaves the index (evicted, deleted, replaced by nothing, found bad). */
+  onRemove?: (key: string) => void;
+  /** How long each file took to write (temp file, rename), in seconds. */
+  onWrite?: (seconds: number) => void;
   /** Queued writes hold their bytes in memory: past this many bytes the oldest are dropped. */
   maxPendingBytes?: number;
   /**
@@ -43,10 +48,22 @@ export interface DiskStoreStats {
 
 type State = 'pending' | 'writing' | 'stored' | 'gone';
 
+/** What the index knows of an entry without reading it. */
+export interface DiskEntryInfo {
+  key: string;
+  kind: EntryKind;
+  tokens: number;
+  createdMs: number;
+  bytes: number;
+}
+
 interface Item {
   readonly key: string;
   readonly name: string;
   readonly bytes: number;
+  readonly kind: EntryKind;
+  readonly tokens: number;
+  readonly createdMs: number;
   state: State;
   /** The entry while it waits for (or is in) its write. */
   data: Uint8Array | undefined;
@@ -61,6 +78,8 @@ export class DiskStore {
   readonly #fingerprint: Uint8Array;
   readonly #fsync: boolean;
   readonly #onReject: DiskStoreOptions['onReject'];
+  readonly #onRemove: DiskStoreOptions['onRemove'];
+  readonly #onWrite: DiskStoreOptions['onWrite'];
   /** Least recently used first. */
   readonly #items = new Map<string, Item>();
   readonly #queue = new Map<number, Op>();
@@ -89,6 +108,8 @@ export class DiskStore {
     this.#fingerprint = options.fingerprint;
     this.#fsync = options.fsync ?? false;
     this.#onReject = options.onReject;
+    this.#onRemove = options.onRemove;
+    this.#onWrite = options.onWrite;
   }
 
   /** Opens (creating) a directory: rebuilds the index from its files, removing every file that must not be served. */
@@ -97,7 +118,16 @@ export class DiskStore {
     const { files, rejected } = await scanDir(dir, options.fingerprint);
     for (const r of rejected) store.#reject(r.reason, r.file, r.detail);
     for (const f of files) {
-      store.#items.set(f.key, { key: f.key, name: f.name, bytes: f.bytes, state: 'stored', data: undefined });
+      store.#items.set(f.key, {
+        key: f.key,
+        name: f.name,
+        bytes: f.bytes,
+        kind: f.kind,
+        tokens: f.tokens,
+        createdMs: f.createdMs,
+        state: 'stored',
+        data: undefined,
+      });
       store.#bytes += f.bytes;
     }
     // A smaller budget than last time: the oldest go.
@@ -153,7 +183,16 @@ export class DiskStore {
     const old = this.#items.get(key);
     if (old) this.#discard(old);
     this.#makeRoom(bytes.byteLength);
-    const item: Item = { key, name: fileName(key), bytes: bytes.byteLength, state: 'pending', data: bytes };
+    const item: Item = {
+      key,
+      name: fileName(key),
+      bytes: bytes.byteLength,
+      kind: h.kind,
+      tokens: h.dims.tokens,
+      createdMs: h.createdMs,
+      state: 'pending',
+      data: bytes,
+    };
     this.#items.set(key, item);
     this.#bytes += item.bytes;
     this.#pendingBytes += item.bytes;
@@ -168,6 +207,11 @@ export class DiskStore {
 
   /** The entry's bytes, validated (checksum, fingerprint, key); a bad file is removed, counted and reported. */
   async get(key: string): Promise<Uint8Array | undefined> {
+    return (await this.getEntry(key))?.bytes;
+  }
+
+  /** get(), with the entry decoded (as validating it decodes it anyway). */
+  async getEntry(key: string): Promise<{ bytes: Uint8Array; entry: Entry } | undefined> {
     const item = this.#items.get(key);
     if (!item) {
       this.#stats.misses++;
@@ -175,13 +219,18 @@ export class DiskStore {
     }
     this.#touch(item);
     if (item.data) {
+      const e = decodeEntry(item.data, this.#fingerprint);
+      if (isRejected(e)) return this.#drop(item, diskReason(e.rejected), e.detail);
       this.#stats.hits++;
-      return item.data;
+      return { bytes: item.data, entry: e };
     }
     const path = filePath(this.dir, item.name);
     let bytes: Uint8Array;
     try {
-      bytes = await readFile(path);
+      // A synchronous read: the tier thread is the only reader and has nothing else to run
+      // meanwhile, and a page-cached entry is read in microseconds, where a trip through
+      // libuv's thread pool (open, stat, read, close) cost a chain of blocks tens of ms.
+      bytes = readFileSync(path);
     } catch (err) {
       // Evicted or replaced while we read: a plain miss. Otherwise the file is unreadable.
       if (item.state === 'gone' || this.#items.get(key) !== item) return this.#miss();
@@ -193,7 +242,18 @@ export class DiskStore {
     this.#stats.hits++;
     // Recency survives a restart as the file's mtime (set by the writer, so flush() covers it).
     if (item.state === 'stored') this.#enqueue({ kind: 'touch', name: item.name, at: new Date() });
-    return bytes;
+    return { bytes, entry: e };
+  }
+
+  /** What the index knows of one entry. */
+  info(key: string): DiskEntryInfo | undefined {
+    const item = this.#items.get(key);
+    return item && { key, kind: item.kind, tokens: item.tokens, createdMs: item.createdMs, bytes: item.bytes };
+  }
+
+  /** The index, least recently used first. */
+  list(): DiskEntryInfo[] {
+    return [...this.#items.values()].map(({ key, kind, tokens, createdMs, bytes }) => ({ key, kind, tokens, createdMs, bytes }));
   }
 
   /** Removes an entry (queued or stored). */
@@ -247,7 +307,10 @@ export class DiskStore {
 
   /** Takes an item out of the index; its file goes through the writer's queue, after anything queued before it. */
   #discard(item: Item): void {
-    this.#items.delete(item.key);
+    if (this.#items.get(item.key) === item) {
+      this.#items.delete(item.key);
+      this.#onRemove?.(item.key);
+    }
     this.#bytes -= item.bytes;
     const prev = item.state;
     item.state = 'gone';
@@ -298,6 +361,7 @@ export class DiskStore {
     const shard = item.name.slice(0, 2);
     const tmp = join(this.dir, TMP_DIR, `${randomBytes(12).toString('hex')}.tmp`);
     const final = filePath(this.dir, item.name);
+    const started = performance.now();
     try {
       if (!this.#shards.has(shard)) {
         await mkdir(join(this.dir, shard), { recursive: true });
@@ -312,6 +376,7 @@ export class DiskStore {
       }
       await rename(tmp, final);
       this.#stats.writes++;
+      this.#onWrite?.((performance.now() - started) / 1000);
     } catch (err) {
       await unlink(tmp).catch(() => {});
       if (item.state === 'writing') {

@@ -86,7 +86,11 @@ const member = (p: Prop): number => 1 + p.keyLen + 1 + p.node.minLen;
 function objectMinLen(n: ObjectNode): number {
   let len = 2;
   let count = 0;
-  for (const p of n.props) if (p.required) (len += member(p)), count++;
+  for (const p of n.props) {
+    if (!p.required) continue;
+    len += member(p);
+    count++;
+  }
   return count > 0 ? len - 1 : len;
 }
 
@@ -123,7 +127,10 @@ export function settleCosts(nodes: readonly Node[]): void {
     changed = false;
     for (const n of nodes) {
       const len = nodeMinLen(n);
-      if (len < n.minLen) (n.minLen = len), (changed = true);
+      if (len < n.minLen) {
+        n.minLen = len;
+        changed = true;
+      }
     }
   }
   for (const n of nodes) {

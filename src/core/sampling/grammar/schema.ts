@@ -133,7 +133,7 @@ class SchemaCompiler {
     for (const part of ref
       .slice(2)
       .split('/')
-      .filter((p, i, all) => all.length > 1 || p !== '')) {
+      .filter((p, _i, all) => all.length > 1 || p !== '')) {
       const key = decodeURIComponent(part).replace(/~1/g, '/').replace(/~0/g, '~');
       target = typeof target === 'object' && target !== null ? (target as Record<string, unknown>)[key] : undefined;
     }

@@ -1,0 +1,184 @@
+// `npm run bench:tiers`: what the KV tiers below RAM buy, and what they cost. Writes
+// bench/results/tiers.json:
+//   restart          TTFT of a 1,024-token prompt cold vs after a restart with the disk tier
+//                    warm (each prompt sent once to a server, which is then stopped with SIGTERM
+//                    and started again on the same KV_CACHE_DIR) — goal ratio ≥ 5
+//   capacity         with the same RAM budget, a working set of distinct 512-token prefixes 4×
+//                    larger than RAM replayed in a seeded random order: the fraction of prompt
+//                    tokens served from cache, RAM only vs with tiers — goal ratio ≥ 3
+//   fidelity         per compressed dtype, after a 1,024-token prefix restored from it versus
+//                    computed: top-1 agreement and mean KL of the next-token distributions
+//   step_p99_ratio   inter-token latency p99 of 8 streams while the disk tier writes every
+//                    evicted cache vs without tiers (sides alternated) — goal ≤ 1.1
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { postStream } from './lib/http-stream.js';
+import { envInt, log, round2 } from './lib/interleave.js';
+import { benchMeta } from './lib/meta.js';
+import { ROOT, complete, startServerProcess } from './lib/server.js';
+import { median, percentile } from './lib/stats.js';
+import { measureFidelity, viaEntry } from './tiers-fidelity.js';
+
+const TEXT = readFileSync(join(ROOT, 'test/fixtures/shakespeare-20k.txt'), 'utf8');
+const QUICK = process.argv.includes('--quick');
+const BYTES_PER_TOKEN = 4096; // the shipped model, float32
+const fresh = () => mkdtempSync(join(tmpdir(), 'kvserve-bench-tiers-'));
+
+/** Time to the first streamed text of `prompt` (a few tokens, greedy). */
+async function ttft(url: string, prompt: string): Promise<{ ms: number; cached: number }> {
+  const start = performance.now();
+  let first: number | undefined;
+  let cached = 0;
+  await postStream(`${url}/v1/completions`, { prompt, max_tokens: 4, temperature: 0, stream: true, stream_options: { include_usage: true } }, (chunks, at) => {
+    for (const c of chunks) {
+      if (first === undefined && c.choices?.[0]?.text) first = at;
+      if (c.usage) cached = c.usage.prompt_tokens_details?.cached_tokens ?? 0;
+    }
+  });
+  return { ms: (first ?? performance.now()) - start, cached };
+}
+
+async function restart() {
+  const reps = QUICK ? 2 : envInt('TIERS_RESTART_REPS', 5);
+  const cold: number[] = [];
+  const warm: number[] = [];
+  for (let rep = 0; rep < reps; rep++) {
+    const dir = fresh();
+    const prompt = TEXT.slice(1500 * rep, 1500 * rep + 1024);
+    const env = { KV_CACHE_DIR: dir };
+    let server = await startServerProcess(env);
+    await complete(server.url, { prompt: 'warm-up', max_tokens: 2 });
+    const c = await ttft(server.url, prompt);
+    await server.stop(); // SIGTERM: RAM's caches go to disk
+    server = await startServerProcess(env);
+    await complete(server.url, { prompt: 'warm-up', max_tokens: 2 });
+    const w = await ttft(server.url, prompt);
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+    if (w.cached < 1008) throw new Error(`after the restart only ${w.cached} tokens were cached`);
+    cold.push(c.ms);
+    warm.push(w.ms);
+    log(`restart rep ${rep + 1}: cold ${c.ms.toFixed(1)} ms, restarted ${w.ms.toFixed(1)} ms (${w.cached} cached)`);
+  }
+  const coldMs = median(cold);
+  const restartedMs = median(warm);
+  return { cold_ttft_ms: round2(coldMs), restarted_ttft_ms: round2(restartedMs), ratio: round2(coldMs / restartedMs), reps, runs: { cold, restarted: warm } };
+}
+
+/** A seeded shuffle of `n` indices, `passes` times over. */
+function accessOrder(n: number, passes: number, seed: number): number[] {
+  let s = seed;
+  const rand = () => {
+    s = (s * 1103515245 + 12345) % 2 ** 31;
+    return s / 2 ** 31;
+  };
+  return Array.from({ length: n * passes }, () => Math.floor(rand() * n));
+}
+
+async function capacity() {
+  const ramPrefixes = QUICK ? 4 : 8;
+  const prefixes = Array.from({ length: 4 * ramPrefixes }, (_, i) => TEXT.slice(500 * i, 500 * i + 512));
+  // RAM holds ramPrefixes 512-token prefixes beside one running request.
+  const ramBytes = (ramPrefixes * 512 + 600) * BYTES_PER_TOKEN;
+  const order = accessOrder(prefixes.length, QUICK ? 2 : 4, 7);
+  const replay = async (env: Record<string, string>) => {
+    const server = await startServerProcess({ KV_CACHE_MAX_BYTES: String(ramBytes), ...env });
+    let served = 0;
+    let total = 0;
+    for (const [n, i] of order.entries()) {
+      const r = await complete(server.url, { prompt: `${prefixes[i]}${n}`, max_tokens: 2, temperature: 0 });
+      // The first pass over the set is the warm-up: count the rest.
+      if (n >= prefixes.length) {
+        served += r.usage?.prompt_tokens_details.cached_tokens ?? 0;
+        total += r.usage?.prompt_tokens ?? 0;
+      }
+    }
+    await server.stop();
+    return served / total;
+  };
+  const dir = fresh();
+  const ramOnly = await replay({ KV_CACHE_COMPRESSED_DTYPE: 'off' });
+  // The compressed tier gets the RAM budget too; the disk tier the rest.
+  const tiered = await replay({ KV_CACHE_DIR: dir, KV_CACHE_COMPRESSED_MAX_BYTES: String(ramBytes) });
+  rmSync(dir, { recursive: true, force: true });
+  log(`capacity: RAM only ${(ramOnly * 100).toFixed(1)} %, tiered ${(tiered * 100).toFixed(1)} % of prompt tokens from cache`);
+  return {
+    ram_only_hit_rate: round2(ramOnly),
+    tiered_hit_rate: round2(tiered),
+    ratio: round2(tiered / Math.max(ramOnly, 1e-9)),
+    working_set_prefixes: prefixes.length,
+    ram_prefixes: ramPrefixes,
+    requests: order.length,
+  };
+}
+
+async function fidelity() {
+  const out = await measureFidelity({
+    modelDir: join(ROOT, 'models/tiny-shakespeare'),
+    text: TEXT,
+    prefix: 1024,
+    continuation: QUICK ? 64 : 256,
+    windows: QUICK ? 2 : 5,
+    roundTrips: { int8: viaEntry('int8'), float16: viaEntry('float16') },
+  });
+  return Object.fromEntries(Object.entries(out.results).map(([codec, f]) => [codec, { top1_agreement: f.top1_agreement, kld: f.kld, positions: f.positions }]));
+}
+
+/** ITL p99 (ms) of 8 streams for `seconds`, each a fresh long prompt so every finish evicts. */
+async function itlP99(env: Record<string, string>, seconds: number): Promise<number> {
+  const server = await startServerProcess({ KV_CACHE_MAX_BYTES: String(2000 * BYTES_PER_TOKEN), ...env });
+  const gaps: number[] = [];
+  const until = performance.now() + seconds * 1000;
+  let n = 0;
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      while (performance.now() < until) {
+        const start = (n++ * 97) % (TEXT.length - 600);
+        let last: number | undefined;
+        await postStream(
+          `${server.url}/v1/completions`,
+          { prompt: TEXT.slice(start, start + 300), max_tokens: 96, temperature: 0, ignore_eos: true, stream: true },
+          (_c, at) => {
+            if (last !== undefined) gaps.push(at - last);
+            last = at;
+          },
+        );
+      }
+    }),
+  );
+  await server.stop();
+  return percentile(gaps, 99);
+}
+
+async function stepP99() {
+  const rounds = QUICK ? 1 : envInt('TIERS_STEP_ROUNDS', 3);
+  const seconds = QUICK ? 5 : 15;
+  const ratios: number[] = [];
+  const rows: Array<{ without_ms: number; with_ms: number }> = [];
+  for (let r = 0; r < rounds; r++) {
+    const dir = fresh();
+    const sides = r % 2 === 0 ? (['without', 'with'] as const) : (['with', 'without'] as const);
+    const p99: Record<string, number> = {};
+    for (const side of sides) {
+      p99[side] = await itlP99(side === 'with' ? { KV_CACHE_DIR: dir } : { KV_CACHE_COMPRESSED_DTYPE: 'off' }, seconds);
+    }
+    rmSync(dir, { recursive: true, force: true });
+    rows.push({ without_ms: round2(p99.without!), with_ms: round2(p99.with!) });
+    ratios.push(p99.with! / p99.without!);
+    log(`step round ${r + 1}: ITL p99 without tiers ${p99.without!.toFixed(2)} ms, with disk writes ${p99.with!.toFixed(2)} ms`);
+  }
+  return { ratio: round2(median(ratios)), rounds: rows };
+}
+
+const result = {
+  restart: await restart(),
+  capacity: await capacity(),
+  fidelity: await fidelity(),
+  ...(await stepP99().then((s) => ({ step_p99_ratio: s.ratio, step_p99_rounds: s.rounds }))),
+  goals: { restart_ratio: '≥ 5', capacity_ratio: '≥ 3', int8_top1_agreement: '≥ 0.995', step_p99_ratio: '≤ 1.1' },
+  quick: QUICK,
+  ...benchMeta(),
+};
+writeFileSync(join(ROOT, 'bench/results/tiers.json'), `${JSON.stringify(result, null, 2)}\n`);
+log(JSON.stringify({ restart: result.restart.ratio, capacity: result.capacity, fidelity: result.fidelity, step_p99_ratio: result.step_p99_ratio }, null, 2));
