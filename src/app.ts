@@ -7,6 +7,7 @@ import type { Config } from './config.js';
 import errorHandler, { clientError, frameworkError } from './http/error-handler.js';
 import requestLog from './http/request-log.js';
 import services from './http/services.js';
+import tenant from './http/tenant.js';
 import type { BuildInfo } from './metrics/metrics.js';
 import chat from './routes/chat.js';
 import completions from './routes/completions.js';
@@ -62,6 +63,7 @@ export async function buildApp(config: Readonly<Config>, logger: FastifyBaseLogg
   await app.register(services, { config, build });
   await app.register(requestLog);
   await app.register(errorHandler);
+  await app.register(tenant);
 
   await app.register(health);
   await app.register(models);

@@ -9,9 +9,6 @@ import { type BuildInfo, Metrics } from '../metrics/metrics.js';
 import { ChatTemplate } from '../runtime/chat-template.js';
 import type { EngineClient } from '../workers/engine-client.js';
 
-/** The isolation key of requests: one tenant until authentication names more. */
-export const DEFAULT_TENANT = 'default';
-
 export class Services {
   readonly config: Readonly<Config>;
   readonly build: BuildInfo;

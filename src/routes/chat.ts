@@ -4,7 +4,6 @@ import type { FastifyInstance } from 'fastify';
 import { type ChoiceFormat, checkPromptSize, planRequest, respond } from '../http/generation.js';
 import { checkModel, toTurns } from '../http/openai.js';
 import { chatRequest } from '../http/schemas.js';
-import { DEFAULT_TENANT } from '../http/services.js';
 import { parseBody } from '../http/validate.js';
 
 const format: ChoiceFormat = {
@@ -36,7 +35,7 @@ export default async function chat(app: FastifyInstance): Promise<void> {
       turns.length,
     );
     const prompt = services.chatTemplate().render(turns);
-    const genRequest = await planRequest(body, prompt, services, format, DEFAULT_TENANT);
+    const genRequest = await planRequest(body, prompt, services, format, request.tenant);
     await respond(request, reply, services, body, genRequest, format);
   });
 }

@@ -4,7 +4,6 @@ import { apiError } from '../errors.js';
 import { type ChoiceFormat, planRequest, respond } from '../http/generation.js';
 import { checkModel } from '../http/openai.js';
 import { completionRequest } from '../http/schemas.js';
-import { DEFAULT_TENANT } from '../http/services.js';
 import { parseBody } from '../http/validate.js';
 
 const format: ChoiceFormat = {
@@ -24,7 +23,7 @@ export default async function completions(app: FastifyInstance): Promise<void> {
     checkModel(body.model, engine.info.id);
     const prompt = typeof body.prompt === 'string' ? body.prompt : body.prompt[0]!;
     if (prompt.length === 0) throw apiError('invalid_request', 'prompt must not be empty', 'prompt');
-    const genRequest = await planRequest(body, prompt, services, format, DEFAULT_TENANT);
+    const genRequest = await planRequest(body, prompt, services, format, request.tenant);
     await respond(request, reply, services, body, genRequest, format);
   });
 }

@@ -2,22 +2,21 @@
 // requests (body field `session_id`), scoped to the caller's tenant.
 import type { FastifyInstance } from 'fastify';
 import { apiError } from '../errors.js';
-import { DEFAULT_TENANT } from '../http/services.js';
 
 export default async function sessions(app: FastifyInstance): Promise<void> {
-  app.get('/v1/sessions', async () => {
-    const data = await app.services.engine().sessions(DEFAULT_TENANT);
+  app.get('/v1/sessions', async (request) => {
+    const data = await app.services.engine().sessions(request.tenant);
     return { object: 'list', data: data.map((s) => ({ object: 'session', ...s })) };
   });
 
   app.get<{ Params: { id: string } }>('/v1/sessions/:id', async (request) => {
-    const session = await app.services.engine().session(DEFAULT_TENANT, request.params.id);
+    const session = await app.services.engine().session(request.tenant, request.params.id);
     if (!session) throw apiError('session_not_found', `No session '${request.params.id}'.`, 'id');
     return { object: 'session', ...session };
   });
 
   app.delete<{ Params: { id: string } }>('/v1/sessions/:id', async (request) => {
-    const deleted = await app.services.engine().deleteSession(DEFAULT_TENANT, request.params.id);
+    const deleted = await app.services.engine().deleteSession(request.tenant, request.params.id);
     if (!deleted) throw apiError('session_not_found', `No session '${request.params.id}'.`, 'id');
     return { id: request.params.id, object: 'session', deleted: true };
   });
