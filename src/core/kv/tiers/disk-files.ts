@@ -2,8 +2,8 @@
 // a hash of the key (never a client-supplied id), sharded 256 ways so no directory grows past
 // a few thousand files. The scan reads only each file's header: a damaged payload is caught
 // by the checksum when the file is read, and removed then.
-import { createHash } from 'node:crypto';
-import { type FileHandle, mkdir, open, readdir, rm, unlink } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { type FileHandle, mkdir, open, readdir, rename, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type EntryKind, HEADER_PREFIX_BYTES, type RejectReason, inspectHeader, isRejected } from '../entry/format.js';
 
@@ -100,4 +100,30 @@ export async function scanDir(dir: string, fingerprint: Uint8Array): Promise<Sca
   }
   files.sort((a, b) => a.mtimeMs - b.mtimeMs || (a.name < b.name ? -1 : 1));
   return { files, rejected };
+}
+
+/**
+ * Writes `data` as the file `name`: into a temp file, then renamed into place, so a reader or a
+ * restart sees the whole entry or none of it. `shards` remembers the directories made.
+ */
+export async function writeAtomic(dir: string, name: string, data: Uint8Array, fsync: boolean, shards: Set<string>): Promise<void> {
+  const shard = name.slice(0, 2);
+  const tmp = join(dir, TMP_DIR, `${randomBytes(12).toString('hex')}.tmp`);
+  try {
+    if (!shards.has(shard)) {
+      await mkdir(join(dir, shard), { recursive: true });
+      shards.add(shard);
+    }
+    const fh = await open(tmp, 'wx');
+    try {
+      await fh.writeFile(data);
+      if (fsync) await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, filePath(dir, name));
+  } catch (err) {
+    await unlink(tmp).catch(() => {});
+    throw err;
+  }
 }

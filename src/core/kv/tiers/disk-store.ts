@@ -2,60 +2,18 @@
 // never waits: one background writer takes a FIFO of writes (temp file, rename into place)
 // and unlinks, so a kill -9 leaves at worst a temp file, removed at the next open, and an
 // unlink that makes room always lands before the write it made room for.
-import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, open, rename, unlink, utimes } from 'node:fs/promises';
+import { unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Entry, type EntryKind, decodeEntry, inspectHeader, isRejected } from '../entry/format.js';
-import { type DiskRejectReason, TMP_DIR, diskReason, fileName, filePath, scanDir } from './disk-files.js';
+import { type DiskRejectReason, diskReason, fileName, filePath, scanDir, writeAtomic } from './disk-files.js';
+
+import type { DiskEntryInfo, DiskStoreOptions, DiskStoreStats } from './disk-types.js';
 
 export type { DiskRejectReason } from './disk-files.js';
-
-export interface DiskStoreOptions {
-  /** Bytes of entry files on disk at most, counting writes queued and in flight. */
-  maxBytes: number;
-  fingerprint: Uint8Array;
-  /** Each file not served (found bad at open or on read), once, after it is removed. */
-  onReject?: (reason: DiskRejectReason, file: string, detail: string) => void;
-  /** Each key that leaves the index (evicted, deleted, replaced by nothing, found bad). */
-  onRemove?: (key: string) => void;
-  /** How long each file took to write (temp file, rename), in seconds. */
-  onWrite?: (seconds: number) => void;
-  /** Queued writes hold their bytes in memory: past this many bytes the oldest are dropped. */
-  maxPendingBytes?: number;
-  /**
-   * fsync each file before its rename. Off by default: a process crash loses nothing the
-   * kernel has, and after a power loss a torn file fails its checksum and is never served;
-   * this is a cache, so the durability an fsync buys is not worth a journal commit per entry.
-   */
-  fsync?: boolean;
-}
-
-export interface DiskStoreStats {
-  entries: number;
-  bytes: number;
-  pendingWrites: number;
-  pendingBytes: number;
-  writes: number;
-  hits: number;
-  misses: number;
-  evictions: number;
-  evictedBytes: number;
-  /** Queued writes dropped past maxPendingBytes, and puts larger than the whole budget. */
-  dropped: { pending: number; oversize: number };
-  rejected: Record<DiskRejectReason, number>;
-}
+export type { DiskEntryInfo, DiskStoreOptions, DiskStoreStats } from './disk-types.js';
 
 type State = 'pending' | 'writing' | 'stored' | 'gone';
-
-/** What the index knows of an entry without reading it. */
-export interface DiskEntryInfo {
-  key: string;
-  kind: EntryKind;
-  tokens: number;
-  createdMs: number;
-  bytes: number;
-}
 
 interface Item {
   readonly key: string;
@@ -358,36 +316,21 @@ export class DiskStore {
     this.#pendingOps.delete(item);
     this.#pendingBytes -= item.bytes;
     item.state = 'writing';
-    const shard = item.name.slice(0, 2);
-    const tmp = join(this.dir, TMP_DIR, `${randomBytes(12).toString('hex')}.tmp`);
-    const final = filePath(this.dir, item.name);
     const started = performance.now();
     try {
-      if (!this.#shards.has(shard)) {
-        await mkdir(join(this.dir, shard), { recursive: true });
-        this.#shards.add(shard);
-      }
-      const fh = await open(tmp, 'wx');
-      try {
-        await fh.writeFile(item.data!);
-        if (this.#fsync) await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(tmp, final);
+      await writeAtomic(this.dir, item.name, item.data!, this.#fsync, this.#shards);
       this.#stats.writes++;
       this.#onWrite?.((performance.now() - started) / 1000);
     } catch (err) {
-      await unlink(tmp).catch(() => {});
       if (item.state === 'writing') {
         this.#discard(item);
-        this.#reject('io', join(shard, item.name), `write failed: ${(err as Error).message}`);
+        this.#reject('io', join(item.name.slice(0, 2), item.name), `write failed: ${(err as Error).message}`);
       }
       return;
     } finally {
       item.data = undefined;
     }
     if (item.state === 'writing') item.state = 'stored';
-    else await unlink(final).catch(() => {});
+    else await unlink(filePath(this.dir, item.name)).catch(() => {});
   }
 }

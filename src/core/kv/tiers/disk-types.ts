@@ -1,0 +1,47 @@
+// The disk tier's options, figures and index rows (the store itself is disk-store.ts).
+import type { EntryKind } from '../entry/format.js';
+import type { DiskRejectReason } from './disk-files.js';
+
+export interface DiskStoreOptions {
+  /** Bytes of entry files on disk at most, counting writes queued and in flight. */
+  maxBytes: number;
+  fingerprint: Uint8Array;
+  /** Each file not served (found bad at open or on read), once, after it is removed. */
+  onReject?: (reason: DiskRejectReason, file: string, detail: string) => void;
+  /** Each key that leaves the index (evicted, deleted, replaced by nothing, found bad). */
+  onRemove?: (key: string) => void;
+  /** How long each file took to write (temp file, rename), in seconds. */
+  onWrite?: (seconds: number) => void;
+  /** Queued writes hold their bytes in memory: past this many bytes the oldest are dropped. */
+  maxPendingBytes?: number;
+  /**
+   * fsync each file before its rename. Off by default: a process crash loses nothing the
+   * kernel has, and after a power loss a torn file fails its checksum and is never served;
+   * this is a cache, so the durability an fsync buys is not worth a journal commit per entry.
+   */
+  fsync?: boolean;
+}
+
+export interface DiskStoreStats {
+  entries: number;
+  bytes: number;
+  pendingWrites: number;
+  pendingBytes: number;
+  writes: number;
+  hits: number;
+  misses: number;
+  evictions: number;
+  evictedBytes: number;
+  /** Queued writes dropped past maxPendingBytes, and puts larger than the whole budget. */
+  dropped: { pending: number; oversize: number };
+  rejected: Record<DiskRejectReason, number>;
+}
+
+/** What the index knows of an entry without reading it. */
+export interface DiskEntryInfo {
+  key: string;
+  kind: EntryKind;
+  tokens: number;
+  createdMs: number;
+  bytes: number;
+}
