@@ -2,6 +2,7 @@
 // then the routes. The engine is attached later (services.attach) so liveness answers while
 // the model loads.
 import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { Config } from './config.js';
 import errorHandler, { clientError, frameworkError } from './http/error-handler.js';
@@ -64,6 +65,12 @@ export async function buildApp(config: Readonly<Config>, logger: FastifyBaseLogg
   await app.register(requestLog);
   await app.register(errorHandler);
   await app.register(tenant);
+  // Every response names the replica that served it, so routing can be observed. Set on the
+  // raw response: SSE streams write their head themselves.
+  const instance = config.instanceId ?? hostname();
+  app.addHook('onRequest', async (_request, reply) => {
+    reply.raw.setHeader('x-kvserve-instance', instance);
+  });
 
   await app.register(health);
   await app.register(models);

@@ -40,6 +40,8 @@ export interface KvPoolOptions<P> {
   maxBytes: number;
   /** Called after an entry leaves the pool, with why. */
   onRemove?: (entry: PoolEntry<P>, reason: RemovalReason) => void;
+  /** Called after an entry joins the pool. */
+  onAdd?: (entry: PoolEntry<P>) => void;
   /** Milliseconds; must never go backwards (the LRU list is kept in order of last use). */
   now?: () => number;
 }
@@ -50,6 +52,7 @@ export const monotonicNow = (): number => performance.timeOrigin + performance.n
 export class KvPool<P> {
   readonly maxBytes: number;
   readonly #onRemove: ((entry: PoolEntry<P>, reason: RemovalReason) => void) | undefined;
+  readonly #onAdd: ((entry: PoolEntry<P>) => void) | undefined;
   readonly #now: () => number;
   readonly #entries = new Set<Entry<P>>();
   /** Unpinned entries in least-recently-used-first order (a Map keeps insertion order; re-insert = move to the end). */
@@ -64,6 +67,7 @@ export class KvPool<P> {
     }
     this.maxBytes = maxBytes;
     this.#onRemove = options.onRemove;
+    this.#onAdd = options.onAdd;
     this.#now = options.now ?? monotonicNow;
   }
 
@@ -127,6 +131,7 @@ export class KvPool<P> {
     this.#entries.add(entry);
     this.#bytesInUse += bytes;
     if (refs === 0) this.#toLru(entry);
+    this.#onAdd?.(entry);
     return entry;
   }
 
