@@ -19,6 +19,8 @@ export interface FleetOptions {
   replicaPorts?: readonly number[];
   redisPort: number;
   policy?: Policy;
+  /** Start Redis and give the replicas the shared tier (default true). */
+  redis?: boolean;
   /** Extra environment for every replica. */
   env?: Record<string, string>;
   /** Health-check period of the load balancer. */
@@ -112,6 +114,7 @@ function startRedis(port: number): Program {
 
 export async function startFleet(options: FleetOptions): Promise<Fleet> {
   const { replicas: n, port, redisPort, policy = 'cache-aware', env = {}, checkIntervalMs = 500 } = options;
+  const withRedis = options.redis ?? true;
   const replicaPorts = options.replicaPorts ?? Array.from({ length: n }, (_, i) => (options.basePort ?? port + 1) + i);
   const dir = mkdtempSync(join(tmpdir(), 'kvserve-fleet-'));
   const redisUrl = `redis://127.0.0.1:${redisPort}`;
@@ -121,14 +124,18 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    let redis = startRedis(redisPort);
-    started.push({ stop: () => redis.stop() });
-    await listening(redisPort, redis, 'redis-server');
+    let redis: Program | undefined;
+    if (withRedis) {
+      redis = startRedis(redisPort);
+      await listening(redisPort, redis, 'redis-server');
+    }
+    started.push({ stop: async () => redis?.stop() });
 
     const names = Array.from({ length: n }, (_, i) => `replica-${i + 1}`);
     const startReplica = async (name: string, i: number): Promise<Replica> => {
       const replicaPort = replicaPorts[i]!;
-      const server = await startServerProcess({ ...env, PORT: String(replicaPort), INSTANCE_ID: name, KV_CACHE_REDIS_URL: redisUrl });
+      const shared: Record<string, string> = withRedis ? { KV_CACHE_REDIS_URL: redisUrl } : {};
+      const server = await startServerProcess({ ...env, PORT: String(replicaPort), INSTANCE_ID: name, ...shared });
       return { name, port: replicaPort, url: server.url, server };
     };
     // One at a time: each loads the model with every core.
@@ -168,7 +175,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
         return r;
       },
       async stopRedis() {
-        await redis.stop();
+        await redis?.stop();
       },
       async startRedis() {
         redis = startRedis(redisPort);
