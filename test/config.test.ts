@@ -27,6 +27,7 @@ t.test('defaults come from config/default.json', async (t) => {
 /** Each variable, a valid value for it, and where it lands. */
 const overrides: Array<[name: string, value: string, get: (c: Readonly<Config>) => unknown, expected: unknown]> = [
   ['HOST', '127.0.0.1', (c) => c.host, '127.0.0.1'],
+  ['INSTANCE_ID', 'replica-7', (c) => c.instanceId, 'replica-7'],
   ['PORT', '9001', (c) => c.port, 9001],
   ['LOG_LEVEL', 'debug', (c) => c.logLevel, 'debug'],
   ['MODEL_DIR', '/srv/models/other', (c) => c.model.dir, '/srv/models/other'],
@@ -37,6 +38,13 @@ const overrides: Array<[name: string, value: string, get: (c: Readonly<Config>) 
   ['KV_CACHE_BLOCK_SIZE', '32', (c) => c.kvCache.blockSize, 32],
   ['SESSION_TTL_MS', '1000', (c) => c.kvCache.sessionTtlMs, 1000],
   ['KV_ADMISSION_TIMEOUT_MS', '0', (c) => c.kvCache.admissionTimeoutMs, 0],
+  ['KV_CACHE_COMPRESSED_MAX_BYTES', '0', (c) => c.kvCache.compressedMaxBytes, 0],
+  ['KV_CACHE_COMPRESSED_DTYPE', 'float16', (c) => c.kvCache.compressedDtype, 'float16'],
+  ['KV_CACHE_DIR', '/var/cache/kvserve', (c) => c.kvCache.dir, '/var/cache/kvserve'],
+  ['KV_CACHE_DISK_MAX_BYTES', '4096', (c) => c.kvCache.diskMaxBytes, 4096],
+  ['KV_CACHE_REDIS_URL', 'redis://cache:6379', (c) => c.kvCache.redisUrl, 'redis://cache:6379'],
+  ['KV_CACHE_REDIS_TIMEOUT_MS', '250', (c) => c.kvCache.redisTimeoutMs, 250],
+  ['KV_CACHE_REDIS_MAX_PENDING_BYTES', '1024', (c) => c.kvCache.redisMaxPendingBytes, 1024],
   ['MAX_RUNNING_SEQUENCES', '4', (c) => c.scheduler.maxRunning, 4],
   ['MAX_QUEUED_REQUESTS', '0', (c) => c.scheduler.maxQueued, 0],
   ['MAX_PREFILL_TOKENS_PER_STEP', '32', (c) => c.scheduler.maxPrefillTokensPerStep, 32],

@@ -10,6 +10,8 @@ import { type Entry, decodeEntry, isRejected } from '../entry/format.js';
 export type RemoteOp = 'get' | 'set' | 'del' | 'connect';
 export const REMOTE_OPS: readonly RemoteOp[] = ['get', 'set', 'del', 'connect'];
 
+const SKIP_AFTER_TIMEOUT_MS = 1000;
+
 export interface RemoteStoreOptions {
   url: string;
   fingerprint: Uint8Array;
@@ -38,6 +40,8 @@ export class RemoteStore {
   readonly #maxPendingBytes: number;
   #pendingBytes = 0;
   #closed = false;
+  /** After a lookup timed out, lookups are misses at once until then: a hung Redis costs one timeout per second, not one per request. */
+  #skipUntil = 0;
   readonly #stats: RemoteStats = {
     connected: false,
     errors: { get: 0, set: 0, del: 0, connect: 0 },
@@ -110,7 +114,7 @@ export class RemoteStore {
    */
   async getMany(keys: readonly string[]): Promise<(Entry | undefined)[]> {
     if (keys.length === 0) return [];
-    if (this.#closed || !this.connected) return keys.map(() => undefined);
+    if (this.#closed || !this.connected || performance.now() < this.#skipUntil) return keys.map(() => undefined);
     let values: (Buffer | null)[];
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -120,6 +124,7 @@ export class RemoteStore {
       values = await Promise.race([this.#reader.mgetBuffer(...keys.map((k) => this.#prefix + k)), timeout]);
     } catch {
       this.#stats.errors.get++;
+      this.#skipUntil = performance.now() + SKIP_AFTER_TIMEOUT_MS;
       return keys.map(() => undefined);
     } finally {
       clearTimeout(timer);
