@@ -60,7 +60,7 @@ export class KvPanel {
       ],
       ...(['active', 'session', 'prefix'] as const).map((k): [string, string, HTMLElement] => [
         k,
-        `${bytes(pool.by_kind[k].bytes)} · ${pool.by_kind[k].entries} entries`,
+        `${bytes(pool.by_kind[k].bytes)} · ${pool.by_kind[k].entries} ${pool.by_kind[k].entries === 1 ? 'entry' : 'entries'}`,
         meter(pool.by_kind[k].bytes, pool.capacity_bytes, `${k} bytes`),
       ]),
     ]);
