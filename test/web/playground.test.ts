@@ -151,6 +151,37 @@ if (needs(t, 'chromium')) {
     await done();
   });
 
+  t.test('completion mode: the text so far is continued, and the next prompt reuses the session', async (t) => {
+    const { page, done } = await open(t);
+    await page.check('input[name=mode][value=completion]');
+    await page.fill('#max_tokens', '16');
+    const sessionId = await page.inputValue('#session-id');
+    const send = async (text: string) => {
+      const response = page.waitForResponse((r) => r.url().endsWith('/v1/completions'));
+      await page.fill('#prompt', text);
+      await page.click('#send');
+      const res = await response;
+      const n = await page.locator('#transcript > li').count();
+      await page.waitForSelector(`#transcript > li:nth-child(${n})[data-state=done] .prompt-view`, { timeout: 120_000 });
+      return {
+        request: JSON.parse(res.request().postData()!),
+        usage: usageOf(await res.text()),
+        answer: await page.locator(`#transcript > li:nth-child(${n}) .answer-text`).textContent(),
+      };
+    };
+    const first = await send('KING HENRY:\nOnce more unto the breach');
+    t.equal(first.request.prompt, 'KING HENRY:\nOnce more unto the breach');
+    t.equal(first.request.session_id, sessionId);
+    const second = await send('\n\nEXETER:\n');
+    t.equal(second.request.prompt, `${first.request.prompt}${first.answer}\n\nEXETER:\n`, 'the prompt continues the text so far');
+    t.ok(second.usage.prompt_tokens_details.cached_tokens > 0, `${second.usage.prompt_tokens_details.cached_tokens} tokens from the session`);
+    t.equal(
+      Number(await page.locator('#transcript > li:nth-child(2) mark.cached').getAttribute('data-cached-tokens')),
+      second.usage.prompt_tokens_details.cached_tokens,
+    );
+    await done();
+  });
+
   t.test("a refused request shows the API's error message", async (t) => {
     const { page, done } = await open(t);
     await page.fill('#temperature', '5');
