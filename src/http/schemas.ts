@@ -128,7 +128,15 @@ export const kvResponse = z.object({
     })
     .describe('The RAM pool, service-wide: running sequences (active), sessions and prefix blocks share one budget.'),
   tiers: z
-    .object({ ram: bytesOf, compressed: bytesOf.nullable(), disk: bytesOf.nullable() })
+    .object({
+      ram: bytesOf,
+      compressed: bytesOf.nullable(),
+      disk: bytesOf.nullable(),
+      remote: z
+        .object({ connected: z.boolean(), sent_bytes: z.number().int().min(0), received_bytes: z.number().int().min(0) })
+        .nullable()
+        .describe("The shared tier in Redis (its memory is Redis's to bound): connection and traffic."),
+    })
     .describe('Bytes against budget by tier; null when a lower tier is off.'),
   lookups: z.object({ hit: z.number().int(), partial: z.number().int(), miss: z.number().int() }),
   reused_tokens: z.number().int().min(0).describe('Prompt tokens served from the cache since start.'),

@@ -23,7 +23,12 @@ export default async function kv(app: FastifyInstance): Promise<void> {
         pinned_entries: cache.pinnedEntries,
         by_kind: { active: kind('active'), session: kind('session'), prefix: kind('prefix') },
       },
-      tiers: { ram: { bytes: cache.bytes, capacity_bytes: cache.capacityBytes }, compressed: lower('compressed'), disk: lower('disk') },
+      tiers: {
+        ram: { bytes: cache.bytes, capacity_bytes: cache.capacityBytes },
+        compressed: lower('compressed'),
+        disk: lower('disk'),
+        remote: tiers?.remote ? { connected: tiers.remote.connected, sent_bytes: tiers.remote.bytes.sent, received_bytes: tiers.remote.bytes.received } : null,
+      },
       lookups: { ...cache.lookups },
       reused_tokens: cache.reusedTokens,
       computed_tokens: cache.computedTokens,

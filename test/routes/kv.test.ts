@@ -34,6 +34,7 @@ t.test('an idle service: nothing held, nothing reused, no hit rate yet', async (
   t.strictSame(body.tiers.ram, { bytes: 0, capacity_bytes: server.config.kvCache.maxBytes });
   t.equal(body.tiers.compressed.capacity_bytes, server.config.kvCache.compressedMaxBytes, 'the compressed tier is on by default');
   t.equal(body.tiers.disk, null, 'no KV_CACHE_DIR: the disk tier is off');
+  t.equal(body.tiers.remote, null, 'no KV_CACHE_REDIS_URL: the remote tier is off');
 });
 
 t.test('after requests: sessions, bytes by kind and reuse agree with usage and /v1/sessions', async (t) => {
@@ -88,5 +89,6 @@ t.test('the OpenAPI document describes GET /v1/kv with its response schema', asy
   const schema = doc.paths['/v1/kv']?.get?.responses?.['200']?.content?.['application/json']?.schema;
   t.ok(schema, 'a 200 schema');
   for (const key of ['pool', 'tiers', 'hit_rate', 'evictions', 'sessions']) t.ok(schema.properties[key], key);
+  t.strictSame(Object.keys(schema.properties.tiers.properties), ['ram', 'compressed', 'disk', 'remote']);
   t.strictSame(schema.properties.sessions.items.properties.tier.enum, ['ram', 'compressed', 'disk', 'remote']);
 });

@@ -66,10 +66,19 @@ export class KvPanel {
     ]);
     rows(
       $('kv-tiers'),
-      (['ram', 'compressed', 'disk'] as const).map((t): [string, string, HTMLElement?] => {
-        const tier = tiers[t];
-        return tier ? [t, `${bytes(tier.bytes)} of ${bytes(tier.capacity_bytes)}`, meter(tier.bytes, tier.capacity_bytes, `${t} tier bytes`)] : [t, 'off'];
-      }),
+      (['ram', 'compressed', 'disk'] as const)
+        .map((t): [string, string, HTMLElement?] => {
+          const tier = tiers[t];
+          return tier ? [t, `${bytes(tier.bytes)} of ${bytes(tier.capacity_bytes)}`, meter(tier.bytes, tier.capacity_bytes, `${t} tier bytes`)] : [t, 'off'];
+        })
+        .concat([
+          [
+            'remote',
+            tiers.remote
+              ? `${tiers.remote.connected ? 'connected' : 'disconnected'} · sent ${bytes(tiers.remote.sent_bytes)} · received ${bytes(tiers.remote.received_bytes)}`
+              : 'off',
+          ],
+        ]),
     );
     rows($('kv-reuse'), [
       ['hit rate (prompt tokens)', `${percent(kv.hit_rate)} · ${kv.reused_tokens} reused, ${kv.computed_tokens} computed`],
