@@ -9,6 +9,8 @@ COPY package.json package-lock.json .npmrc ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
+COPY web ./web
+# tsc, then esbuild bundles the playground (web/) into dist/web, which the runtime stage copies with dist.
 RUN npm run build
 
 FROM node:20-bookworm-slim AS runtime

@@ -13,9 +13,11 @@ import type { BuildInfo } from './metrics/metrics.js';
 import chat from './routes/chat.js';
 import completions from './routes/completions.js';
 import health from './routes/health.js';
+import kv from './routes/kv.js';
 import metrics from './routes/metrics.js';
 import models from './routes/models.js';
 import openapi from './routes/openapi.js';
+import playground from './routes/playground.js';
 import sessions from './routes/sessions.js';
 import tokenize from './routes/tokenize.js';
 
@@ -78,7 +80,9 @@ export async function buildApp(config: Readonly<Config>, logger: FastifyBaseLogg
   await app.register(chat);
   await app.register(tokenize);
   await app.register(sessions);
+  await app.register(kv);
   await app.register(metrics);
   await app.register(openapi, { version: build.version });
+  await app.register(playground);
   return app;
 }

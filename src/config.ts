@@ -77,6 +77,10 @@ const schema = z.strictObject({
     /** A stream reader that takes no bytes for this long is dropped (and its generation aborted). */
     writeTimeoutMs: z.number().int().positive(),
   }),
+  playground: z.strictObject({
+    /** Serve the browser playground and KV panel at GET / (false: 404). */
+    enabled: z.boolean(),
+  }),
   shutdown: z.strictObject({
     /** On SIGTERM/SIGINT running streams get this long to finish before they are ended. */
     graceMs: z.number().int().min(0),
@@ -116,6 +120,7 @@ const ENV: Record<string, { path: string[]; type: 'string' | 'int' | 'bool' }> =
   RECEIVE_TIMEOUT_MS: { path: ['limits', 'receiveTimeoutMs'], type: 'int' },
   SSE_HEARTBEAT_MS: { path: ['sse', 'heartbeatMs'], type: 'int' },
   SSE_WRITE_TIMEOUT_MS: { path: ['sse', 'writeTimeoutMs'], type: 'int' },
+  PLAYGROUND: { path: ['playground', 'enabled'], type: 'bool' },
   SHUTDOWN_GRACE_MS: { path: ['shutdown', 'graceMs'], type: 'int' },
 };
 

@@ -55,6 +55,7 @@ const overrides: Array<[name: string, value: string, get: (c: Readonly<Config>) 
   ['RECEIVE_TIMEOUT_MS', '5000', (c) => c.limits.receiveTimeoutMs, 5000],
   ['SSE_HEARTBEAT_MS', '250', (c) => c.sse.heartbeatMs, 250],
   ['SSE_WRITE_TIMEOUT_MS', '1500', (c) => c.sse.writeTimeoutMs, 1500],
+  ['PLAYGROUND', 'false', (c) => c.playground.enabled, false],
   ['SHUTDOWN_GRACE_MS', '0', (c) => c.shutdown.graceMs, 0],
 ];
 
@@ -123,6 +124,7 @@ const bad: Array<[name: string, value: string]> = [
   ['SSE_HEARTBEAT_MS', '0'],
   ['KV_CACHE_BLOCK_SIZE', '4096'],
   ['PREFILL_THREAD', 'yes'],
+  ['PLAYGROUND', 'off'],
 ];
 
 for (const [name, value] of bad) {

@@ -112,3 +112,48 @@ export function paramOf(path: readonly PropertyKey[]): string | null {
   for (const key of path) out += typeof key === 'number' ? `[${key}]` : out ? `.${String(key)}` : String(key);
   return out || null;
 }
+
+const bytesOf = z.object({ bytes: z.number().int().min(0), capacity_bytes: z.number().int().min(0) });
+const kinds = z.object({ bytes: z.number().int().min(0), entries: z.number().int().min(0) });
+const byReason = z.object({ lru: z.number().int().min(0), ttl: z.number().int().min(0), deleted: z.number().int().min(0) });
+const tierName = z.enum(['ram', 'compressed', 'disk', 'remote']);
+
+/** GET /v1/kv: the KV cache in counts and sizes (never token contents); the sessions are the caller's tenant's. */
+export const kvResponse = z.object({
+  object: z.literal('kv'),
+  pool: bytesOf
+    .extend({
+      pinned_entries: z.number().int().min(0),
+      by_kind: z.object({ active: kinds, session: kinds, prefix: kinds }),
+    })
+    .describe('The RAM pool, service-wide: running sequences (active), sessions and prefix blocks share one budget.'),
+  tiers: z
+    .object({
+      ram: bytesOf,
+      compressed: bytesOf.nullable(),
+      disk: bytesOf.nullable(),
+      remote: z
+        .object({ connected: z.boolean(), sent_bytes: z.number().int().min(0), received_bytes: z.number().int().min(0) })
+        .nullable()
+        .describe("The shared tier in Redis (its memory is Redis's to bound): connection and traffic."),
+    })
+    .describe('Bytes against budget by tier; null when a lower tier is off.'),
+  lookups: z.object({ hit: z.number().int(), partial: z.number().int(), miss: z.number().int() }),
+  reused_tokens: z.number().int().min(0).describe('Prompt tokens served from the cache since start.'),
+  computed_tokens: z.number().int().min(0).describe('Prompt tokens prefilled since start.'),
+  hit_rate: z.number().min(0).max(1).nullable().describe('reused_tokens / (reused_tokens + computed_tokens); null before any request.'),
+  evictions: z.object({ count: byReason, bytes: byReason }).describe('Cumulative since start, by reason.'),
+  sessions: z.array(
+    z.object({
+      id: z.string(),
+      tokens: z.number().int().min(0),
+      bytes: z.number().int().min(0),
+      created: z.number().int().describe('Unix seconds.'),
+      last_used: z.number().int().describe('Unix seconds.'),
+      age_seconds: z.number().int().min(0).describe('Since created.'),
+      pinned: z.boolean().describe('In use by a running request.'),
+      tier: tierName,
+    }),
+  ),
+});
+export type KvResponse = z.infer<typeof kvResponse>;

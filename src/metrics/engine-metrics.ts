@@ -15,6 +15,7 @@ export const EMPTY: EngineStats = {
     bytes: 0,
     capacityBytes: 0,
     entries: { session: 0, prefix: 0, active: 0 },
+    bytesByKind: { session: 0, prefix: 0, active: 0 },
     pinnedEntries: 0,
     lookups: zeros(LOOKUP_RESULTS),
     reusedTokens: 0,

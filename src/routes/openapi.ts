@@ -39,6 +39,12 @@ export function openApiDocument(version: string) {
       '/v1/completions': generation('Text completion', s.completionRequest, s.completionResponse),
       '/v1/chat/completions': generation('Chat completion', s.chatRequest, s.chatResponse),
       '/v1/models': { get: { summary: 'The served model', responses: { 200: { description: 'A list with one model.' } } } },
+      '/v1/kv': {
+        get: {
+          summary: "The KV cache in counts and sizes: the pool by kind and tier, reuse, evictions by reason, and the caller's sessions",
+          responses: { 200: { description: 'Never token contents.', content: json(s.kvResponse) }, ...errors },
+        },
+      },
       '/tokenize': {
         post: {
           summary: 'Text or messages to token ids',

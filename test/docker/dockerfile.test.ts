@@ -191,6 +191,7 @@ t.test('the Dockerfile, replayed step by step, yields a service that streams and
   const shipped = await files(app, (rel) => rel.startsWith('node_modules/'));
   t.ok(shipped.includes('dist/src/main.js') && shipped.includes('dist/src/workers/engine-worker.js'), 'the compiled service');
   t.ok(shipped.includes('models/tiny-shakespeare/onnx/model.onnx'), 'the shipped model');
+  for (const file of ['index.html', 'app.js', 'app.css']) t.ok(shipped.includes(`dist/web/${file}`), `the playground bundle: dist/web/${file}`);
   t.strictSame(
     shipped.filter((f) => /(^|\/)(test|tools|bench)\/|\.test\.[jt]s$|\.py$|(^|\/)src\/.*\.ts$|reference\.json$/.test(f)),
     [],
@@ -251,6 +252,12 @@ t.test('the Dockerfile, replayed step by step, yields a service that streams and
     .join('');
   t.ok(text.length > 0, `streamed text: ${JSON.stringify(text)}`);
   t.equal(finishReasons(events).at(-1), 'length', 'the last chunk finishes with length');
+
+  // The playground is served from the image's bundle (dist/web), not only present in it.
+  const page = await fetch(`${url}/`);
+  t.equal(page.status, 200, 'GET / serves the playground');
+  t.match(await page.text(), '/playground/app.js');
+  t.equal((await fetch(`${url}/playground/app.js`)).status, 200, 'and its bundled script');
 
   child.kill('SIGTERM');
   t.equal(await exited, 0, `SIGTERM: exit code 0\n${output.slice(-2000)}`);

@@ -29,6 +29,8 @@ export interface CacheSnapshot {
   bytes: number;
   capacityBytes: number;
   entries: Record<'session' | 'prefix' | 'active', number>;
+  /** Of `bytes`, what each kind of entry holds (running sequences, sessions, prefix blocks). */
+  bytesByKind: Record<'session' | 'prefix' | 'active', number>;
   pinnedEntries: number;
   lookups: Record<LookupResult, number>;
   reusedTokens: number;
