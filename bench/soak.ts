@@ -249,7 +249,7 @@ const server = await startServerProcess({
   SESSION_TTL_MS: String(SESSION_TTL_MS),
 });
 log(
-  `server ${server.url} (pid ${server.pid}); ${CLIENTS} clients × ${SECONDS} s, KV budget ${KV_BYTES} bytes, ${KEYS.length === 2 ? 'two API keys' : 'no API keys (one server tenant)'}`,
+  `server ${server.url} (pid ${server.pid}); ${CLIENTS} clients × ${SECONDS} s after ${WARMUP_SECONDS} s of warm-up, KV budget ${KV_BYTES} bytes, ${KEYS.length === 2 ? 'two API keys' : 'no API keys (one server tenant)'}`,
 );
 
 const byKind: Record<string, { requests: number; unexpected: number }> = {};
