@@ -166,7 +166,10 @@ const KINDS: Array<[Kind, number]> = [
 ];
 function drawKind(): Kind {
   let r = random();
-  for (const [kind, p] of KINDS) if ((r -= p) < 0) return kind;
+  for (const [kind, p] of KINDS) {
+    r -= p;
+    if (r < 0) return kind;
+  }
   return 'bad';
 }
 
@@ -290,7 +293,8 @@ async function runClient(i: number): Promise<void> {
     }
     if (performance.now() < measureFrom) warmupRequests++;
     else requests++;
-    const k = (byKind[kind] ??= { requests: 0, unexpected: 0 });
+    byKind[kind] ??= { requests: 0, unexpected: 0 };
+    const k = byKind[kind];
     k.requests++;
     if (!ok) {
       unexpected++;
