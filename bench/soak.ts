@@ -12,7 +12,9 @@
 //   /detokenize · 10% a bad request (wrong types, out-of-range values, invalid JSON, no route).
 // max_tokens is 1–12, so requests are short and many.
 //
-// Tenants: with API keys (`--keys k1,k2` or SOAK_API_KEYS=k1,k2) each tenant's clients send
+// Tenants: with API keys (`--keys k1,k2` or SOAK_API_KEYS=k1,k2) the server is started with a
+// key file naming them as tenants soak-a and soak-b (API_KEYS_FILE, the authentication's
+// format; a server without authentication ignores it) and each tenant's clients send
 // `Authorization: Bearer <key>`; without keys no header is sent and the server serves both as
 // its one tenant ('default') — the load is the same, the isolation is not exercised.
 //
@@ -33,7 +35,8 @@
 //   {"clients":32,"seconds":60,"tenants":2,"requests":…,"unexpected":0,"leaked_pins":0,
 //    "max_pool_bytes":…,"budget_bytes":…,"rss_drift":…, by_kind, statuses, unexpected_samples,
 //    rss_bytes: {first_half_median, second_half_median}, commit, date, machine, node, onnxruntime}
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { Agent, request } from 'node:http';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -246,7 +249,10 @@ async function one(client: Client, kind: Kind): Promise<boolean> {
 
 // The compressed tier below RAM gets a small budget too: at its default (256 MiB) it fills for
 // minutes, which is growth within a budget but would read as RSS drift here.
+const keysFile = KEYS.length === 2 ? join(mkdtempSync(join(tmpdir(), 'kvserve-soak-')), 'keys.json') : undefined;
+if (keysFile) writeFileSync(keysFile, JSON.stringify({ keys: KEYS.map((key, i) => ({ tenant: `soak-${'ab'[i]}`, key })) }));
 const server = await startServerProcess({
+  ...(keysFile ? { API_KEYS_FILE: keysFile } : {}),
   KV_CACHE_MAX_BYTES: String(KV_BYTES),
   KV_CACHE_COMPRESSED_MAX_BYTES: String(COMPRESSED_BYTES),
   SESSION_TTL_MS: String(SESSION_TTL_MS),
