@@ -90,6 +90,7 @@ function engineRun(prompt: string, maxTokens: number): Promise<{ ms: number; ttf
     const start = performance.now();
     let ttftMs: number | undefined;
     listeners.set(id, (e) => {
+      if (e.type === 'admitted') return;
       if (e.text) ttftMs ??= performance.now() - start;
       if (e.type !== 'done') return;
       listeners.delete(id);

@@ -226,6 +226,7 @@ async function engineGenerate(client: EngineClient, prompt: readonly number[], n
   const request = { promptIds: [...prompt], maxTokens: n, ignoreEos: true, sampling: { ...defaultSampling, temperature: 0 } };
   let text = '';
   for await (const event of client.generate(request)) {
+    if (event.type === 'admitted') continue;
     text += event.text;
     if (event.type !== 'done') continue;
     const { finishReason, usage, error } = event;

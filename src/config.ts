@@ -63,6 +63,11 @@ const schema = z.strictObject({
      */
     prefillThread: z.boolean().optional(),
   }),
+  engine: z.strictObject({
+    /** This many worker-thread failures within restartWindowMs make the process exit 1 instead of restarting the engine again. */
+    maxRestarts: z.number().int().positive(),
+    restartWindowMs: z.number().int().positive(),
+  }),
   limits: z.strictObject({
     /** Larger request bodies get 413. */
     bodyLimitBytes: z.number().int().positive(),
@@ -115,6 +120,8 @@ const ENV: Record<string, { path: string[]; type: 'string' | 'int' | 'bool' }> =
   MAX_PREFILL_TOKENS_PER_STEP: { path: ['scheduler', 'maxPrefillTokensPerStep'], type: 'int' },
   REQUEST_TIMEOUT_MS: { path: ['scheduler', 'requestTimeoutMs'], type: 'int' },
   PREFILL_THREAD: { path: ['scheduler', 'prefillThread'], type: 'bool' },
+  ENGINE_MAX_RESTARTS: { path: ['engine', 'maxRestarts'], type: 'int' },
+  ENGINE_RESTART_WINDOW_MS: { path: ['engine', 'restartWindowMs'], type: 'int' },
   BODY_LIMIT_BYTES: { path: ['limits', 'bodyLimitBytes'], type: 'int' },
   DEFAULT_MAX_TOKENS: { path: ['limits', 'defaultMaxTokens'], type: 'int' },
   RECEIVE_TIMEOUT_MS: { path: ['limits', 'receiveTimeoutMs'], type: 'int' },

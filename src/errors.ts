@@ -113,6 +113,14 @@ export const catalog = {
     retryAfterS: 1,
     description: 'The engine is not ready (starting, shutting down, or its worker stopped); retry after `Retry-After` seconds.',
   },
+  engine_restarted: {
+    status: 503,
+    type: 'server_error',
+    code: 'engine_restarted',
+    retryAfterS: 1,
+    description:
+      'A worker thread of the engine failed while the request was in flight; the engine is being restarted. A stream that already started ends with this error event; retry after `Retry-After` seconds.',
+  },
   internal: {
     status: 500,
     type: 'server_error',

@@ -4,7 +4,9 @@ import { pino } from 'pino';
 import { buildApp } from './app.js';
 import { readBuildInfo } from './build-info.js';
 import { type Config, ConfigError, loadConfig } from './config.js';
-import { EngineClient, workerConfigOf } from './workers/engine-client.js';
+import { superviseEngine } from './http/supervise.js';
+import { type EngineClient, workerConfigOf } from './workers/engine-client.js';
+import type { EngineSupervisor } from './workers/supervisor.js';
 
 // `npm start` and the image run node with --no-concurrent-marking: garbage collection marks
 // on the JS thread that allocates, not on V8's marker threads, which took a core from
@@ -27,15 +29,16 @@ const build = readBuildInfo();
 const app = await buildApp(config, logger, build);
 await app.listen({ host: config.host, port: config.port });
 
-let engine: EngineClient;
+let supervisor: EngineSupervisor<EngineClient>;
 try {
-  engine = await EngineClient.start(workerConfigOf(config));
+  // Exit 1 once restarting keeps failing: an orchestrator restarts the whole process.
+  supervisor = await superviseEngine(app, config, workerConfigOf(config), () => process.exit(1));
 } catch (err) {
   logger.fatal(`cannot load model: ${(err as Error).message}`);
   await app.close();
   process.exit(1);
 }
-app.services.attach(engine);
+const engine = supervisor.engine;
 const { info } = engine;
 logger.info({ model: info.id, onnx: info.onnxPath, layout: info.layout, contextLength: info.contextLength, plan: engine.plan, build }, 'model loaded; ready');
 if (engine.tiers) {
@@ -58,7 +61,7 @@ async function shutdown(signal: string): Promise<void> {
   await app.close();
   clearTimeout(grace);
   clearInterval(reaper);
-  await engine.close();
+  await supervisor.close();
   logger.info('stopped');
   process.exit(0);
 }

@@ -41,6 +41,7 @@ for await (const event of client.generate(
   },
   controller.signal,
 )) {
+  if (event.type === 'admitted') continue;
   process.stdout.write(event.text);
   if (event.type === 'done') {
     const seconds = (performance.now() - started) / 1000;

@@ -2,7 +2,6 @@
 // request (limits and sampling checked), runs it, and answers as JSON or as an SSE stream.
 // The route supplies only how a choice looks (`text` or `message`/`delta`).
 import { randomUUID } from 'node:crypto';
-import { setTimeout as delay } from 'node:timers/promises';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { DoneEvent, EngineEvent, FinishReason } from '../core/scheduler/events.js';
 import type { GenerateRequest } from '../core/scheduler/sequence.js';
@@ -24,9 +23,6 @@ export interface ChoiceFormat {
   choice(text: string, finishReason: FinishReason | null): Record<string, unknown>;
   chunkChoice(text: string, finishReason: FinishReason | null, first: boolean): Record<string, unknown>;
 }
-
-/** A streaming request whose engine answers within this long gets a plain HTTP status (e.g. 503) instead of an SSE error event. */
-const STREAM_FIRST_EVENT_WAIT_MS = 50;
 
 /**
  * A prompt longer than this many tokens' worth of characters cannot fit the context whatever
@@ -112,6 +108,8 @@ export async function planRequest(body: Body, prompt: string, services: Services
 function engineError(done: DoneEvent, maxTokensParam: string): ApiError {
   const code = done.errorCode ?? 'internal';
   if (code === 'internal') return apiError('internal', 'generation failed');
+  // The thread's failure is in the log; the client learns only that a retry can succeed.
+  if (code === 'engine_restarted') return apiError(code, 'the engine failed while serving this request and is restarting; retry shortly');
   return apiError(code, done.error ?? code, code === 'kv_budget_exceeded' ? maxTokensParam : null);
 }
 
@@ -130,6 +128,8 @@ export async function respond(
   const id = `${format.idPrefix}-${randomUUID().replaceAll('-', '')}`;
   const created = Math.floor(Date.now() / 1000);
   const model = engine.info.id;
+  // Admission, here and now: a refusal is a 429 before anything was sent.
+  const release = services.admit(request.tenant);
   const controller = new AbortController();
   // The client going away (mid-stream or before the first token) aborts the work.
   const onClose = (): void => {
@@ -159,7 +159,8 @@ export async function respond(
     metrics.promptTokens.inc(done.usage.promptTokens);
     metrics.generatedTokens.inc(done.usage.completionTokens);
     // Refused before it ran (no queue time): a rejection, not a finished generation.
-    if (done.errorCode && done.errorCode !== 'internal' && done.queueMs === undefined) {
+    const failed = done.errorCode === 'internal' || done.errorCode === 'engine_restarted';
+    if (done.errorCode && !failed && done.queueMs === undefined) {
       metrics.rejected.inc({ reason: done.errorCode });
       return;
     }
@@ -169,7 +170,7 @@ export async function respond(
     metrics.requestDuration.observe((performance.now() - stats.startedAt) / 1000);
   };
 
-  const stream = async (sse: SseStream, firstEvent: Promise<IteratorResult<EngineEvent>>): Promise<void> => {
+  const stream = async (sse: SseStream, firstEvent: IteratorResult<EngineEvent>): Promise<void> => {
     const includeUsage = body.stream_options?.include_usage ?? false;
     const chunk = (choices: unknown[], usage?: unknown) => ({
       id,
@@ -180,8 +181,9 @@ export async function respond(
       ...(includeUsage ? { usage: usage ?? null } : {}),
     });
     let first = true;
-    for (let next = await firstEvent; !next.done; next = await events.next()) {
+    for (let next = firstEvent; !next.done; next = await events.next()) {
       const e = next.value;
+      if (e.type === 'admitted') continue;
       if (e.text) {
         sawText();
         await sse.send(chunk([format.chunkChoice(e.text, null, first)]));
@@ -208,6 +210,7 @@ export async function respond(
       for (;;) {
         const { value: e, done: ended } = await events.next();
         if (ended) throw new Error('generation ended without a result');
+        if (e.type === 'admitted') continue;
         if (e.text) {
           sawText();
           text += e.text;
@@ -227,13 +230,20 @@ export async function respond(
       }
     }
 
-    // Refusals arrive within milliseconds: answer those with a real status code before
-    // committing to a 200 event stream.
-    const firstEvent = events.next();
-    const early = await Promise.race([firstEvent, delay(STREAM_FIRST_EVENT_WAIT_MS, undefined, { ref: false })]);
-    if (early && !early.done && early.value.type === 'done' && early.value.finishReason === 'error') {
-      finished(early.value);
-      throw engineError(early.value, maxTokensParam);
+    // The event stream opens only once the engine has admitted the request: every refusal
+    // (queue full, no KV room in time, a restart while queued) comes before it, as a status
+    // with Retry-After, which clients retry; only a running request can end in an error event.
+    const firstEvent = await events.next();
+    const first = firstEvent.done ? undefined : firstEvent.value;
+    if (first?.type === 'done' && first.finishReason === 'error') {
+      finished(first);
+      throw engineError(first, maxTokensParam);
+    }
+    if (first?.type === 'done' && controller.signal.aborted && reply.raw.destroyed) {
+      // The client left while queued: nothing to answer.
+      finished(first);
+      stats.status = 499;
+      return;
     }
 
     reply.hijack();
@@ -248,6 +258,7 @@ export async function respond(
   } finally {
     reply.raw.off('close', onClose);
     untrack();
+    release();
     // A client that left never gets Fastify's onResponse: account for the request here.
     if (controller.signal.aborted && !reply.raw.writableEnded) finishRequest(request, 499);
     // Leaving early (an error, a closed client) tells the worker to stop.

@@ -1,11 +1,12 @@
 // What the routes share, as the `services` decorator: configuration, metrics, the engine once
 // it is ready (liveness answers while the model loads), the chat template, and the set of
-// running generations (so shutdown can end them with a final chunk).
+// running generations (so shutdown can end them with a final chunk), and admission.
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Config } from '../config.js';
 import { apiError } from '../errors.js';
 import { type BuildInfo, Metrics } from '../metrics/metrics.js';
+import { Admission, type TenantLimits } from './admission.js';
 import { ChatTemplate } from '../runtime/chat-template.js';
 import type { EngineClient } from '../workers/engine-client.js';
 
@@ -13,6 +14,7 @@ export class Services {
   readonly config: Readonly<Config>;
   readonly build: BuildInfo;
   readonly metrics: Metrics;
+  readonly admission: Admission;
   #engine: EngineClient | undefined;
   #chat: ChatTemplate | undefined;
   #draining = false;
@@ -21,6 +23,7 @@ export class Services {
   constructor(config: Readonly<Config>, build: BuildInfo) {
     this.config = config;
     this.build = build;
+    this.admission = new Admission(config.scheduler.maxRunning + config.scheduler.maxQueued);
     this.metrics = new Metrics({
       build,
       requestTimeoutMs: config.scheduler.requestTimeoutMs,
@@ -29,6 +32,7 @@ export class Services {
     });
   }
 
+  /** The engine (re)started: this one serves from now on (readiness follows its liveness). */
   attach(engine: EngineClient): void {
     this.#engine = engine;
     this.#chat = new ChatTemplate(engine.info.chatTemplate, { eos_token: engine.tokenizer.eosToken });
@@ -49,6 +53,19 @@ export class Services {
   chatTemplate(): ChatTemplate {
     this.engine();
     return this.#chat!;
+  }
+
+  /**
+   * Admits a generation of `tenant` now, on this thread, or throws 429 queue_full (counted as
+   * a rejection); returns its release.
+   */
+  admit(tenant: string, limits?: TenantLimits): () => void {
+    try {
+      return this.admission.admit(tenant, this.engine().inFlight, limits);
+    } catch (err) {
+      if ((err as { code?: unknown }).code === 'queue_full') this.metrics.rejected.inc({ reason: 'queue_full' });
+      throw err;
+    }
   }
 
   get running(): number {

@@ -17,6 +17,7 @@ export const EMPTY: EngineStats = {
     entries: { session: 0, prefix: 0, active: 0 },
     bytesByKind: { session: 0, prefix: 0, active: 0 },
     pinnedEntries: 0,
+    entryBytes: 0,
     lookups: zeros(LOOKUP_RESULTS),
     reusedTokens: 0,
     computedTokens: 0,

@@ -50,6 +50,7 @@ export class Metrics {
   readonly queueTime: Histogram;
   readonly promptTokens: Counter;
   readonly generatedTokens: Counter;
+  readonly engineRestarts: Counter;
   readonly #modelInfo: Gauge<'model' | 'dtype' | 'layers' | 'kv_heads' | 'head_dim' | 'context_length'>;
 
   constructor(options: MetricsOptions) {
@@ -74,6 +75,7 @@ export class Metrics {
     this.queueTime = histogram('kvserve_queue_time_seconds', 'Time a generation waited for admission (KV room) before it ran.');
     this.promptTokens = counter('kvserve_prompt_tokens_total', 'Prompt tokens of generation requests.');
     this.generatedTokens = counter('kvserve_generated_tokens_total', 'Tokens generated.');
+    this.engineRestarts = counter('kvserve_engine_restarts_total', 'Engine restarts after a worker thread failed (the model reloaded).');
 
     const build = new Gauge({
       name: 'kvserve_build_info',

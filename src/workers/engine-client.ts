@@ -1,6 +1,8 @@
 // The main thread's handle on the engine worker: starts it (and the tokenizer thread),
 // tokenizes on this side so the HTTP layer can check context limits before queueing, and
-// exposes each generation as an async iterable of events that an AbortSignal cancels.
+// exposes each generation as an async iterable of events that an AbortSignal cancels. Any of
+// its threads failing fails the whole client once: requests in flight end with
+// engine_restarted and its owner (supervisor.ts) starts a new one.
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../config.js';
 import type { SessionInfo } from '../core/kv/cache-stats.js';
@@ -15,6 +17,9 @@ import { TokenizerThread } from './tokenizer-thread.js';
 
 type Listener = (event: EngineEvent) => void;
 
+/** The threads a test may crash (WorkerConfig.faultInjection). */
+export type CrashTarget = 'engine' | 'tokenizer';
+
 /** Texts up to this many characters are tokenized on the HTTP thread (~1 ms at most), longer ones on the tokenizer thread. */
 export const INLINE_TOKENIZE_CHARS = 2048;
 
@@ -25,7 +30,7 @@ const CALL_TIMEOUT_MS = 5000;
 export function workerConfigOf(config: Readonly<Config>): WorkerConfig {
   const { dir, file, threads, decodeThreads } = config.model;
   const { prefillThread, ...scheduler } = config.scheduler;
-  return { modelDir: dir, onnxFile: file, threads, decodeThreads, prefillThread, kvCache: { ...config.kvCache }, scheduler };
+  return { modelDir: dir, onnxFile: file, threads, decodeThreads, prefillThread, kvCache: { ...config.kvCache }, scheduler, faultInjection: false };
 }
 
 export class EngineClient {
@@ -38,27 +43,81 @@ export class EngineClient {
   readonly #channel: WorkerChannel<EngineCalls, ToEngine, FromEngine>;
   readonly #tokenizerThread: TokenizerThread;
   readonly #listeners: Map<string, Listener>;
+  /** Generations posted to the worker whose `done` has not come back (aborted ones too). */
+  readonly #inWorker: Set<string>;
+  readonly #failureListeners: Array<(failure: string) => void> = [];
+  readonly #faultInjection: boolean;
+  #failure: string | undefined;
   #closing: Promise<number> | undefined;
 
   private constructor(
     channel: WorkerChannel<EngineCalls, ToEngine, FromEngine>,
-    listeners: Map<string, Listener>,
+    tracking: { listeners: Map<string, Listener>; inWorker: Set<string> },
     ready: EngineReady,
     tokenizer: TextTokenizer,
     tokenizerThread: TokenizerThread,
+    faultInjection: boolean,
   ) {
     this.#channel = channel;
-    this.#listeners = listeners;
+    this.#listeners = tracking.listeners;
+    this.#inWorker = tracking.inWorker;
+    this.#faultInjection = faultInjection;
     this.info = ready.info;
     this.plan = ready.plan;
     this.tiers = ready.tiers;
     this.tokenizer = tokenizer;
     this.#tokenizerThread = tokenizerThread;
-    // The worker gone: every running request ends with an error; readiness turns 503.
-    channel.onExit((failure) => {
-      const usage = { promptTokens: 0, completionTokens: 0, cachedTokens: 0 };
-      for (const [id, listener] of listeners) listener({ type: 'done', id, finishReason: 'error', text: '', usage, error: failure, errorCode: 'internal' });
-    });
+    channel.onExit((failure) => this.#fail(failure));
+    tokenizerThread.onExit((failure) => this.#fail(failure));
+  }
+
+  /**
+   * A thread ended without being asked to: every request in flight ends with engine_restarted
+   * (at once: the worker that would end them is gone), the client is no longer alive
+   * (readiness turns 503), and the failure listeners hear of it. Once.
+   */
+  #fail(failure: string): void {
+    if (this.#failure !== undefined || this.#closing !== undefined) {
+      this.#endAll(failure);
+      return;
+    }
+    this.#failure = failure;
+    this.#endAll(failure);
+    for (const listener of this.#failureListeners) listener(failure);
+  }
+
+  #endAll(failure: string): void {
+    const usage = { promptTokens: 0, completionTokens: 0, cachedTokens: 0 };
+    const error = `${failure}; the engine is restarting`;
+    for (const [id, listener] of this.#listeners) listener({ type: 'done', id, finishReason: 'error', text: '', usage, error, errorCode: 'engine_restarted' });
+    this.#listeners.clear();
+    this.#inWorker.clear();
+  }
+
+  /** Calls `listener(failure)` once if a thread of this engine fails (not when it is closed). */
+  onFailure(listener: (failure: string) => void): void {
+    if (this.#failure !== undefined) listener(this.#failure);
+    else this.#failureListeners.push(listener);
+  }
+
+  /** Why the engine failed, once it has. */
+  get failure(): string | undefined {
+    return this.#failure;
+  }
+
+  /** Generations the worker holds: running, queued, or aborted and not yet ended there. */
+  get inFlight(): number {
+    return this.#inWorker.size;
+  }
+
+  /**
+   * Fault injection for tests (only when started with `faultInjection`): the engine worker
+   * throws an uncaught exception between steps, or the tokenizer thread is terminated.
+   */
+  crash(target: CrashTarget): void {
+    if (!this.#faultInjection) throw new Error('fault injection is off');
+    if (target === 'engine') this.#channel.post({ type: 'crash' });
+    else void this.#tokenizerThread.terminate();
   }
 
   /** Starts the worker and resolves once the model is loaded; rejects with the loader's one-line error. */
@@ -66,13 +125,17 @@ export class EngineClient {
     const files = readModelDir(config.modelDir, config.onnxFile);
     const tokenizer = new TextTokenizer(files.tokenizerJson, files.tokenizerConfig);
     const listeners = new Map<string, Listener>();
+    const inWorker = new Set<string>();
     const [engine, tokenizerThread] = await Promise.allSettled([
       WorkerChannel.start<EngineCalls, EngineReady, ToEngine, FromEngine>({
         name: 'engine worker',
         entry: 'engine-worker',
         workerData: config,
         onMessage: (msg) => {
-          for (const e of msg.events) listeners.get(e.id)?.(e);
+          for (const e of msg.events) {
+            if (e.type === 'done') inWorker.delete(e.id);
+            listeners.get(e.id)?.(e);
+          }
         },
       }),
       TokenizerThread.start({ tokenizerJson: files.tokenizerJson, tokenizerConfig: files.tokenizerConfig }),
@@ -83,7 +146,14 @@ export class EngineClient {
       if (tokenizerThread.status === 'fulfilled') await tokenizerThread.value.close();
       throw engine.status === 'rejected' ? engine.reason : (tokenizerThread as PromiseRejectedResult).reason;
     }
-    return new EngineClient(engine.value.channel, listeners, engine.value.ready, tokenizer, tokenizerThread.value);
+    return new EngineClient(
+      engine.value.channel,
+      { listeners, inWorker },
+      engine.value.ready,
+      tokenizer,
+      tokenizerThread.value,
+      config.faultInjection === true,
+    );
   }
 
   /**
@@ -103,8 +173,9 @@ export class EngineClient {
     }
   }
 
+  /** False once a thread has failed or the client is closing. */
   get alive(): boolean {
-    return this.#channel.alive;
+    return this.#channel.alive && this.#failure === undefined;
   }
 
   /** Round trip to the worker: true when it answers within `timeoutMs` (readiness probe). */
@@ -147,7 +218,8 @@ export class EngineClient {
     const onAbort = (): void => this.#channel.post({ type: 'abort', id });
     let finished = false;
     try {
-      if (!this.#channel.alive) throw new Error('engine worker is not running');
+      if (!this.alive) throw new Error('engine worker is not running');
+      this.#inWorker.add(id);
       this.#channel.post({ type: 'generate', id, request });
       signal?.addEventListener('abort', onAbort, { once: true });
       if (signal?.aborted) onAbort();

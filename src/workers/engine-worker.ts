@@ -61,6 +61,17 @@ try {
   const { kvCache } = config;
   const tiers = await startTiers(info);
   const cache = new KvCacheManager({ layout: info.layout, ...kvCache, tiers });
+  let closing = false;
+  // A thread of ours ending unasked fails this worker too: the client sees the engine fail as
+  // one and restarts all of it, rather than serving on without prefill thread or tiers.
+  const failWith = (failure: string): void => {
+    if (closing) return;
+    setImmediate(() => {
+      throw new Error(failure);
+    });
+  };
+  prefill?.onExit(failWith);
+  tiers?.onExit(failWith);
 
   // A batched step emits one event per running sequence: they leave together, in one message,
   // once the step's synchronous work is done (the next model call is then already running).
@@ -97,7 +108,6 @@ try {
     return s && { ...s, dropped: s.dropped + tiers.dropped };
   };
 
-  let closing = false;
   const port = serve<EngineCalls, ToEngine, FromEngine>(
     {
       ping: () => true,
@@ -126,6 +136,7 @@ try {
     {
       onMessage: (msg) => {
         if (msg.type === 'abort') return scheduler.abort(msg.id);
+        if (msg.type === 'crash') return config.faultInjection ? failWith('fault injection: the engine worker crashed on purpose') : undefined;
         if (!closing) return scheduler.submit(msg.id, msg.request);
         const usage = { promptTokens: msg.request.promptIds.length, completionTokens: 0, cachedTokens: 0 };
         emit({ type: 'done', id: msg.id, finishReason: 'error', text: '', usage, error: 'the engine is shutting down', errorCode: 'not_ready' });

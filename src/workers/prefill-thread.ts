@@ -35,6 +35,11 @@ export class PrefillThread implements PrefillModel {
     return this.#channel.alive;
   }
 
+  /** Calls `listener(failure)` once the thread has ended, whether asked to or not. */
+  onExit(listener: (failure: string) => void): void {
+    this.#channel.onExit(listener);
+  }
+
   async forward(input: ForwardInput): Promise<ForwardOutput> {
     // Exact-size copies, handed over without a second copy: a view's whole buffer would
     // otherwise be cloned, and the caller's cache must not be detached.

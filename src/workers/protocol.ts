@@ -46,6 +46,8 @@ export interface WorkerConfig {
   scheduler: SchedulerLimits;
   /** Start the prefill thread (prefill-thread.ts); unset: decided by the model's size. */
   prefillThread?: boolean | undefined;
+  /** Obey {type: 'crash'} (EngineClient.crash): set by tests only, never from the service's configuration. */
+  faultInjection?: boolean | undefined;
 }
 
 /** The engine thread's own figures, read at scrape time. */
@@ -78,7 +80,8 @@ export type EngineReady = {
   tiers: { entries: number; rejectedAtOpen: Record<string, number> } | undefined;
 };
 
-export type ToEngine = { type: 'generate'; id: string; request: GenerateRequest } | { type: 'abort'; id: string };
+/** `crash`: fault injection, obeyed only with WorkerConfig.faultInjection (tests). */
+export type ToEngine = { type: 'generate'; id: string; request: GenerateRequest } | { type: 'abort'; id: string } | { type: 'crash' };
 
 /** Engine events in emission order (one message per scheduler step). */
 export type FromEngine = { type: 'events'; events: EngineEvent[] };

@@ -54,6 +54,11 @@ export class TierThread implements LowerTiers {
     return this.#channel.alive;
   }
 
+  /** Calls `listener(failure)` once the thread has ended, whether asked to or not. */
+  onExit(listener: (failure: string) => void): void {
+    this.#channel.onExit(listener);
+  }
+
   where(key: string): TierEntryInfo | undefined {
     return this.#index.get(key);
   }

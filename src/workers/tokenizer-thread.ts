@@ -25,6 +25,16 @@ export class TokenizerThread {
     return this.#channel.alive;
   }
 
+  /** Calls `listener(failure)` once the thread has ended, whether asked to or not. */
+  onExit(listener: (failure: string) => void): void {
+    this.#channel.onExit(listener);
+  }
+
+  /** Ends the thread at once (a test's crash; it holds no native call that this could cut). */
+  terminate(): Promise<number> {
+    return this.#channel.terminate();
+  }
+
   /** The text's token ids, computed on the thread; calls are answered in order. */
   async encode(text: string): Promise<number[]> {
     return Array.from(await this.#channel.call('encode', [text]));

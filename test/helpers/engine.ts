@@ -55,6 +55,7 @@ export class EngineHarness {
     const deltas: string[] = [];
     const result = new Promise<Result>((resolve) => {
       this.#listeners.set(id, (e) => {
+        if (e.type === 'admitted') return;
         if (e.type === 'delta') {
           deltas.push(e.text);
           onDelta?.(e.text, id);

@@ -25,7 +25,7 @@ t.test('streams the same text as the in-process engine', async (t) => {
   let done: DoneEvent | undefined;
   for await (const e of client.generate({ promptIds: client.tokenizer.encode(prompt), maxTokens: 50, sampling: greedy, ignoreEos: true })) {
     if (e.type === 'delta') deltas.push(e.text);
-    else done = e;
+    else if (e.type === 'done') done = e;
   }
   t.equal(done?.finishReason, 'length');
   const model = await loadModel(MODEL_DIR);

@@ -205,12 +205,14 @@ export class KvCacheManager {
     const entries = { session: 0, prefix: 0, active: 0 };
     const bytesByKind = { session: 0, prefix: 0, active: 0 };
     let pinnedEntries = 0;
+    let entryBytes = 0;
     for (const e of this.#pool.entries()) {
       entries[e.kind]++;
       bytesByKind[e.kind] += e.bytes;
+      entryBytes += e.bytes;
       if (e.refs > 0) pinnedEntries++;
     }
-    return { bytes: this.#pool.bytesInUse, capacityBytes: this.#pool.maxBytes, entries, bytesByKind, pinnedEntries, ...this.#counters.snapshot() };
+    return { bytes: this.#pool.bytesInUse, entryBytes, capacityBytes: this.#pool.maxBytes, entries, bytesByKind, pinnedEntries, ...this.#counters.snapshot() };
   }
 
   #removed(entry: Entry, reason: RemovalReason): void {

@@ -27,6 +27,8 @@ export interface SessionInfo {
 
 export interface CacheSnapshot {
   bytes: number;
+  /** The sum of every entry's bytes: equal to `bytes` (the pool's invariant, checked by tests). */
+  entryBytes: number;
   capacityBytes: number;
   entries: Record<'session' | 'prefix' | 'active', number>;
   /** Of `bytes`, what each kind of entry holds (running sequences, sessions, prefix blocks). */

@@ -1,4 +1,5 @@
-// What the scheduler tells its owner about each request: text deltas, then exactly one `done`.
+// What the scheduler tells its owner about each request: `admitted` once it holds a batch slot
+// and its KV room (never, if refused), text deltas, then exactly one `done`.
 // Failures carry a code of the API's error catalog (src/errors.ts), which maps it onto an
 // HTTP status; the core itself knows nothing of HTTP.
 import type { Usage } from './sequence.js';
@@ -6,7 +7,15 @@ import type { Usage } from './sequence.js';
 export type FinishReason = 'stop' | 'length' | 'abort' | 'error';
 
 /** Why a request failed: the error catalog's codes the scheduler can give. */
-export type EngineErrorCode = 'kv_cache_full' | 'kv_budget_exceeded' | 'invalid_request' | 'queue_full' | 'request_timeout' | 'not_ready' | 'internal';
+export type EngineErrorCode =
+  | 'kv_cache_full'
+  | 'kv_budget_exceeded'
+  | 'invalid_request'
+  | 'queue_full'
+  | 'request_timeout'
+  | 'not_ready'
+  | 'engine_restarted'
+  | 'internal';
 
 export type DoneEvent = {
   type: 'done';
@@ -20,7 +29,11 @@ export type DoneEvent = {
   errorCode?: EngineErrorCode;
 };
 
-export type EngineEvent = { type: 'delta'; id: string; text: string } | DoneEvent;
+/**
+ * `admitted`: the request left the queue and runs; no refusal can follow (only a finish, a
+ * timeout or a failure). The HTTP layer opens an event stream only after it.
+ */
+export type EngineEvent = { type: 'admitted'; id: string } | { type: 'delta'; id: string; text: string } | DoneEvent;
 
 export interface SchedulerLimits {
   /** Sequences running at once: the largest decode batch. */

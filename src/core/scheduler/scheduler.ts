@@ -216,6 +216,7 @@ export class Scheduler {
     });
     if (!lease) return 'no_kv';
     this.#loop.add(new Sequence(id, req, lease, performance.now() - since, this.#decoder));
+    this.#sink({ type: 'admitted', id });
     return 'admitted';
   }
 
