@@ -14,7 +14,7 @@ const file = (path: string) => fileURLToPath(new URL(`../../docker/${path}`, imp
 const FILES = { 'haproxy/haproxy.cfg': COMPOSE_HAPROXY, 'k8s/haproxy.cfg': K8S_HAPROXY };
 
 /** The lines of one section (`frontend kvserve`, `backend replicas` …), up to the next blank line. */
-const section = (cfg: string, header: string) => cfg.slice(cfg.indexOf(`\n${header}\n`)).split('\n\n')[0];
+const section = (cfg: string, header: string) => cfg.slice(cfg.indexOf(`\n${header}\n`)).split('\n\n')[0] ?? '';
 
 t.test('the committed configurations are what haproxy-config.ts generates (npm run fleet:config)', async (t) => {
   for (const [path, generated] of Object.entries(FILES)) t.equal(readFileSync(file(path), 'utf8'), generated, `docker/${path}`);
