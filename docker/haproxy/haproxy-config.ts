@@ -5,7 +5,8 @@
 //
 // Cache-aware routing is consistent hashing on a routing key, in this order:
 //   1. the `X-Session-Id` header — always available, costs no body parsing;
-//   2. `session_id` in the JSON body (HAProxy buffers up to tune.bufsize of it);
+//   2. the id of /v1/sessions/{id} (GET, DELETE: they have no body), else `session_id` in the
+//      JSON body (HAProxy buffers up to tune.bufsize of it) — one session, one replica;
 //   3. the first ROUTE_PREFIX_BYTES of the prompt (`prompt`, else the first message's
 //      `content`), so requests sharing a long system prompt or document meet on one replica.
 // A request with none of these (GET /v1/models …) is balanced like any other hash miss.
@@ -83,6 +84,7 @@ export function haproxyConfig({ bind, servers = [], serverTemplate, policy = 'ca
     `  bind ${bind}`,
     '  option http-buffer-request',
     '  http-request set-var(txn.route_key) req.hdr(x-session-id) if { req.hdr(x-session-id) -m found }',
+    '  http-request set-var(txn.route_key) path,field(4,/),url_dec if !{ var(txn.route_key) -m found } { path_beg /v1/sessions/ }',
     "  http-request set-var(txn.route_key) req.body,json_query('$.session_id') if !{ var(txn.route_key) -m found }",
     `  http-request set-var(txn.route_key) req.body,json_query('$.prompt'),bytes(0,${ROUTE_PREFIX_BYTES}) if !{ var(txn.route_key) -m found }`,
     `  http-request set-var(txn.route_key) req.body,json_query('$.messages[0].content'),bytes(0,${ROUTE_PREFIX_BYTES}) if !{ var(txn.route_key) -m found }`,
