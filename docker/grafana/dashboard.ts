@@ -339,6 +339,50 @@ export function buildDashboard(): Dashboard {
       ),
     )
 
+    // A fleet (docs/deployment.md#a-fleet): how the load balancer spreads the work, how well
+    // its routing keeps each replica's cache useful, and the shared tier in Redis.
+    .withRow(new RowBuilder('Fleet'))
+    .withPanel(
+      graph(
+        'Requests/s by instance',
+        'Generation requests per second each replica served: how the load balancer spreads the traffic.',
+        { unit: 'reqps', stacked: true },
+        [q('{{instance}}', `sum by (instance) (${rate(m('kvserve_requests_total', 'route=~"/v1/(chat/)?completions"'))})`)],
+      ),
+    )
+    .withPanel(
+      graph(
+        'Prompt tokens reused by instance',
+        "Share of each replica's prompt tokens whose K/V came from a cache (its own tiers or Redis) rather than prefill: cache-aware routing keeps it high.",
+        { unit: 'percentunit', max: 1 },
+        [
+          q(
+            '{{instance}}',
+            `sum by (instance) (${rate(m('kvserve_kv_cache_reused_tokens_total'))}) / (sum by (instance) (${rate(m('kvserve_kv_cache_reused_tokens_total'))}) + sum by (instance) (${rate(m('kvserve_kv_cache_computed_tokens_total'))}))`,
+          ),
+        ],
+      ),
+    )
+    .withPanel(
+      graph(
+        'Shared tier (Redis): bytes/s',
+        'Entry bytes each second published to Redis (sent) and fetched from it on a local miss (received).',
+        { unit: 'Bps' },
+        [q('{{direction}}', `sum by (direction) (${rate(m('kvserve_kv_cache_remote_bytes_total'))})`)],
+      ),
+    )
+    .withPanel(
+      graph(
+        'Shared tier (Redis): connection and errors',
+        'Whether each replica is connected to Redis (1) or not (0: down, or no KV_CACHE_REDIS_URL), and failed or timed-out calls per second by op. A failed lookup is a miss, never an error response.',
+        { unit: 'short' },
+        [
+          q('connected {{instance}}', m('kvserve_kv_cache_remote_up')),
+          q('errors/s {{op}}', `sum by (op) (${rate(m('kvserve_kv_cache_remote_errors_total'))})`),
+        ],
+      ),
+    )
+
     .withRow(new RowBuilder('Process'))
     .withPanel(
       graph(

@@ -1,10 +1,12 @@
 // The load balancer in front of a kvserve fleet, as HAProxy configuration: one function makes
-// both the committed docker/haproxy/haproxy.cfg (compose) and the loopback fleet's
-// (`npm run fleet`), so the two cannot drift. `npm run fleet:config` rewrites the committed file.
+// the committed docker/haproxy/haproxy.cfg (compose), docker/k8s/haproxy.cfg (Kubernetes) and
+// the loopback fleet's (`npm run fleet`), so they cannot drift. `npm run fleet:config` rewrites
+// the committed files.
 //
 // Cache-aware routing is consistent hashing on a routing key, in this order:
 //   1. the `X-Session-Id` header — always available, costs no body parsing;
-//   2. `session_id` in the JSON body (HAProxy buffers up to tune.bufsize of it);
+//   2. the id of /v1/sessions/{id} (GET, DELETE: they have no body), else `session_id` in the
+//      JSON body (HAProxy buffers up to tune.bufsize of it) — one session, one replica;
 //   3. the first ROUTE_PREFIX_BYTES of the prompt (`prompt`, else the first message's
 //      `content`), so requests sharing a long system prompt or document meet on one replica.
 // A request with none of these (GET /v1/models …) is balanced like any other hash miss.
@@ -15,11 +17,19 @@ export type Policy = 'cache-aware' | 'round-robin';
 export interface HaproxyOptions {
   /** host:port the load balancer listens on. */
   bind: string;
-  servers: readonly { name: string; address: string }[];
+  servers?: readonly { name: string; address: string }[];
+  /**
+   * Instead of fixed servers, `count` slots filled at run time from a DNS SRV record (a headless
+   * Kubernetes Service): replicas come and go without a new configuration.
+   */
+  serverTemplate?: { prefix: string; count: number; srv: string };
   policy?: Policy;
   /** Health-check period: a replica failing 2 checks in a row is out (≈ 2 periods). */
   checkIntervalMs?: number;
-  /** A DNS server to resolve replica names with at run time (Docker's is 127.0.0.11:53). */
+  /**
+   * A DNS server to resolve replica names with at run time (Docker's is 127.0.0.11:53), or
+   * 'resolv.conf': the container's own (a Kubernetes pod's cluster DNS).
+   */
   nameserver?: string;
 }
 
@@ -28,7 +38,8 @@ export const ROUTE_PREFIX_BYTES = 256;
 /** The most of a body HAProxy buffers to read session_id and the prompt from. */
 export const BUFFER_BYTES = 65_536;
 
-export function haproxyConfig({ bind, servers, policy = 'cache-aware', checkIntervalMs = 1000, nameserver }: HaproxyOptions): string {
+export function haproxyConfig({ bind, servers = [], serverTemplate, policy = 'cache-aware', checkIntervalMs = 1000, nameserver }: HaproxyOptions): string {
+  if (serverTemplate && !nameserver) throw new Error('a server template is resolved at run time: it needs a nameserver');
   const balance =
     policy === 'cache-aware'
       ? [
@@ -62,7 +73,9 @@ export function haproxyConfig({ bind, servers, policy = 'cache-aware', checkInte
       ? [
           '# Replicas may start after the load balancer, and get new addresses when restarted.',
           'resolvers dns',
-          `  nameserver dns ${nameserver}`,
+          nameserver === 'resolv.conf' ? '  parse-resolv-conf' : `  nameserver dns ${nameserver}`,
+          // SRV answers for many replicas exceed DNS's classic 512 bytes.
+          ...(serverTemplate ? ['  accepted_payload_size 8192'] : []),
           '  hold valid 5s',
           '',
         ]
@@ -71,6 +84,7 @@ export function haproxyConfig({ bind, servers, policy = 'cache-aware', checkInte
     `  bind ${bind}`,
     '  option http-buffer-request',
     '  http-request set-var(txn.route_key) req.hdr(x-session-id) if { req.hdr(x-session-id) -m found }',
+    '  http-request set-var(txn.route_key) path,field(4,/),url_dec if !{ var(txn.route_key) -m found } { path_beg /v1/sessions/ }',
     "  http-request set-var(txn.route_key) req.body,json_query('$.session_id') if !{ var(txn.route_key) -m found }",
     `  http-request set-var(txn.route_key) req.body,json_query('$.prompt'),bytes(0,${ROUTE_PREFIX_BYTES}) if !{ var(txn.route_key) -m found }`,
     `  http-request set-var(txn.route_key) req.body,json_query('$.messages[0].content'),bytes(0,${ROUTE_PREFIX_BYTES}) if !{ var(txn.route_key) -m found }`,
@@ -82,6 +96,7 @@ export function haproxyConfig({ bind, servers, policy = 'cache-aware', checkInte
     '  http-check expect status 200',
     `  default-server check inter ${checkIntervalMs}ms fastinter ${Math.max(100, Math.floor(checkIntervalMs / 2))}ms fall 2 rise 2${nameserver ? ' resolvers dns init-addr none' : ''}`,
     ...servers.map((s) => `  server ${s.name} ${s.address}`),
+    ...(serverTemplate ? [`  server-template ${serverTemplate.prefix} ${serverTemplate.count} ${serverTemplate.srv}`] : []),
   ].join('\n')}\n`;
 }
 
@@ -90,4 +105,14 @@ export const COMPOSE_HAPROXY = haproxyConfig({
   bind: '*:8000',
   servers: [1, 2, 3].map((i) => ({ name: `replica${i}`, address: `replica${i}:8080` })),
   nameserver: '127.0.0.11:53',
+});
+
+/**
+ * The Kubernetes fleet's load balancer (docker/k8s/): up to 10 replicas, found through the SRV
+ * record of the headless Service `kvserve` (port name `http`) in the `default` namespace.
+ */
+export const K8S_HAPROXY = haproxyConfig({
+  bind: '*:8000',
+  serverTemplate: { prefix: 'replica', count: 10, srv: '_http._tcp.kvserve.default.svc.cluster.local' },
+  nameserver: 'resolv.conf',
 });

@@ -2,6 +2,8 @@
 // (only the target and the intervals changed), scrapes a real kvserve while traffic exercises
 // every panel, and then every query of every panel must return finite data. A panel that would
 // show nothing fails here. Grafana's $__rate_interval is replaced by a concrete window (1m).
+// kvserve runs with a real redis-server as its shared tier, so the fleet panels have traffic.
+import { spawn } from 'node:child_process';
 import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +14,7 @@ import { buildDashboard, INSTANCE, panelsOf, RATE_INTERVAL } from '../../docker/
 import { needs } from '../helpers/binaries.js';
 import { postJson } from '../helpers/http.js';
 import { scrape } from '../helpers/metrics-text.js';
+import { freePort } from '../helpers/net.js';
 import { waitFor } from '../helpers/poll.js';
 import { type Sample, promtoolCheckConfig, startPrometheus } from '../helpers/prometheus.js';
 import { startServer } from '../helpers/server.js';
@@ -139,6 +142,10 @@ const expectations: Record<string, (s: Sample[]) => boolean> = {
   'Demotions and promotions/s/down {{from}}→{{to}}': some('to', 'disk', (v) => v > 0),
   'Disk tier: writes and rejected files/write p99': positive,
   'Process memory/engine heap used {{instance}}': positive,
+  'Requests/s by instance/{{instance}}': positive,
+  'Prompt tokens reused by instance/{{instance}}': (s) => s.every((x) => x.value > 0 && x.value <= 1),
+  'Shared tier (Redis): bytes/s/{{direction}}': some('direction', 'sent', (v) => v > 0),
+  'Shared tier (Redis): connection and errors/connected {{instance}}': (s) => s.length > 0 && s.every((x) => x.value === 1),
 };
 
 t.test('promtool accepts the shipped prometheus.yml', async (t) => {
@@ -148,11 +155,23 @@ t.test('promtool accepts the shipped prometheus.yml', async (t) => {
 });
 
 t.test('every query of every dashboard panel returns finite data from Prometheus scraping kvserve', async (t) => {
-  if (!needs(t, 'promtool', 'prometheus')) return;
+  if (!needs(t, 'promtool', 'prometheus', 'redis-server')) return;
   const dir = await mkdtemp(join(tmpdir(), 'kvserve-prometheus-config-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  // A disk tier too, so the tier panels have writes to show.
-  const server = await startServer({ env: { KV_CACHE_MAX_BYTES: String(KV_BUDGET), KV_CACHE_BLOCK_SIZE: '16', KV_CACHE_DIR: join(dir, 'kv') } });
+  const redisPort = await freePort();
+  const redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  t.teardown(() => {
+    redis.kill('SIGKILL');
+  });
+  // A disk tier too, so the tier panels have writes to show; Redis, for the shared tier's.
+  const server = await startServer({
+    env: {
+      KV_CACHE_MAX_BYTES: String(KV_BUDGET),
+      KV_CACHE_BLOCK_SIZE: '16',
+      KV_CACHE_DIR: join(dir, 'kv'),
+      KV_CACHE_REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+    },
+  });
   t.teardown(() => server.close());
 
   const shipped = parse(await readFile(SHIPPED, 'utf8')) as PromConfig;
@@ -164,6 +183,10 @@ t.test('every query of every dashboard panel returns finite data from Prometheus
   const check = promtoolCheckConfig(configFile);
   t.equal(check.status, 0, `the rewritten config passes promtool too: ${check.output}`);
 
+  await waitFor('kvserve connected to Redis', async () => (await scrape(server.url)).get('kvserve_kv_cache_remote_up') === 1, {
+    timeoutMs: 10_000,
+    intervalMs: 100,
+  });
   const prometheus = await startPrometheus(t, configFile);
   await waitFor('the first scrape of kvserve (up == 1)', async () => (await prometheus.query('up{job="kvserve"}'))[0]?.value === 1, {
     timeoutMs: 15_000,
