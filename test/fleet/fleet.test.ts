@@ -24,7 +24,9 @@ if (needs(t, 'redis-server', 'haproxy')) {
     if (!ports.includes(p)) ports.push(p);
   }
   const [port, redisPort, ...replicaPorts] = ports;
-  const fleet: Fleet = await startFleet({ replicas: 3, port: port!, redisPort: redisPort!, replicaPorts });
+  // A generous lookup timeout: on a loaded CI machine a 100 ms MGET can time out, and the
+  // test would then pass on a replica's own recomputation rather than on Redis.
+  const fleet: Fleet = await startFleet({ replicas: 3, port: port!, redisPort: redisPort!, replicaPorts, env: { KV_CACHE_REDIS_TIMEOUT_MS: '2000' } });
   t.teardown(() => fleet.stop());
   const lb = (path: string) => `${fleet.url}${path}`;
 
@@ -139,5 +141,22 @@ if (needs(t, 'redis-server', 'haproxy')) {
         .cached_tokens;
     }
     t.ok(cached >= 1008, `prefixes are shared again (${cached} cached on the other replica)`);
+  });
+
+  t.test('deleting a session removes it from Redis too, whichever replica is asked', async (t) => {
+    const [a, b] = fleet.replicas;
+    // Shorter than a block: only the session itself could give the third replica a cache.
+    const prompt = 'GONE, all:';
+    const first = await postJson(`${a!.url}/v1/completions`, { prompt, session_id: 'to-delete', max_tokens: 4, ...greedy });
+    t.equal(first.status, 200);
+    await sleep(200);
+    // Asked of a replica that never held it: not found there, but gone from the shared tier.
+    const del = await fetch(`${b!.url}/v1/sessions/to-delete`, { method: 'DELETE' });
+    t.equal(del.status, 404, 'the other replica does not hold it');
+    await fetch(`${a!.url}/v1/sessions/to-delete`, { method: 'DELETE' });
+    await sleep(200);
+    const c = fleet.replicas[2]!;
+    const next = await postJson(`${c.url}/v1/completions`, { prompt: `${prompt} again`, session_id: 'to-delete', max_tokens: 4, ...greedy });
+    t.equal(next.json.usage.prompt_tokens_details.cached_tokens, 0, 'a third replica finds no session in Redis');
   });
 }

@@ -67,7 +67,12 @@ export class TierLink {
   /** Whether session `id` lives below RAM (deleting it there is still a deletion). */
   deleteSession(tenant: string, id: string): boolean {
     const key = sessionKey(tenant, id);
-    if (!this.#tiers.where(key)) return false;
+    if (!this.#tiers.where(key)) {
+      // The shared tier may hold it though no local tier does (another replica's turn):
+      // deleting is still a deletion there, answered as not found here.
+      if (this.#tiers.remote) this.#tiers.delete([key]);
+      return false;
+    }
     this.#tiers.delete([key]);
     return true;
   }
