@@ -211,8 +211,8 @@ export async function respond(
   /** A piece of choice `index`: its state updated, and what the piece adds (for a stream chunk). */
   const piece = (p: number, e: { index?: number; text: string; logprobs?: TokenLogprob[]; promptLogprobs?: TokenLogprob[] }, end?: FinishReason) => {
     const index = p * plan.generated + (e.index ?? 0);
-    let c = choices.get(index);
-    if (!c) choices.set(index, (c = newChoice()));
+    const c = choices.get(index) ?? newChoice();
+    choices.set(index, c);
     let text = e.text;
     const entries: LogprobEntry[] = [];
     if (c.fresh && plan.echo) {

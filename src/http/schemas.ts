@@ -8,6 +8,7 @@ const refuse = (field: string) =>
   z
     .unknown()
     .refine((v) => v == null, { error: `${field} is not supported by this server` })
+    .optional()
     .describe('Not supported: refused with a 400.');
 const refused = {
   tools: refuse('tools'),

@@ -18,7 +18,6 @@ import type { Lease } from '../kv/cache-manager.js';
 import { KvCache } from '../kv/kv-cache.js';
 import type { KvData } from '../kv/layout.js';
 import type { ForwardInput, ForwardOutput } from '../model.js';
-import type { FinishReason } from './events.js';
 import type { Constraints } from '../sampling/constraints.js';
 import type { ResponseFormat } from '../sampling/grammar/index.js';
 import { type TokenLogprob, tokenLogprob } from '../sampling/logprobs.js';
@@ -212,7 +211,7 @@ export class Sequence {
    * Samples and takes the next token: the text it adds, and why the sequence ends if it does
    * (`end`). Throws when the row allows no token.
    */
-  advance(logits: Float32Array, eos: ReadonlySet<number>, contextLength: number): { text: string; end?: FinishReason } {
+  advance(logits: Float32Array, eos: ReadonlySet<number>, contextLength: number): { text: string; end?: 'stop' | 'length' } {
     if (this.maxTokens === 0) return { text: '', end: 'length' };
     const token = this.#choose(logits, Math.min(this.maxTokens - this.generated.length, contextLength - this.length));
     this.generated.push(token);

@@ -14,7 +14,7 @@
 import type { KvCacheManager } from '../kv/cache-manager.js';
 import { KvCache } from '../kv/kv-cache.js';
 import type { KvData } from '../kv/layout.js';
-import type { DecoderModel, ForwardInput, ForwardOutput, PrefillModel } from '../model.js';
+import type { DecoderModel, ForwardOutput, PrefillModel } from '../model.js';
 import { BATCH_SIZE_BUCKETS, BucketHistogram, type BucketSnapshot, LATENCY_BUCKETS } from '../../metrics/buckets.js';
 import { DecodeBatch } from './batch.js';
 import type { DoneEvent, EngineErrorCode, EngineEvent, FinishReason } from './events.js';
