@@ -14,7 +14,7 @@ import completions from './routes/completions.js';
 import health from './routes/health.js';
 import metrics from './routes/metrics.js';
 import models from './routes/models.js';
-import openapi from './routes/openapi.js';
+import openapi, { collectRoutes } from './routes/openapi.js';
 import sessions from './routes/sessions.js';
 import tokenize from './routes/tokenize.js';
 
@@ -65,6 +65,7 @@ export async function buildApp(config: Readonly<Config>, logger: FastifyBaseLogg
   await app.register(errorHandler);
   await app.register(tenant);
 
+  const routes = collectRoutes(app);
   await app.register(health);
   await app.register(models);
   await app.register(completions);
@@ -72,6 +73,6 @@ export async function buildApp(config: Readonly<Config>, logger: FastifyBaseLogg
   await app.register(tokenize);
   await app.register(sessions);
   await app.register(metrics);
-  await app.register(openapi, { version: build.version });
+  await app.register(openapi, { version: build.version, routes });
   return app;
 }

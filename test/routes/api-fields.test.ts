@@ -276,3 +276,36 @@ t.test('logit_bias steers sampling; token-id and batched prompts; refused fields
   const zero = await client.completions.create({ model, prompt: 'x', max_tokens: 0 }).catch((x: unknown) => x);
   t.match(zero, { status: 400, param: 'max_tokens' }, 'max_tokens 0 needs echo');
 });
+
+/** Every (method, path) the app serves, read off Fastify's own route tree (printRoutes), HEAD aside. */
+function appRoutes(tree: string): string[] {
+  const out: string[] = [];
+  const stack: string[] = [];
+  for (const line of tree.split('\n')) {
+    const m = /^(.*?)[├└]── (\S+) \(([^)]+)\)/.exec(line) ?? /^(.*?)[├└]── (\S+)$/.exec(line);
+    if (!m) continue;
+    const depth = m[1]!.length / 4;
+    const path = (stack[depth - 1] ?? '') + m[2]!;
+    stack[depth] = path;
+    for (const method of (m[3] ?? '').split(', ').filter((x) => x && x !== 'HEAD')) out.push(`${method} ${path.replace(/:(\w+)/g, '{$1}')}`);
+  }
+  return out;
+}
+
+t.test('/openapi.json lists every route the app serves, sessions and models/{id} included', async (t) => {
+  const doc = (await (await fetch(`${server.url}/openapi.json`)).json()) as { paths: Record<string, Record<string, { summary: string }>> };
+  const served = appRoutes(server.app.printRoutes({ commonPrefix: false }));
+  t.ok(served.length >= 13, `${served.length} routes found in the route table`);
+  for (const route of served) {
+    const [method, path] = route.split(' ') as [string, string];
+    t.ok(doc.paths[path]?.[method.toLowerCase()], `${route} is documented`);
+  }
+  const documented = Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${path}`));
+  t.same(documented.sort(), [...served].sort(), 'and nothing else');
+  for (const r of ['GET /v1/sessions', 'GET /v1/sessions/{id}', 'DELETE /v1/sessions/{id}', 'GET /v1/models/{id}']) t.ok(served.includes(r), `${r} served`);
+  const completions = doc.paths['/v1/completions']!.post as unknown as {
+    requestBody: { content: { 'application/json': { schema: { properties: Record<string, unknown> } } } };
+  };
+  for (const f of ['logprobs', 'echo', 'n', 'best_of', 'logit_bias', 'response_format'])
+    t.ok(completions.requestBody.content['application/json'].schema.properties[f], `completions body documents ${f}`);
+});
