@@ -295,7 +295,7 @@ export async function respond(
         stats.status = 499;
         return;
       }
-      await reply.send({ id, object: format.object, created, model, choices: pick(choices, prompts.length, plan, format), usage: usageOf(total) });
+      await reply.send({ id, object: format.object, created, model, choices: pick(choices, prompts, plan, format), usage: usageOf(total) });
       return;
     }
 
@@ -328,22 +328,17 @@ export async function respond(
 }
 
 /** The response's choices in order; with best_of, the n of each prompt's with the highest mean logprob, renumbered. */
-function pick(choices: Map<number, ChoiceState>, prompts: number, plan: OutputPlan, format: ChoiceFormat): Record<string, unknown>[] {
+function pick(choices: Map<number, ChoiceState>, prompts: readonly PlannedPrompt[], plan: OutputPlan, format: ChoiceFormat): Record<string, unknown>[] {
   const out: Record<string, unknown>[] = [];
-  for (let p = 0; p < prompts; p++) {
+  for (let p = 0; p < prompts.length; p++) {
     let group = Array.from({ length: plan.generated }, (_, k) => choices.get(p * plan.generated + k) ?? newChoice());
     if (plan.generated > plan.n) {
-      const skip = plan.echo ? group[0]!.entries.length - group[0]!.entries.filter((e) => e.logprob !== null).length : 0;
-      group = group
-        .map((c) => ({ c, score: meanLogprob(c, skip) }))
-        .sort((a, b) => b.score - a.score)
-        .slice(0, plan.n)
-        .map((x) => x.c);
+      // Ranked on the completion alone: an echoed prompt's entries are the same in every choice.
+      const skip = prompts[p]!.request.promptLogprobs !== undefined ? prompts[p]!.request.promptIds.length : 0;
+      group = group.sort((a, b) => meanLogprob(b, skip) - meanLogprob(a, skip)).slice(0, plan.n);
     }
-    for (const c of group) {
-      const logprobs = plan.logprobs === undefined ? null : format.logprobs(c.entries, 0);
-      out.push(format.choice(out.length, c.text, (c.finishReason as FinishReason | null) ?? null, logprobs));
-    }
+    for (const c of group)
+      out.push(format.choice(out.length, c.text, c.finishReason as FinishReason | null, plan.logprobs === undefined ? null : format.logprobs(c.entries, 0)));
   }
   return out;
 }
