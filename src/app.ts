@@ -16,7 +16,7 @@ import health from './routes/health.js';
 import kv from './routes/kv.js';
 import metrics from './routes/metrics.js';
 import models from './routes/models.js';
-import openapi from './routes/openapi.js';
+import openapi, { collectRoutes } from './routes/openapi.js';
 import playground from './routes/playground.js';
 import sessions from './routes/sessions.js';
 import tokenize from './routes/tokenize.js';
@@ -74,6 +74,7 @@ export async function buildApp(config: Readonly<Config>, logger: FastifyBaseLogg
     reply.raw.setHeader('x-kvserve-instance', instance);
   });
 
+  const routes = collectRoutes(app);
   await app.register(health);
   await app.register(models);
   await app.register(completions);
@@ -82,7 +83,7 @@ export async function buildApp(config: Readonly<Config>, logger: FastifyBaseLogg
   await app.register(sessions);
   await app.register(kv);
   await app.register(metrics);
-  await app.register(openapi, { version: build.version });
+  await app.register(openapi, { version: build.version, routes });
   await app.register(playground);
   return app;
 }

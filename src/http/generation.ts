@@ -6,6 +6,9 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { DoneEvent, EngineEvent, FinishReason } from '../core/scheduler/events.js';
 import type { GenerateRequest } from '../core/scheduler/sequence.js';
 import { type ApiError, apiError } from '../errors.js';
+import type { TokenLogprob } from '../core/sampling/logprobs.js';
+import { type ChoiceState, type LogprobEntry, entriesOf, meanLogprob, merge, newChoice, promptEntries } from './choices.js';
+import type { EngineFields, OutputPlan } from './fields.js';
 import { usageOf } from './openai.js';
 import { finishRequest } from './request-log.js';
 import type { ChatRequest, CompletionRequest } from './schemas.js';
@@ -20,8 +23,10 @@ export interface ChoiceFormat {
   chunkObject: string;
   /** The field whose length the context check names ('prompt' or 'messages'). */
   promptParam: string;
-  choice(text: string, finishReason: FinishReason | null): Record<string, unknown>;
-  chunkChoice(text: string, finishReason: FinishReason | null, first: boolean): Record<string, unknown>;
+  choice(index: number, text: string, finishReason: FinishReason | null, logprobs: unknown): Record<string, unknown>;
+  chunkChoice(index: number, text: string, finishReason: FinishReason | null, first: boolean, logprobs: unknown): Record<string, unknown>;
+  /** Logprob entries in the route's shape; `offset`: characters of the choice before them. */
+  logprobs(entries: readonly LogprobEntry[], offset: number): unknown;
 }
 
 /**
@@ -61,12 +66,30 @@ export function checkPromptSize(services: Services, param: string, chars: number
   }
 }
 
-export async function planRequest(body: Body, prompt: string, services: Services, format: ChoiceFormat, tenant: string): Promise<GenerateRequest> {
+/**
+ * One prompt (text, or token ids as completions allow) as an engine request: context limits
+ * checked, sampling parameters and the other fields (`extra`, see fields.ts) attached.
+ */
+export async function planRequest(
+  body: Body,
+  prompt: string | readonly number[],
+  services: Services,
+  format: ChoiceFormat,
+  tenant: string,
+  extra: EngineFields = {},
+): Promise<GenerateRequest> {
   const engine = services.engine();
   const context = engine.info.contextLength;
   const { requested, param } = maxTokensOf(body);
-  checkPromptSize(services, format.promptParam, prompt.length);
-  const promptIds = await engine.encode(prompt);
+  let promptIds: number[];
+  if (typeof prompt === 'string') {
+    checkPromptSize(services, format.promptParam, prompt.length);
+    promptIds = await engine.encode(prompt);
+  } else {
+    const bad = prompt.find((id) => id >= engine.info.vocabSize);
+    if (bad !== undefined) throw apiError('invalid_request', `token id ${bad} is outside the vocabulary (0..${engine.info.vocabSize - 1})`, format.promptParam);
+    promptIds = [...prompt];
+  }
   if (promptIds.length === 0) throw apiError('invalid_request', `${format.promptParam} must not be empty`, format.promptParam);
   const room = context - promptIds.length;
   if (requested != null ? promptIds.length + requested > context : room < 1) {
@@ -97,6 +120,7 @@ export async function planRequest(body: Body, prompt: string, services: Services
     ignoreEos: body.ignore_eos ?? false,
     tenant,
     ...(body.session_id != null ? { sessionId: body.session_id } : {}),
+    ...extra,
   };
 }
 
@@ -108,18 +132,23 @@ export async function planRequest(body: Body, prompt: string, services: Services
 function engineError(done: DoneEvent, maxTokensParam: string): ApiError {
   const code = done.errorCode ?? 'internal';
   if (code === 'internal') return apiError('internal', 'generation failed');
-  // The thread's failure is in the log; the client learns only that a retry can succeed.
-  if (code === 'engine_restarted') return apiError(code, 'the engine failed while serving this request and is restarting; retry shortly');
   return apiError(code, done.error ?? code, code === 'kv_budget_exceeded' ? maxTokensParam : null);
 }
 
-/** Runs the generation and writes the whole response (JSON or SSE). */
+/** One engine request of a response: a prompt (its text for echo), generating `plan.generated` choices. */
+export interface PlannedPrompt {
+  request: GenerateRequest;
+  text: string;
+}
+
+/** Runs the generations (one per prompt) and writes the whole response (JSON or SSE). */
 export async function respond(
   request: FastifyRequest,
   reply: FastifyReply,
   services: Services,
   body: Body,
-  genRequest: GenerateRequest,
+  prompts: readonly PlannedPrompt[],
+  plan: OutputPlan,
   format: ChoiceFormat,
 ): Promise<void> {
   const engine = services.engine();
@@ -128,6 +157,7 @@ export async function respond(
   const id = `${format.idPrefix}-${randomUUID().replaceAll('-', '')}`;
   const created = Math.floor(Date.now() / 1000);
   const model = engine.info.id;
+  const decode = (tokenId: number): string => engine.tokenizer.decode([tokenId]);
   // Admission, here and now: a refusal is a 429 before anything was sent.
   const release = services.admit(request.tenant);
   const controller = new AbortController();
@@ -138,8 +168,10 @@ export async function respond(
   reply.raw.on('close', onClose);
   const untrack = services.track(controller);
   const stats = request.generation;
-  stats.promptTokens = genRequest.promptIds.length;
-  const events = engine.generate(genRequest, controller.signal)[Symbol.asyncIterator]();
+  stats.promptTokens = prompts.reduce((sum, p) => sum + p.request.promptIds.length, 0);
+  const iterators = prompts.map((p) => engine.generate(p.request, controller.signal)[Symbol.asyncIterator]());
+  const events = merge(iterators);
+  const total = { promptTokens: 0, completionTokens: 0, cachedTokens: 0 };
   let lastTextAt: number | undefined;
   // Per-text timing: time to first token, then inter-token latency.
   const sawText = (): void => {
@@ -153,9 +185,12 @@ export async function respond(
     lastTextAt = now;
   };
   const finished = (done: DoneEvent): void => {
-    stats.completionTokens = done.usage.completionTokens;
+    total.promptTokens += done.usage.promptTokens;
+    total.completionTokens += done.usage.completionTokens;
+    total.cachedTokens += done.usage.cachedTokens;
+    stats.completionTokens = total.completionTokens;
     stats.finishReason = done.finishReason;
-    stats.cachedTokens = done.usage.cachedTokens;
+    stats.cachedTokens = total.cachedTokens;
     metrics.promptTokens.inc(done.usage.promptTokens);
     metrics.generatedTokens.inc(done.usage.completionTokens);
     // Refused before it ran (no queue time): a rejection, not a finished generation.
@@ -170,86 +205,131 @@ export async function respond(
     metrics.requestDuration.observe((performance.now() - stats.startedAt) / 1000);
   };
 
-  const stream = async (sse: SseStream, firstEvent: IteratorResult<EngineEvent>): Promise<void> => {
+  // Choice k of prompt p is index p * generated + k; best_of renumbers the kept ones at the end.
+  const choices = new Map<number, ChoiceState>();
+  /** A piece of choice `index`: its state updated, and what the piece adds (for a stream chunk). */
+  const piece = (p: number, e: { index?: number; text: string; logprobs?: TokenLogprob[]; promptLogprobs?: TokenLogprob[] }, end?: FinishReason) => {
+    const index = p * plan.generated + (e.index ?? 0);
+    const c = choices.get(index) ?? newChoice();
+    choices.set(index, c);
+    let text = e.text;
+    const entries: LogprobEntry[] = [];
+    if (c.fresh && plan.echo) {
+      text = prompts[p]!.text + text;
+      if (e.promptLogprobs) entries.push(...promptEntries(decode, prompts[p]!.request.promptIds, e.promptLogprobs));
+    }
+    entries.push(...entriesOf(decode, e.logprobs));
+    const offset = c.text.length;
+    c.text += text;
+    c.entries.push(...entries);
+    if (end) c.finishReason = end;
+    const first = c.fresh;
+    c.fresh = false;
+    const logprobs = plan.logprobs === undefined ? null : format.logprobs(entries, offset);
+    return { index, text, first, logprobs, hasLogprobs: entries.length > 0 };
+  };
+  const failure = (e: DoneEvent): ApiError | undefined => (e.finishReason === 'error' ? engineError(e, maxTokensParam) : undefined);
+  const logFailure = (e: DoneEvent, where: string): void => {
+    if (e.errorCode === 'internal' || !e.errorCode) request.log.error({ err: e.error }, `generation failed${where}`);
+    else request.log.warn({ code: e.errorCode, message: e.error }, `generation ended${where}`);
+  };
+
+  const stream = async (sse: SseStream, buffered: IteratorResult<[number, EngineEvent]>[]): Promise<void> => {
     const includeUsage = body.stream_options?.include_usage ?? false;
-    const chunk = (choices: unknown[], usage?: unknown) => ({
+    const chunk = (list: unknown[], usage?: unknown) => ({
       id,
       object: format.chunkObject,
       created,
       model,
-      choices,
+      choices: list,
       ...(includeUsage ? { usage: usage ?? null } : {}),
     });
-    let first = true;
-    for (let next = firstEvent; !next.done; next = await events.next()) {
-      const e = next.value;
+    let failed = false;
+    let replayed = 0;
+    const nextEvent = () => (replayed < buffered.length ? Promise.resolve(buffered[replayed++]!) : events.next());
+    for (let next = await nextEvent(); !next.done; next = await nextEvent()) {
+      const [p, e] = next.value;
       if (e.type === 'admitted') continue;
-      if (e.text) {
+      // A request of one choice ends it with `done`; one of several with a delta per choice.
+      const end = e.type === 'delta' ? e.finishReason : e.finishReason !== 'error' && plan.generated === 1 ? e.finishReason : undefined;
+      if (e.type === 'done') finished(e);
+      const err = e.type === 'done' ? failure(e) : undefined;
+      if (err && !failed) {
+        failed = true;
+        logFailure(e as DoneEvent, ' mid-stream');
+        await sse.send(err.toBody());
+        controller.abort();
+      }
+      if (failed || (e.type === 'done' && !end && !e.text)) continue;
+      const out = piece(p, e, end);
+      if (out.text || out.hasLogprobs || (out.first && plan.echo)) {
         sawText();
-        await sse.send(chunk([format.chunkChoice(e.text, null, first)]));
-        first = false;
+        await sse.send(chunk([format.chunkChoice(out.index, out.text, null, out.first, out.logprobs)]));
+        out.first = false;
       }
-      if (e.type !== 'done') continue;
-      finished(e);
-      if (e.finishReason === 'error') {
-        if (e.errorCode === 'internal' || !e.errorCode) request.log.error({ err: e.error }, 'generation failed mid-stream');
-        else request.log.warn({ code: e.errorCode, message: e.error }, 'generation ended mid-stream');
-        await sse.send(engineError(e, maxTokensParam).toBody());
-      } else {
-        await sse.send(chunk([format.chunkChoice('', e.finishReason, first)]));
-        if (includeUsage) await sse.send(chunk([], usageOf(e.usage)));
-      }
+      if (end) await sse.send(chunk([format.chunkChoice(out.index, '', end, out.first, null)]));
     }
+    if (!failed && includeUsage) await sse.send(chunk([], usageOf(total)));
     stats.status = controller.signal.aborted && sse.closed ? 499 : 200;
     sse.end();
   };
 
   try {
     if (!body.stream) {
-      let text = '';
       for (;;) {
-        const { value: e, done: ended } = await events.next();
-        if (ended) throw new Error('generation ended without a result');
+        const next = await events.next();
+        if (next.done) break;
+        const [p, e] = next.value;
         if (e.type === 'admitted') continue;
-        if (e.text) {
-          sawText();
-          text += e.text;
+        if (e.text) sawText();
+        if (e.type === 'delta') {
+          piece(p, e, e.finishReason);
+          continue;
         }
-        if (e.type !== 'done') continue;
         finished(e);
-        if (e.finishReason === 'error') {
-          if (e.errorCode === 'internal' || !e.errorCode) request.log.error({ err: e.error }, 'generation failed');
-          throw engineError(e, maxTokensParam);
+        const err = failure(e);
+        if (err) {
+          logFailure(e, '');
+          throw err;
         }
-        if (controller.signal.aborted && reply.raw.destroyed) {
-          stats.status = 499;
-          return;
-        }
-        await reply.send({ id, object: format.object, created, model, choices: [format.choice(text, e.finishReason)], usage: usageOf(e.usage) });
+        if (plan.generated === 1) piece(p, e, e.finishReason);
+      }
+      if (controller.signal.aborted && reply.raw.destroyed) {
+        stats.status = 499;
         return;
       }
+      await reply.send({ id, object: format.object, created, model, choices: pick(choices, prompts, plan, format), usage: usageOf(total) });
+      return;
     }
 
-    // The event stream opens only once the engine has admitted the request: every refusal
+    // The event stream opens only once the engine has admitted every prompt: each refusal
     // (queue full, no KV room in time, a restart while queued) comes before it, as a status
     // with Retry-After, which clients retry; only a running request can end in an error event.
-    const firstEvent = await events.next();
-    const first = firstEvent.done ? undefined : firstEvent.value;
-    if (first?.type === 'done' && first.finishReason === 'error') {
-      finished(first);
-      throw engineError(first, maxTokensParam);
-    }
-    if (first?.type === 'done' && controller.signal.aborted && reply.raw.destroyed) {
-      // The client left while queued: nothing to answer.
-      finished(first);
-      stats.status = 499;
-      return;
+    const buffered: IteratorResult<[number, EngineEvent]>[] = [];
+    const settled = new Set<number>();
+    while (settled.size < prompts.length) {
+      const next = await events.next();
+      buffered.push(next);
+      if (next.done) break;
+      const [p, e] = next.value;
+      settled.add(p);
+      if (e.type !== 'done') continue;
+      if (e.finishReason === 'error') {
+        finished(e);
+        throw engineError(e, maxTokensParam);
+      }
+      if (controller.signal.aborted && reply.raw.destroyed) {
+        // The client left while queued: nothing to answer.
+        finished(e);
+        stats.status = 499;
+        return;
+      }
     }
 
     reply.hijack();
     const sse = new SseStream(reply.raw, services.config.sse, { 'x-request-id': String(request.id) });
     try {
-      await stream(sse, firstEvent);
+      await stream(sse, buffered);
     } catch (err) {
       // Past the hijack Fastify can no longer answer for us: never leave the client hanging.
       request.log.error({ err }, 'stream failed');
@@ -262,6 +342,22 @@ export async function respond(
     // A client that left never gets Fastify's onResponse: account for the request here.
     if (controller.signal.aborted && !reply.raw.writableEnded) finishRequest(request, 499);
     // Leaving early (an error, a closed client) tells the worker to stop.
-    await events.return?.(undefined);
+    await Promise.all(iterators.map((it) => it.return?.(undefined)));
   }
+}
+
+/** The response's choices in order; with best_of, the n of each prompt's with the highest mean logprob, renumbered. */
+function pick(choices: Map<number, ChoiceState>, prompts: readonly PlannedPrompt[], plan: OutputPlan, format: ChoiceFormat): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  for (let p = 0; p < prompts.length; p++) {
+    let group = Array.from({ length: plan.generated }, (_, k) => choices.get(p * plan.generated + k) ?? newChoice());
+    if (plan.generated > plan.n) {
+      // Ranked on the completion alone: an echoed prompt's entries are the same in every choice.
+      const skip = prompts[p]!.request.promptLogprobs !== undefined ? prompts[p]!.request.promptIds.length : 0;
+      group = group.sort((a, b) => meanLogprob(b, skip) - meanLogprob(a, skip)).slice(0, plan.n);
+    }
+    for (const c of group)
+      out.push(format.choice(out.length, c.text, c.finishReason as FinishReason | null, plan.logprobs === undefined ? null : format.logprobs(c.entries, 0)));
+  }
+  return out;
 }

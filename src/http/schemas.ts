@@ -3,6 +3,36 @@
 // other OpenAI-compatible servers do; known fields are checked strictly.
 import { z } from 'zod';
 
+/** A field that changes what a client expects back and that kvserve does not implement: a 400 naming it, never silently dropped. */
+const refuse = (field: string) =>
+  z
+    .unknown()
+    .refine((v) => v == null, { error: `${field} is not supported by this server` })
+    .optional()
+    .describe('Not supported: refused with a 400.');
+const refused = {
+  tools: refuse('tools'),
+  tool_choice: refuse('tool_choice'),
+  functions: refuse('functions'),
+  function_call: refuse('function_call'),
+  audio: refuse('audio'),
+  prediction: refuse('prediction'),
+};
+
+const jsonSchemaFormat = z.object({
+  name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, { error: 'a-z, A-Z, 0-9, _ and -, at most 64 characters' }),
+  description: z.string().optional(),
+  schema: z.record(z.string(), z.unknown()).optional(),
+  strict: z.boolean().nullish(),
+});
+export const responseFormat = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('text') }),
+  z.object({ type: z.literal('json_object') }),
+  z.object({ type: z.literal('json_schema'), json_schema: jsonSchemaFormat }),
+]);
+
+const tokenIds = z.array(z.number().int().min(0)).min(1);
+
 const samplingFields = {
   model: z.string().min(1).optional().describe('The served model id; optional, defaults to it.'),
   max_tokens: z.number().int().min(1).nullish().describe('Most tokens to generate.'),
@@ -20,7 +50,13 @@ const samplingFields = {
     .describe('Up to 16 strings; generation ends before the first match, which is not returned.'),
   stream: z.boolean().nullish(),
   stream_options: z.object({ include_usage: z.boolean().optional() }).nullish(),
-  n: z.literal(1, { error: 'only n=1 is supported' }).nullish(),
+  n: z.number().int().min(1).max(128).nullish().describe('Choices to generate; the prompt is computed once and its KV cache copied into each.'),
+  logit_bias: z
+    .record(z.string().regex(/^\d+$/, { error: 'keys must be token ids' }), z.number().min(-100).max(100))
+    .nullish()
+    .describe('Token id → bias (−100…100) added to its logit before sampling.'),
+  response_format: responseFormat.nullish().describe('Structured output by constrained decoding: the output always parses (and validates against the schema).'),
+  ...refused,
   user: z.string().nullish(),
   ignore_eos: z.boolean().nullish().describe('Keep generating past end-of-sequence tokens (as vLLM).'),
   session_id: z
@@ -33,15 +69,25 @@ const samplingFields = {
 
 export const completionRequest = z.object({
   ...samplingFields,
-  prompt: z.union([z.string(), z.array(z.string()).length(1, { error: 'only a single prompt is supported' })]).describe('The text to continue.'),
-  logprobs: z.null({ error: 'logprobs are not supported' }).optional(),
-  echo: z.literal(false, { error: 'echo is not supported' }).nullish(),
-  best_of: z.literal(1, { error: 'only best_of=1 is supported' }).nullish(),
+  prompt: z
+    .union([
+      z.string(),
+      tokenIds,
+      z
+        .array(z.union([z.string(), tokenIds]))
+        .min(1)
+        .max(64),
+    ])
+    .describe('The text to continue, as text or token ids; an array of those is a batch (n choices each).'),
+  max_tokens: z.number().int().min(0).nullish().describe('Most tokens to generate; 0 (with echo) scores the prompt only.'),
+  logprobs: z.number().int().min(0).max(20).nullish().describe("Each token's log-probability and its k most likely alternatives (raw model distribution)."),
+  echo: z.boolean().nullish().describe('Return the prompt before the completion (with its logprobs when logprobs is set; the first is null).'),
+  best_of: z.number().int().min(1).max(128).nullish().describe('Generate best_of choices and return the n with the highest mean token logprob.'),
   suffix: z.null({ error: 'suffix is not supported' }).optional(),
 });
 export type CompletionRequest = z.infer<typeof completionRequest>;
 
-const textPart = z.object({ type: z.literal('text'), text: z.string() });
+const textPart = z.object({ type: z.literal('text', { error: 'only text content parts are supported' }), text: z.string() });
 const message = z.object({
   role: z.enum(['system', 'developer', 'user', 'assistant']),
   content: z.union([z.string(), z.array(textPart)]),
@@ -52,8 +98,8 @@ export const chatRequest = z.object({
   ...samplingFields,
   messages: z.array(message).min(1),
   max_completion_tokens: z.number().int().min(1).nullish().describe('Alias of max_tokens (newer OpenAI name).'),
-  logprobs: z.literal(false, { error: 'logprobs are not supported' }).nullish(),
-  top_logprobs: z.null({ error: 'logprobs are not supported' }).optional(),
+  logprobs: z.boolean().nullish().describe("Each output token's log-probability (raw model distribution)."),
+  top_logprobs: z.number().int().min(0).max(20).nullish().describe('With logprobs: the k most likely alternatives at each position.'),
 });
 export type ChatRequest = z.infer<typeof chatRequest>;
 export type ChatMessage = z.infer<typeof message>;
@@ -75,6 +121,14 @@ const usage = z.object({
   total_tokens: z.number().int(),
   prompt_tokens_details: z.object({ cached_tokens: z.number().int() }),
 });
+const topLogprob = z.object({ token: z.string(), logprob: z.number(), bytes: z.array(z.number().int()) });
+const chatLogprob = topLogprob.extend({ top_logprobs: z.array(topLogprob) });
+const legacyLogprobs = z.object({
+  tokens: z.array(z.string()),
+  token_logprobs: z.array(z.number().nullable()),
+  top_logprobs: z.array(z.record(z.string(), z.number()).nullable()),
+  text_offset: z.array(z.number().int()),
+});
 const finishReason = z.enum(['stop', 'length', 'abort', 'error']).nullable();
 
 export const completionResponse = z.object({
@@ -82,7 +136,7 @@ export const completionResponse = z.object({
   object: z.literal('text_completion'),
   created: z.number().int(),
   model: z.string(),
-  choices: z.array(z.object({ index: z.number().int(), text: z.string(), finish_reason: finishReason, logprobs: z.null() })),
+  choices: z.array(z.object({ index: z.number().int(), text: z.string(), finish_reason: finishReason, logprobs: legacyLogprobs.nullable() })),
   usage: usage.optional(),
 });
 
@@ -96,7 +150,7 @@ export const chatResponse = z.object({
       index: z.number().int(),
       message: z.object({ role: z.literal('assistant'), content: z.string() }),
       finish_reason: finishReason,
-      logprobs: z.null(),
+      logprobs: z.object({ content: z.array(chatLogprob) }).nullable(),
     }),
   ),
   usage,

@@ -1,6 +1,8 @@
 // POST /v1/chat/completions — OpenAI's chat API; messages are rendered with the model's
 // chat template, then generated like a completion.
 import type { FastifyInstance } from 'fastify';
+import { chatLogprobs } from '../http/choices.js';
+import { engineFields } from '../http/fields.js';
 import { type ChoiceFormat, checkPromptSize, planRequest, respond } from '../http/generation.js';
 import { checkModel, toTurns } from '../http/openai.js';
 import { chatRequest } from '../http/schemas.js';
@@ -11,14 +13,15 @@ const format: ChoiceFormat = {
   object: 'chat.completion',
   chunkObject: 'chat.completion.chunk',
   promptParam: 'messages',
-  choice: (text, finishReason) => ({ index: 0, message: { role: 'assistant', content: text }, finish_reason: finishReason, logprobs: null }),
-  chunkChoice: (text, finishReason, first) => ({
-    index: 0,
+  choice: (index, text, finishReason, logprobs) => ({ index, message: { role: 'assistant', content: text }, finish_reason: finishReason, logprobs }),
+  chunkChoice: (index, text, finishReason, first, logprobs) => ({
+    index,
     // OpenAI sends the role in the first chunk, even when no text precedes the finish.
     delta: first ? { role: 'assistant', content: text } : finishReason ? {} : { content: text },
     finish_reason: finishReason,
-    logprobs: null,
+    logprobs,
   }),
+  logprobs: (entries) => chatLogprobs(entries),
 };
 
 export default async function chat(app: FastifyInstance): Promise<void> {
@@ -27,6 +30,7 @@ export default async function chat(app: FastifyInstance): Promise<void> {
     const services = app.services;
     const engine = services.engine();
     checkModel(body.model, engine.info.id);
+    const { fields, plan } = engineFields(body, engine.info.vocabSize);
     const turns = toTurns(body.messages);
     checkPromptSize(
       services,
@@ -35,7 +39,7 @@ export default async function chat(app: FastifyInstance): Promise<void> {
       turns.length,
     );
     const prompt = services.chatTemplate().render(turns);
-    const genRequest = await planRequest(body, prompt, services, format, request.tenant);
-    await respond(request, reply, services, body, genRequest, format);
+    const genRequest = await planRequest(body, prompt, services, format, request.tenant, fields);
+    await respond(request, reply, services, body, [{ request: genRequest, text: prompt }], plan, format);
   });
 }

@@ -8,6 +8,8 @@ import { workerData } from 'node:worker_threads';
 import { KvCacheManager } from '../core/kv/cache-manager.js';
 import type { EngineEvent } from '../core/scheduler/events.js';
 import { Scheduler } from '../core/scheduler/scheduler.js';
+import { GrammarCache } from '../core/sampling/constraints.js';
+import { tokenVocab } from '../core/sampling/grammar/index.js';
 import { BucketHistogram, GC_BUCKETS } from '../metrics/buckets.js';
 import { type ModelInfo, loadModel } from '../runtime/load-model.js';
 import { readModelDir } from '../runtime/model-dir.js';
@@ -53,8 +55,18 @@ async function startTiers(info: ModelInfo): Promise<TierThread | undefined> {
   return TierThread.start({ layout: info.layout, onnxPath: info.onnxPath, tokenizerPath: join(info.dir, 'tokenizer.json'), compressed, disk, remote });
 }
 
+/** Structured outputs for this tokenizer; none (response_format refused) if its decoder is one the vocabulary reader does not know. */
+function grammarsFor(tokenizerJson: object, eosIds: readonly number[]): GrammarCache | undefined {
+  try {
+    return new GrammarCache(tokenVocab(tokenizerJson, eosIds));
+  } catch {
+    return undefined;
+  }
+}
+
 try {
-  const weightBytes = modelWeightBytes(readModelDir(config.modelDir, config.onnxFile).onnxPath);
+  const files = readModelDir(config.modelDir, config.onnxFile);
+  const weightBytes = modelWeightBytes(files.onnxPath);
   const plan = planThreads(config, weightBytes);
   const { decoder, tokenizer, info } = await loadModel(config.modelDir, { ...config, ...plan });
   const prefill = plan.prefillThread ? await PrefillThread.start(info.onnxPath, info.vocabSize) : undefined;
@@ -96,6 +108,7 @@ try {
       admissionTimeoutMs: kvCache.admissionTimeoutMs,
       limits: config.scheduler,
       prefillModel: prefill,
+      grammars: grammarsFor(files.tokenizerJson as object, info.eosIds),
     },
     emit,
   );

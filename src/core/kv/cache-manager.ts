@@ -8,7 +8,7 @@
 import { BlockStore } from './block-store.js';
 import { CacheCounters, type CacheSnapshot, type LookupResult, type SessionInfo } from './cache-stats.js';
 import type { Entry, Match, Payload } from './entries.js';
-import type { KvCache } from './kv-cache.js';
+import { KvCache } from './kv-cache.js';
 import { type KvLayout, kvBytesPerToken } from './layout.js';
 import { KvPool, type RemovalReason, monotonicNow } from './pool.js';
 import { type InUseSession, SessionStore } from './session-store.js';
@@ -20,6 +20,8 @@ export interface CacheRequest {
   sessionId?: string | undefined;
   promptIds: readonly number[];
   maxTokens: number;
+  /** Reuse nothing: the whole prompt is computed (a request scoring its prompt needs every position's logits). */
+  noReuse?: boolean | undefined;
 }
 
 /** A running request's hold on the cache, from admission to release. */
@@ -129,13 +131,34 @@ export class KvCacheManager {
    * much of the budget; the caller waits or refuses.
    */
   acquire(request: CacheRequest): Lease | undefined {
-    this.expireSessions();
-    const { promptIds, tenant, sessionId } = request;
-    const committedBytes = this.worstCaseBytes(promptIds.length, request.maxTokens);
-    if (this.#committedBytes + committedBytes > this.maxBytes) return undefined;
+    return this.acquireGroup(request, 1)?.[0];
+  }
 
+  /**
+   * Admits a request of `n` choices: choice 0 as acquire() does, choices 1..n-1 with an empty
+   * starting cache and no lookup, since they copy choice 0's prompt when it is computed. Each
+   * reserves its own worst case (each batch row holds its copy). All or none.
+   */
+  acquireGroup(request: CacheRequest, n: number): Lease[] | undefined {
+    this.expireSessions();
+    const { promptIds, tenant } = request;
+    const committedBytes = this.worstCaseBytes(promptIds.length, request.maxTokens);
+    if (this.#committedBytes + n * committedBytes > this.maxBytes) return undefined;
+    const leases = [this.#acquireOne(request, committedBytes)];
+    for (let i = 1; i < n; i++) {
+      const kv = KvCache.empty(this.layout);
+      const active = this.#pool.add('active', { kind: 'active' }, 0, 1)!;
+      this.#committedBytes += committedBytes;
+      const fork: CacheRequest = { tenant, promptIds, maxTokens: request.maxTokens };
+      leases.push({ kv, cachedTokens: 0, result: 'miss', request: fork, active, committedBytes, session: undefined, released: false } as LeaseState);
+    }
+    return leases;
+  }
+
+  #acquireOne(request: CacheRequest, committedBytes: number): Lease {
+    const { promptIds, tenant, sessionId } = request;
     // At least the last prompt token is always fed to the model: its logits start generation.
-    const reusable = promptIds.length - 1;
+    const reusable = request.noReuse ? 0 : promptIds.length - 1;
     const fromSession = sessionId === undefined ? undefined : this.#sessions.match(tenant, sessionId, promptIds, reusable);
     const fromBlocks = this.#blocks.match(tenant, promptIds, reusable);
     // A session is taken over only when it contributes tokens; otherwise it is left alone.

@@ -9,6 +9,7 @@
 // scheduler runs in the engine worker or in-process.
 import type { KvCacheManager } from '../kv/cache-manager.js';
 import type { DecoderModel, PrefillModel } from '../model.js';
+import { Constraints, type GrammarCache } from '../sampling/constraints.js';
 import type { TokenDecoder } from '../sampling/detokenizer.js';
 import { validateSampling } from '../sampling/params.js';
 import type { BucketSnapshot } from '../../metrics/buckets.js';
@@ -25,6 +26,17 @@ export interface SchedulerOptions {
   limits: SchedulerLimits;
   /** The same model on a thread of its own: prompt chunks run there while the batch decodes. */
   prefillModel?: PrefillModel | undefined;
+  /** Response formats compiled for the model's vocabulary; without it, responseFormat is refused. */
+  grammars?: GrammarCache | undefined;
+}
+
+/** A request of n > 1 choices while it runs: its `done` sums them once all have ended. */
+interface Group {
+  members: Sequence[];
+  left: number;
+  usage: Usage;
+  queueMs: number;
+  failure?: { error?: string | undefined; errorCode?: EngineErrorCode | undefined };
 }
 
 interface Waiting {
@@ -46,6 +58,7 @@ export class Scheduler {
   /** Admitted in arrival order as slots and KV room free up. */
   readonly #waiting = new Map<string, Waiting>();
   readonly #deadlines = new Map<string, NodeJS.Timeout>();
+  readonly #groups = new Map<string, Group>();
 
   constructor(model: DecoderModel, decoder: TokenDecoder, options: SchedulerOptions, sink: (e: EngineEvent) => void) {
     const { limits } = options;
@@ -66,7 +79,7 @@ export class Scheduler {
       requestTimeoutMs: limits.requestTimeoutMs,
       emit: sink,
       finished: (seq, done) => {
-        this.#done(seq.id, done);
+        this.#choiceDone(seq, done);
         this.#admitWaiting();
       },
     });
@@ -136,8 +149,35 @@ export class Scheduler {
       this.#dequeue(waiting);
       this.#done(id, { finishReason: 'abort', text: '', usage: emptyUsage(waiting.request) });
     }
+    for (const seq of this.#members(id)) seq.aborted = true;
+  }
+
+  /** The running sequences of request `id`: its choices. */
+  #members(id: string): Sequence[] {
+    const group = this.#groups.get(id);
+    if (group) return group.members;
     const running = this.#loop.get(id);
-    if (running) running.aborted = true;
+    return running ? [running] : [];
+  }
+
+  /**
+   * A sequence ended. A request's only choice ends the request; a choice of several is sent
+   * as a delta with its finish reason, and the last one ends the request with the usage of all.
+   */
+  #choiceDone(seq: Sequence, done: Omit<DoneEvent, 'type' | 'id'>): void {
+    const g = this.#groups.get(seq.requestId);
+    if (!g) {
+      this.#done(seq.id, done);
+      return;
+    }
+    const { finishReason, text, usage, queueMs, error, errorCode, ...extras } = done;
+    if (finishReason === 'error') g.failure ??= { error, errorCode };
+    else this.#sink({ type: 'delta', id: seq.requestId, text, finishReason, ...extras });
+    g.usage.completionTokens += usage.completionTokens;
+    if (seq.index === 0) g.usage.cachedTokens = usage.cachedTokens;
+    if (--g.left > 0) return;
+    this.#groups.delete(seq.requestId);
+    this.#done(seq.requestId, { finishReason: g.failure ? 'error' : finishReason, text: '', usage: g.usage, queueMs: g.queueMs, ...g.failure });
   }
 
   /** Ends every request: queued ones at once, running ones at the next step boundary. */
@@ -160,15 +200,27 @@ export class Scheduler {
     if (req.promptIds.length >= context) {
       return { code: 'invalid_request', message: `prompt of ${req.promptIds.length} tokens leaves no room in a context of ${context}` };
     }
-    if (!Number.isInteger(req.maxTokens) || req.maxTokens < 1) return { code: 'invalid_request', message: 'maxTokens must be a positive integer' };
+    if (!Number.isInteger(req.maxTokens) || req.maxTokens < 0) return { code: 'invalid_request', message: 'maxTokens must be an integer >= 0' };
+    const n = req.n ?? 1;
+    if (!Number.isInteger(n) || n < 1 || n > this.#limits.maxRunning) {
+      return { code: 'invalid_request', message: `n must be an integer from 1 to ${this.#limits.maxRunning} (the most sequences run at once)` };
+    }
+    for (const k of [req.logprobs, req.promptLogprobs]) {
+      if (k !== undefined && !(Number.isInteger(k) && k >= 0 && k <= 20))
+        return { code: 'invalid_request', message: 'logprobs must be an integer from 0 to 20' };
+    }
     try {
       validateSampling(req.sampling);
+      if (req.responseFormat) {
+        if (!this.#options.grammars) throw new Error('response_format is not available for this model');
+        this.#options.grammars.get(req.responseFormat);
+      }
     } catch (err) {
       return { code: 'invalid_request', message: (err as Error).message };
     }
     const { cache } = this.#options;
-    if (!cache.canEverFit(req.promptIds.length, req.maxTokens)) {
-      const needs = cache.worstCaseBytes(req.promptIds.length, req.maxTokens);
+    if (!cache.canEverFit(req.promptIds.length * n, req.maxTokens * n)) {
+      const needs = cache.worstCaseBytes(req.promptIds.length * n, req.maxTokens * n);
       return { code: 'kv_budget_exceeded', message: `the request needs up to ${needs} bytes of KV cache; the budget is ${cache.maxBytes}` };
     }
     return undefined;
@@ -186,8 +238,7 @@ export class Scheduler {
       this.#dequeue(waiting);
       this.#refuse(id, waiting.request, 'request_timeout', `the request waited ${this.#limits.requestTimeoutMs} ms in the queue without starting`);
     }
-    const running = this.#loop.get(id);
-    if (running) running.timedOut = true;
+    for (const seq of this.#members(id)) seq.timedOut = true;
   }
 
   /** Every request ends here, exactly once: its single `done` event. */
@@ -207,15 +258,35 @@ export class Scheduler {
   }
 
   #admit(id: string, req: GenerateRequest, since: number): 'admitted' | 'no_slot' | 'no_kv' {
-    if (this.#loop.size >= this.#limits.maxRunning) return 'no_slot';
-    const lease = this.#options.cache.acquire({
-      tenant: req.tenant ?? 'default',
-      sessionId: req.sessionId,
-      promptIds: req.promptIds,
-      maxTokens: req.maxTokens,
+    const n = req.n ?? 1;
+    if (this.#loop.size + n > this.#limits.maxRunning) return 'no_slot';
+    const leases = this.#options.cache.acquireGroup(
+      {
+        tenant: req.tenant ?? 'default',
+        sessionId: req.sessionId,
+        promptIds: req.promptIds,
+        maxTokens: req.maxTokens,
+        noReuse: req.promptLogprobs !== undefined,
+      },
+      n,
+    );
+    if (!leases) return 'no_kv';
+    const queueMs = performance.now() - since;
+    const grammar = req.responseFormat ? this.#options.grammars?.get(req.responseFormat) : undefined;
+    const members = leases.map((lease, i) => {
+      // Seeded choices are reproducible and differ: choice i draws with seed + i.
+      const seed = req.sampling.seed;
+      const sampling = i > 0 && seed !== undefined ? { ...req.sampling, seed: (seed + i) % (Number.MAX_SAFE_INTEGER + 1) } : req.sampling;
+      return new Sequence(i === 0 ? id : `${id}#${i}`, { ...req, sampling }, lease, queueMs, this.#decoder, {
+        requestId: id,
+        ...(n > 1 ? { index: i } : {}),
+        constraints: Constraints.of(req.logitBias, grammar),
+        forked: i > 0,
+      });
     });
-    if (!lease) return 'no_kv';
-    this.#loop.add(new Sequence(id, req, lease, performance.now() - since, this.#decoder));
+    members[0]!.forks.push(...members.slice(1));
+    if (n > 1) this.#groups.set(id, { members, left: n, usage: { ...emptyUsage(req) }, queueMs });
+    for (const seq of members) this.#loop.add(seq);
     this.#sink({ type: 'admitted', id });
     return 'admitted';
   }

@@ -14,7 +14,7 @@
 import type { KvCacheManager } from '../kv/cache-manager.js';
 import { KvCache } from '../kv/kv-cache.js';
 import type { KvData } from '../kv/layout.js';
-import type { DecoderModel, ForwardInput, ForwardOutput, PrefillModel } from '../model.js';
+import type { DecoderModel, ForwardOutput, PrefillModel } from '../model.js';
 import { BATCH_SIZE_BUCKETS, BucketHistogram, type BucketSnapshot, LATENCY_BUCKETS } from '../../metrics/buckets.js';
 import { DecodeBatch } from './batch.js';
 import type { DoneEvent, EngineErrorCode, EngineEvent, FinishReason } from './events.js';
@@ -78,7 +78,7 @@ export class StepLoop {
   /** Takes in a newly admitted sequence (phase prefilling) and runs the loop if it is idle. */
   add(seq: Sequence): void {
     this.#running.set(seq.id, seq);
-    this.#prefilling.push(seq);
+    if (seq.phase === 'prefilling') this.#prefilling.push(seq);
     this.#loop ??= this.#run();
   }
 
@@ -163,7 +163,7 @@ export class StepLoop {
    * chunk's would be.
    */
   #offload(thread: PrefillModel, seq: Sequence, n: number): void {
-    const input = this.#chunkInput(seq, n);
+    const input = seq.chunkInput(n);
     seq.to('offloaded');
     // The sequence may have ended (aborted, timed out) while its chunk ran: then nothing is kept.
     const current = (): boolean => this.#running.get(seq.id) === seq;
@@ -209,33 +209,22 @@ export class StepLoop {
     this.#batch.write(seq, out.newKv, n);
     seq.length = cached + n;
     this.#o.cache.grow(seq.lease, seq.length);
-    this.#accept(seq, out.logits(0, n - 1));
+    seq.scorePrompt(out, cached, n);
+    const logits = out.logits(0, n - 1);
+    if (seq.forks.length > 0) this.#fork(seq, logits, this.#batch.view(seq).own());
+    this.#accept(seq, logits);
   }
 
   async #prefillChunk(seq: Sequence, n: number): Promise<void> {
-    const input = this.#chunkInput(seq, n);
+    const input = seq.chunkInput(n);
     this.#chunkDone(seq, n, input.pastLength, await this.#o.model.forward(input));
-  }
-
-  /** The call computing the next `n` prompt tokens over the sequence's own cache. */
-  #chunkInput(seq: Sequence, n: number): ForwardInput {
-    const kv = seq.kv!;
-    const past = kv.length;
-    return {
-      batch: 1,
-      seqLen: n,
-      pastLength: past,
-      inputIds: seq.promptIds.slice(past, past + n),
-      positionIds: Array.from({ length: n }, (_, i) => past + i),
-      past: kv.tensors,
-      lastLogitsOnly: true,
-    };
   }
 
   /** Takes in a chunk computed over the sequence's own cache (`past` tokens long). */
   #chunkDone(seq: Sequence, n: number, past: number, out: ForwardOutput): void {
     seq.length = past + n;
     this.#o.cache.grow(seq.lease, seq.length);
+    seq.scorePrompt(out, past, n);
     if (seq.promptLeft > 0) {
       seq.kv!.append(out.newKv, n);
       return;
@@ -245,7 +234,19 @@ export class StepLoop {
     // sequence that ends here keeps its cache as one piece for the pool.
     seq.tail = { kv: out.newKv, length: n };
     seq.to('ready');
-    if (this.#accept(seq, out.logits(0, n - 1))) this.#ready.push(seq);
+    const logits = out.logits(0, n - 1);
+    if (seq.forks.length > 0) this.#fork(seq, logits, seq.kv!, seq.tail);
+    if (this.#accept(seq, logits)) this.#ready.push(seq);
+  }
+
+  /** Choices 1..n-1 start from choice 0's prompt (Sequence.forkFrom) and sample their first tokens. */
+  #fork(seq: Sequence, logits: Float32Array, kv: KvCache, tail?: { kv: KvData[]; length: number }): void {
+    for (const f of seq.forks.splice(0)) {
+      if (this.#running.get(f.id) !== f) continue;
+      f.forkFrom(seq, kv, tail);
+      this.#o.cache.grow(f.lease, f.length);
+      if (this.#accept(f, logits)) this.#ready.push(f);
+    }
   }
 
   /** A prefilled sequence enters the decode batch. */
@@ -293,22 +294,15 @@ export class StepLoop {
    * emitted only NaN or -Infinity) fails this request alone, not the step or the loop.
    */
   #accept(seq: Sequence, logits: Float32Array): boolean {
-    let token: number;
+    let step: { text: string; end?: FinishReason };
     try {
-      token = seq.sampler.sample(logits);
+      step = seq.advance(logits, this.#eos, this.#o.contextLength);
     } catch (err) {
       this.#fail(seq, 'internal', `sampling failed: ${(err as Error).message}`);
       return false;
     }
-    seq.generated.push(token);
-    if (!seq.ignoreEos && this.#eos.has(token)) return this.#finish(seq, 'stop', seq.flush());
-    const { text, stopped } = seq.acceptText(token);
-    if (stopped) return this.#finish(seq, 'stop', text);
-    // length + 1 is the sequence length once the token just sampled is counted.
-    if (seq.generated.length >= seq.maxTokens || seq.length + 1 >= this.#o.contextLength) {
-      return this.#finish(seq, 'length', text + seq.flush());
-    }
-    if (text) this.#o.emit({ type: 'delta', id: seq.id, text });
+    if (step.end) return this.#finish(seq, step.end, step.text);
+    if (step.text) this.#o.emit({ type: 'delta', id: seq.requestId, text: step.text, ...seq.drain() });
     return true;
   }
 
@@ -319,6 +313,8 @@ export class StepLoop {
   /** Ends a running sequence: its cache goes back to the pool, its slot to the queue. Returns false. */
   #finish(seq: Sequence, finishReason: FinishReason, text: string, failure?: { error: string; errorCode: EngineErrorCode }): false {
     if (!this.#running.delete(seq.id)) return false;
+    // Choices still waiting for this one's prompt end with it.
+    for (const f of seq.forks.splice(0)) this.#finish(f, finishReason, '', failure);
     const decoding = seq.phase === 'decoding';
     let kv: KvCache | undefined;
     if (decoding) {
@@ -337,7 +333,7 @@ export class StepLoop {
     const keep = failure?.errorCode === 'internal' ? undefined : kv;
     this.#o.cache.release(seq.lease, keep ? { kv: keep, tokens: seq.cachedSequence() } : undefined);
     if (decoding) this.#batch.remove(seq);
-    this.#o.finished(seq, { finishReason, text, usage: seq.usage(), queueMs: seq.queueMs, ...failure });
+    this.#o.finished(seq, { finishReason, text, usage: seq.usage(), queueMs: seq.queueMs, ...failure, ...seq.drain() });
     return false;
   }
 }
