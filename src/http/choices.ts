@@ -2,6 +2,8 @@
 // first when echoed), in OpenAI's chat shape or the legacy completions shape, and the events of
 // several engine generations (a batch of prompts) merged into one stream of choices.
 import type { TokenLogprob } from '../core/sampling/logprobs.js';
+import type { FinishReason } from '../core/scheduler/events.js';
+import type { OutputPlan } from './fields.js';
 
 /** One position's logprob as the API shows it: its token's text and bytes (null for the prompt's first token). */
 export interface LogprobEntry {
@@ -81,4 +83,38 @@ export async function* merge<T>(its: readonly AsyncIterator<T>[]): AsyncGenerato
     pending.set(i, pull(i));
     yield [i, r.value];
   }
+}
+
+/** How a route shapes its choices (completions' or chat's). */
+export interface ChoiceFormat {
+  idPrefix: string;
+  object: string;
+  chunkObject: string;
+  /** The field whose length the context check names ('prompt' or 'messages'). */
+  promptParam: string;
+  choice(index: number, text: string, finishReason: FinishReason | null, logprobs: unknown): Record<string, unknown>;
+  chunkChoice(index: number, text: string, finishReason: FinishReason | null, first: boolean, logprobs: unknown): Record<string, unknown>;
+  /** Logprob entries in the route's shape; `offset`: characters of the choice before them. */
+  logprobs(entries: readonly LogprobEntry[], offset: number): unknown;
+}
+
+/** The response's choices in order; with best_of, the n of each prompt's with the highest mean logprob, renumbered. */
+export function pick(
+  choices: Map<number, ChoiceState>,
+  /** Per prompt: how many leading entries are the echoed prompt's (not ranked). */
+  skips: readonly number[],
+  plan: OutputPlan,
+  format: ChoiceFormat,
+): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  for (const [p, skip] of skips.entries()) {
+    let group = Array.from({ length: plan.generated }, (_, k) => choices.get(p * plan.generated + k) ?? newChoice());
+    if (plan.generated > plan.n) {
+      // Ranked on the completion alone: an echoed prompt's entries are the same in every choice.
+      group = group.sort((a, b) => meanLogprob(b, skip) - meanLogprob(a, skip)).slice(0, plan.n);
+    }
+    for (const c of group)
+      out.push(format.choice(out.length, c.text, c.finishReason as FinishReason | null, plan.logprobs === undefined ? null : format.logprobs(c.entries, 0)));
+  }
+  return out;
 }

@@ -7,7 +7,7 @@ import type { DoneEvent, EngineEvent, FinishReason } from '../core/scheduler/eve
 import type { GenerateRequest } from '../core/scheduler/sequence.js';
 import { type ApiError, apiError } from '../errors.js';
 import type { TokenLogprob } from '../core/sampling/logprobs.js';
-import { type ChoiceState, type LogprobEntry, entriesOf, meanLogprob, merge, newChoice, promptEntries } from './choices.js';
+import { type ChoiceFormat, type ChoiceState, type LogprobEntry, entriesOf, merge, newChoice, pick, promptEntries } from './choices.js';
 import type { EngineFields, OutputPlan } from './fields.js';
 import { usageOf } from './openai.js';
 import { finishRequest } from './request-log.js';
@@ -17,17 +17,7 @@ import { SseStream } from './sse.js';
 
 type Body = CompletionRequest | ChatRequest;
 
-export interface ChoiceFormat {
-  idPrefix: string;
-  object: string;
-  chunkObject: string;
-  /** The field whose length the context check names ('prompt' or 'messages'). */
-  promptParam: string;
-  choice(index: number, text: string, finishReason: FinishReason | null, logprobs: unknown): Record<string, unknown>;
-  chunkChoice(index: number, text: string, finishReason: FinishReason | null, first: boolean, logprobs: unknown): Record<string, unknown>;
-  /** Logprob entries in the route's shape; `offset`: characters of the choice before them. */
-  logprobs(entries: readonly LogprobEntry[], offset: number): unknown;
-}
+export type { ChoiceFormat } from './choices.js';
 
 /**
  * A prompt longer than this many tokens' worth of characters cannot fit the context whatever
@@ -298,7 +288,19 @@ export async function respond(
         stats.status = 499;
         return;
       }
-      await reply.send({ id, object: format.object, created, model, choices: pick(choices, prompts, plan, format), usage: usageOf(total) });
+      await reply.send({
+        id,
+        object: format.object,
+        created,
+        model,
+        choices: pick(
+          choices,
+          prompts.map((p) => (p.request.promptLogprobs !== undefined ? p.request.promptIds.length : 0)),
+          plan,
+          format,
+        ),
+        usage: usageOf(total),
+      });
       return;
     }
 
@@ -344,20 +346,4 @@ export async function respond(
     // Leaving early (an error, a closed client) tells the worker to stop.
     await Promise.all(iterators.map((it) => it.return?.(undefined)));
   }
-}
-
-/** The response's choices in order; with best_of, the n of each prompt's with the highest mean logprob, renumbered. */
-function pick(choices: Map<number, ChoiceState>, prompts: readonly PlannedPrompt[], plan: OutputPlan, format: ChoiceFormat): Record<string, unknown>[] {
-  const out: Record<string, unknown>[] = [];
-  for (let p = 0; p < prompts.length; p++) {
-    let group = Array.from({ length: plan.generated }, (_, k) => choices.get(p * plan.generated + k) ?? newChoice());
-    if (plan.generated > plan.n) {
-      // Ranked on the completion alone: an echoed prompt's entries are the same in every choice.
-      const skip = prompts[p]!.request.promptLogprobs !== undefined ? prompts[p]!.request.promptIds.length : 0;
-      group = group.sort((a, b) => meanLogprob(b, skip) - meanLogprob(a, skip)).slice(0, plan.n);
-    }
-    for (const c of group)
-      out.push(format.choice(out.length, c.text, c.finishReason as FinishReason | null, plan.logprobs === undefined ? null : format.logprobs(c.entries, 0)));
-  }
-  return out;
 }

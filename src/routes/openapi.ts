@@ -63,7 +63,10 @@ const described: Record<string, object> = {
     summary: "The KV cache in counts and sizes: the pool by kind and tier, reuse, evictions by reason, and the caller's sessions",
     responses: { 200: { description: 'Never token contents.', content: json(s.kvResponse) }, ...errors },
   },
-  'GET /': { summary: 'The playground (HTML; PLAYGROUND=false turns it off)', responses: { 200: { description: 'The page.' }, 404: { description: 'Turned off.' } } },
+  'GET /': {
+    summary: 'The playground (HTML; PLAYGROUND=false turns it off)',
+    responses: { 200: { description: 'The page.' }, 404: { description: 'Turned off.' } },
+  },
   'GET /playground/app.js': { summary: "The playground's script", responses: { 200: { description: 'JavaScript.' }, 404: { description: 'Turned off.' } } },
   'GET /playground/app.css': { summary: "The playground's style sheet", responses: { 200: { description: 'CSS.' }, 404: { description: 'Turned off.' } } },
   'POST /tokenize': {
