@@ -139,7 +139,9 @@ export async function respond(
   const untrack = services.track(controller);
   const stats = request.generation;
   stats.promptTokens = genRequest.promptIds.length;
-  const events = engine.generate(genRequest, controller.signal)[Symbol.asyncIterator]();
+  // The tenant's KV share travels with its request: the engine orders evictions by it.
+  const kvShare = request.server.auth.keys.limits(genRequest.tenant ?? request.tenant).kvShare;
+  const events = engine.generate({ ...genRequest, kvShare }, controller.signal)[Symbol.asyncIterator]();
   let lastTextAt: number | undefined;
   // Per-text timing: time to first token, then inter-token latency.
   const sawText = (): void => {

@@ -20,6 +20,8 @@ export interface CacheRequest {
   sessionId?: string | undefined;
   promptIds: readonly number[];
   maxTokens: number;
+  /** The tenant's share of the budget (0–1]; unset: all of it. */
+  kvShare?: number | undefined;
 }
 
 /** A running request's hold on the cache, from admission to release. */
@@ -71,7 +73,7 @@ export class KvCacheManager {
     this.bytesPerToken = kvBytesPerToken(options.layout);
     this.#ttlMs = options.sessionTtlMs;
     this.#now = options.now ?? monotonicNow;
-    this.#pool = new KvPool<Payload>({ maxBytes: options.maxBytes, now: this.#now, onRemove: (e, r) => this.#removed(e, r) });
+    this.#pool = new KvPool<Payload>({ maxBytes: options.maxBytes, now: this.#now, onRemove: (e, r) => this.#removed(e, r), tenantOf });
     this.#blocks = new BlockStore(this.#pool, options.layout, options.blockSize);
     this.#sessions = new SessionStore(this.#pool, this.#counters, this.bytesPerToken, this.#now);
     this.#tiers = options.tiers && new TierLink(options.tiers, this.#blocks, this.#sessions, this.#counters, options.layout);
@@ -128,6 +130,8 @@ export class KvCacheManager {
     const { promptIds, tenant, sessionId } = request;
     const committedBytes = this.worstCaseBytes(promptIds.length, request.maxTokens);
     if (this.#committedBytes + committedBytes > this.maxBytes) return undefined;
+    // The share comes with each request (the key file may be reloaded): the latest one holds.
+    this.#pool.setShare(tenant, request.kvShare ?? 1);
 
     // At least the last prompt token is always fed to the model: its logits start generation.
     const reusable = promptIds.length - 1;
@@ -139,7 +143,7 @@ export class KvCacheManager {
     const kv = best.take();
     // Cannot fail: committed bytes bound every running cache, everything else is evictable.
     if (!this.#pool.makeRoom(kv.byteLength)) throw new Error('KV pool accounting broken: no room for an admitted request');
-    const active = this.#pool.add('active', { kind: 'active' }, kv.byteLength, 1)!;
+    const active = this.#pool.add('active', { kind: 'active', tenant }, kv.byteLength, 1)!;
     this.#committedBytes += committedBytes;
 
     const result: LookupResult = best.tokens === 0 ? 'miss' : best.tokens >= best.possible ? 'hit' : 'partial';
@@ -203,7 +207,14 @@ export class KvCacheManager {
       entries[e.kind]++;
       if (e.refs > 0) pinnedEntries++;
     }
-    return { bytes: this.#pool.bytesInUse, capacityBytes: this.#pool.maxBytes, entries, pinnedEntries, ...this.#counters.snapshot() };
+    return {
+      bytes: this.#pool.bytesInUse,
+      capacityBytes: this.#pool.maxBytes,
+      entries,
+      pinnedEntries,
+      tenantBytes: this.#pool.tenantBytes(),
+      ...this.#counters.snapshot(),
+    };
   }
 
   #removed(entry: Entry, reason: RemovalReason): void {
@@ -212,4 +223,8 @@ export class KvCacheManager {
     this.#tiers?.removed(entry, reason);
     if (reason === 'lru' || reason === 'ttl' || reason === 'deleted') this.#counters.evicted(reason, entry.bytes);
   }
+}
+
+function tenantOf(payload: Payload): string {
+  return payload.kind === 'prefix' ? payload.block.tenant : payload.kind === 'session' ? payload.session.tenant : payload.tenant;
 }

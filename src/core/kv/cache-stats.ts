@@ -30,6 +30,8 @@ export interface CacheSnapshot {
   capacityBytes: number;
   entries: Record<'session' | 'prefix' | 'active', number>;
   pinnedEntries: number;
+  /** Bytes in the pool by tenant (tenants holding any). */
+  tenantBytes: Record<string, number>;
   lookups: Record<LookupResult, number>;
   reusedTokens: number;
   computedTokens: number;

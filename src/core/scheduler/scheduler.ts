@@ -213,6 +213,7 @@ export class Scheduler {
       sessionId: req.sessionId,
       promptIds: req.promptIds,
       maxTokens: req.maxTokens,
+      kvShare: req.kvShare,
     });
     if (!lease) return 'no_kv';
     this.#loop.add(new Sequence(id, req, lease, performance.now() - since, this.#decoder));
