@@ -49,9 +49,15 @@ const completion = (prompt: string, extra: Record<string, unknown> = {}) => ({ p
 /** Every route the app registered, from Fastify's own route tree. */
 function registeredRoutes(): Array<{ method: string; url: string }> {
   const out: Array<{ method: string; url: string }> = [];
-  const tree = server.app.printRoutes({ commonPrefix: false });
-  for (const m of tree.matchAll(/(\/\S*) \(([A-Z, ]+)\)/g)) {
-    for (const method of m[2]!.split(/,\s*/)) if (method !== 'HEAD' && method !== 'OPTIONS') out.push({ method, url: m[1]! });
+  // Lines like "│   └── /:id (GET, HEAD)": the depth of the prefix says which path it extends.
+  const stack: string[] = [];
+  for (const line of server.app.printRoutes({ commonPrefix: false }).split('\n')) {
+    const m = /^([│ ]*)[├└]── (\/\S*) \(([A-Z, ]+)\)/.exec(line);
+    if (!m) continue;
+    const depth = m[1]!.length / 4;
+    stack.length = depth;
+    stack.push(m[2]!);
+    for (const method of m[3]!.split(/,\s*/)) if (method !== 'HEAD' && method !== 'OPTIONS') out.push({ method, url: stack.join('') });
   }
   return out;
 }
@@ -143,7 +149,10 @@ t.test("the prefix cache never serves one tenant's blocks to another; keys of on
   const other = await call('POST', '/v1/completions', bearer(BOB), completion(prompt));
   t.equal(other.json.usage.prompt_tokens_details.cached_tokens, 0, 'bob: cached_tokens 0 for the prompt alice cached');
   const same = await call('POST', '/v1/completions', bearer(ALICE2), completion(prompt));
-  t.ok(same.json.usage.prompt_tokens_details.cached_tokens >= 64, `alice's second key reuses it (${same.json.usage.prompt_tokens_details.cached_tokens} tokens)`);
+  t.ok(
+    same.json.usage.prompt_tokens_details.cached_tokens >= 64,
+    `alice's second key reuses it (${same.json.usage.prompt_tokens_details.cached_tokens} tokens)`,
+  );
   t.equal(same.json.choices[0].text, other.json.choices[0].text, 'the same greedy text either way');
 });
 
