@@ -35,6 +35,13 @@ export function openApiDocument(version: string) {
   return {
     openapi: '3.1.0',
     info: { title: 'kvserve', version, description: 'OpenAI-compatible text generation with a managed KV cache.' },
+    // When API keys are configured every route needs one, except those that say `security: []`.
+    components: {
+      securitySchemes: {
+        bearerAuth: { type: 'http', scheme: 'bearer', description: 'An API key (API_KEYS_FILE or API_KEY); its tenant scopes sessions and cache.' },
+      },
+    },
+    security: [{ bearerAuth: [] }],
     paths: {
       '/v1/completions': generation('Text completion', s.completionRequest, s.completionResponse),
       '/v1/chat/completions': generation('Chat completion', s.chatRequest, s.chatResponse),
@@ -49,9 +56,9 @@ export function openApiDocument(version: string) {
       '/detokenize': {
         post: { summary: 'Token ids to text', requestBody: { content: json(s.detokenizeRequest) }, responses: { 200: { description: '{prompt}' }, ...errors } },
       },
-      '/health': { get: { summary: 'Liveness', responses: { 200: { description: 'The process serves HTTP.' } } } },
+      '/health': { get: { summary: 'Liveness', security: [], responses: { 200: { description: 'The process serves HTTP.' } } } },
       '/health/ready': {
-        get: { summary: 'Readiness', responses: { 200: { description: 'Model loaded, engine answering.' }, 503: { description: 'Not ready.' } } },
+        get: { summary: 'Readiness', security: [], responses: { 200: { description: 'Model loaded, engine answering.' }, 503: { description: 'Not ready.' } } },
       },
     },
   };

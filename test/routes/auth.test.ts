@@ -98,6 +98,14 @@ t.test('probes and documentation stay open', async (t) => {
   for (const path of OPEN) t.equal((await call('GET', path)).status, 200, `${path}: 200 without a key`);
 });
 
+t.test('the OpenAPI document declares the bearer scheme, and the probes as open', async (t) => {
+  const doc = (await call('GET', '/openapi.json')).json;
+  t.match(doc.components.securitySchemes.bearerAuth, { type: 'http', scheme: 'bearer' });
+  t.strictSame(doc.security, [{ bearerAuth: [] }]);
+  t.strictSame(doc.paths['/health'].get.security, []);
+  t.ok(doc.paths['/v1/completions'].post.responses['401'], 'documents the 401');
+});
+
 t.test('/metrics takes METRICS_API_KEY only', async (t) => {
   const res = await call('GET', '/metrics', bearer(METRICS));
   t.equal(res.status, 200);
