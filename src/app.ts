@@ -3,6 +3,7 @@
 // the model loads.
 import { randomUUID } from 'node:crypto';
 import cors from '@fastify/cors';
+import { hostname } from 'node:os';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { Config } from './config.js';
 import errorHandler, { clientError, frameworkError } from './http/error-handler.js';
@@ -75,6 +76,12 @@ export async function buildApp(config: Readonly<Config>, logger: FastifyBaseLogg
   await app.register(services, { config, build });
   await app.register(requestLog);
   await app.register(errorHandler);
+  // Every response names the replica that served it, so routing can be observed. Set on the
+  // raw response: SSE streams write their head themselves. (Before authentication: a 401 has it too.)
+  const instance = config.instanceId ?? hostname();
+  app.addHook('onRequest', async (_request, reply) => {
+    reply.raw.setHeader('x-kvserve-instance', instance);
+  });
   await app.register(tenant, { config });
 
   await app.register(health);

@@ -10,6 +10,8 @@ export const defaultConfigPath = resolve(projectRoot, 'config/default.json');
 
 const schema = z.strictObject({
   host: z.string().min(1),
+  /** This replica's name in the x-kvserve-instance header and logs (default: the host name). */
+  instanceId: z.string().min(1).max(128).optional(),
   port: z.number().int().min(0).max(65535),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   model: z.strictObject({
@@ -39,6 +41,12 @@ const schema = z.strictObject({
     dir: z.string().min(1).optional(),
     /** Tier 3's budget in bytes of files. */
     diskMaxBytes: z.number().int().positive(),
+    /** A Redis or Valkey server shared by replicas (redis://…; unset: off). */
+    redisUrl: z.url({ protocol: /^rediss?$/ }).optional(),
+    /** How long a lookup in Redis may take before it counts as a miss. */
+    redisTimeoutMs: z.number().int().positive(),
+    /** Entries waiting to be published to Redis, at most (beyond: dropped and counted). */
+    redisMaxPendingBytes: z.number().int().positive(),
   }),
   scheduler: z.strictObject({
     /** Sequences running at once, i.e. the largest decode batch (continuous batching). */
@@ -92,6 +100,7 @@ export type Config = z.infer<typeof schema>;
 /** Environment variable → config key path, with how to read the string. */
 const ENV: Record<string, { path: string[]; type: 'string' | 'int' | 'bool' | 'list' }> = {
   HOST: { path: ['host'], type: 'string' },
+  INSTANCE_ID: { path: ['instanceId'], type: 'string' },
   PORT: { path: ['port'], type: 'int' },
   LOG_LEVEL: { path: ['logLevel'], type: 'string' },
   MODEL_DIR: { path: ['model', 'dir'], type: 'string' },
@@ -106,6 +115,9 @@ const ENV: Record<string, { path: string[]; type: 'string' | 'int' | 'bool' | 'l
   KV_CACHE_COMPRESSED_DTYPE: { path: ['kvCache', 'compressedDtype'], type: 'string' },
   KV_CACHE_DIR: { path: ['kvCache', 'dir'], type: 'string' },
   KV_CACHE_DISK_MAX_BYTES: { path: ['kvCache', 'diskMaxBytes'], type: 'int' },
+  KV_CACHE_REDIS_URL: { path: ['kvCache', 'redisUrl'], type: 'string' },
+  KV_CACHE_REDIS_TIMEOUT_MS: { path: ['kvCache', 'redisTimeoutMs'], type: 'int' },
+  KV_CACHE_REDIS_MAX_PENDING_BYTES: { path: ['kvCache', 'redisMaxPendingBytes'], type: 'int' },
   MAX_RUNNING_SEQUENCES: { path: ['scheduler', 'maxRunning'], type: 'int' },
   MAX_QUEUED_REQUESTS: { path: ['scheduler', 'maxQueued'], type: 'int' },
   MAX_PREFILL_TOKENS_PER_STEP: { path: ['scheduler', 'maxPrefillTokensPerStep'], type: 'int' },

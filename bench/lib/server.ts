@@ -32,12 +32,12 @@ export interface ServerProcess {
  * resolves once it is ready.
  */
 export async function startServerProcess(env: Record<string, string> = {}, readyTimeoutMs = 120_000, script = 'src/main.ts'): Promise<ServerProcess> {
-  const port = await freePort();
+  const port = env.PORT ? Number(env.PORT) : await freePort();
   // kvserve with the V8 flag `npm start` gives it (src/main.ts says why); other scripts as they are.
   const flags = script === 'src/main.ts' ? ['--no-concurrent-marking'] : [];
   const child: ChildProcess = spawn(process.execPath, [...flags, '--import', 'tsx', script], {
     cwd: ROOT,
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...env },
+    env: { ...process.env, HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...env, PORT: String(port) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let tail = '';

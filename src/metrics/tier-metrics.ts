@@ -1,7 +1,8 @@
-// The KV cache tiers' metrics (RAM, compressed RAM, disk): bytes and budgets per tier, blocks
+// The KV cache tiers' metrics (RAM, compressed RAM, disk, the shared tier in Redis): bytes and budgets per tier, blocks
 // served from each, entries moved between them, and the disk tier's rejections and writes.
 import type { Registry } from 'prom-client';
 import { LOWER_TIERS, TIERS } from '../core/kv/cache-stats.js';
+import { REMOTE_OPS } from '../core/kv/tiers/remote-store.js';
 import type { EngineStats } from '../workers/protocol.js';
 import type { ScrapeSource } from './external.js';
 import { externalHistogram } from './external.js';
@@ -46,6 +47,15 @@ export function registerTierMetrics(registry: Registry, source: ScrapeSource<Eng
     'Disk tier files never served (removed), by reason: fingerprint (another model), checksum, truncated, io.',
     (s) => DISK_REJECT_REASONS.map((reason) => ({ labels: { reason }, value: s.tiers?.diskRejected[reason] ?? 0 })),
   );
+  counter('kvserve_kv_cache_remote_errors_total', 'Shared tier (Redis) calls that failed or timed out, by op: get, set, del, connect.', (s) =>
+    REMOTE_OPS.map((op) => ({ labels: { op }, value: s.tiers?.remote?.errors[op] ?? 0 })),
+  );
+  counter('kvserve_kv_cache_remote_bytes_total', 'Entry bytes moved to and from the shared tier (Redis), by direction: sent, received.', (s) =>
+    (['sent', 'received'] as const).map((direction) => ({ labels: { direction }, value: s.tiers?.remote?.bytes[direction] ?? 0 })),
+  );
+  gauge('kvserve_kv_cache_remote_up', 'Whether the shared tier (Redis) is connected: 1 yes, 0 no or not configured.', (s) => [
+    { value: s.tiers?.remote?.connected ? 1 : 0 },
+  ]);
   externalHistogram({
     name: 'kvserve_kv_cache_disk_write_seconds',
     help: 'Time to write one entry file of the disk tier (temp file and rename), off the step loop.',

@@ -5,6 +5,7 @@ import type { ForwardInput } from '../core/model.js';
 import type { CacheSnapshot, SessionInfo } from '../core/kv/cache-stats.js';
 import type { KvData, KvLayout } from '../core/kv/layout.js';
 import type { DemotedEntry, PromotedEntry, TierEntryInfo } from '../core/kv/tiers/lower-tiers.js';
+import type { RemoteStats } from '../core/kv/tiers/remote-store.js';
 import type { EngineEvent, SchedulerLimits } from '../core/scheduler/events.js';
 import type { GenerateRequest } from '../core/scheduler/sequence.js';
 import type { BucketSnapshot } from '../metrics/buckets.js';
@@ -38,6 +39,9 @@ export interface WorkerConfig {
     compressedDtype: 'int8' | 'float16' | 'off';
     dir?: string | undefined;
     diskMaxBytes: number;
+    redisUrl?: string | undefined;
+    redisTimeoutMs: number;
+    redisMaxPendingBytes: number;
   };
   scheduler: SchedulerLimits;
   /** Start the prefill thread (prefill-thread.ts); unset: decided by the model's size. */
@@ -117,6 +121,8 @@ export interface TierWorkerData {
   compressed: { maxBytes: number; codec: 'int8' | 'float16' } | undefined;
   /** The disk tier, or undefined when off. */
   disk: { dir: string; maxBytes: number } | undefined;
+  /** The shared tier in Redis, or undefined when off. */
+  remote: { url: string; timeoutMs: number; maxPendingBytes: number } | undefined;
 }
 
 export interface TierStats {
@@ -128,6 +134,8 @@ export interface TierStats {
   dropped: number;
   diskRejected: Record<'fingerprint' | 'checksum' | 'truncated' | 'io', number>;
   diskWriteSeconds: BucketSnapshot;
+  /** The shared tier, when configured. */
+  remote: RemoteStats | undefined;
 }
 
 export type TierReady = { type: 'ready'; index: TierEntryInfo[]; rejectedAtOpen: Record<string, number> };
@@ -140,8 +148,8 @@ export type TierCalls = {
   persist: [[], undefined];
 };
 
-/** Fire-and-forget: an entry RAM evicted (its tensors' buffers transferred). */
-export type ToTier = { type: 'demote'; entry: DemotedEntry; bytes: number };
+/** Fire-and-forget: an entry RAM evicted, or one to share through the remote tier (its tensors' buffers transferred). */
+export type ToTier = { type: 'demote' | 'publish'; entry: DemotedEntry; bytes: number };
 
 /** Index changes (set: a key's fastest tier now; removed: in no tier), and demotions processed. */
 export type FromTier = { type: 'index'; set: TierEntryInfo[]; removed: string[]; processedBytes: number };

@@ -19,9 +19,11 @@ export class TierThread implements LowerTiers {
   /** Demotions dropped on this side (the thread too far behind). */
   dropped = 0;
   readonly rejectedAtOpen: Record<string, number>;
+  readonly remote: boolean;
 
-  private constructor(channel: WorkerChannel<TierCalls, ToTier, FromTier>, index: Map<string, TierEntryInfo>, ready: TierReady) {
+  private constructor(channel: WorkerChannel<TierCalls, ToTier, FromTier>, index: Map<string, TierEntryInfo>, ready: TierReady, remote: boolean) {
     this.#channel = channel;
+    this.remote = remote;
     this.#index = index;
     this.rejectedAtOpen = ready.rejectedAtOpen;
     for (const e of ready.index) index.set(e.key, e);
@@ -43,7 +45,7 @@ export class TierThread implements LowerTiers {
       workerData: data,
       onMessage: (msg) => (self ? apply(msg) : pending.push(msg)),
     });
-    self = new TierThread(channel, index, ready);
+    self = new TierThread(channel, index, ready, data.remote !== undefined);
     for (const msg of pending) apply(msg);
     return self;
   }
@@ -71,6 +73,14 @@ export class TierThread implements LowerTiers {
   }
 
   demote(entry: DemotedEntry, owned: boolean, always = false): boolean {
+    return this.#send('demote', entry, owned, always);
+  }
+
+  publish(entry: DemotedEntry): void {
+    if (this.remote) this.#send('publish', entry, false, false);
+  }
+
+  #send(type: ToTier['type'], entry: DemotedEntry, owned: boolean, always: boolean): boolean {
     const bytes = entry.tensors.reduce((sum, t) => sum + t.byteLength, 0);
     if (!this.alive || (!always && this.#inFlight + bytes > MAX_IN_FLIGHT_BYTES)) {
       this.dropped++;
@@ -78,7 +88,7 @@ export class TierThread implements LowerTiers {
     }
     const tensors = owned && entry.tensors.every(ownsBuffer) ? entry.tensors : copyTensors(entry.tensors);
     this.#inFlight += bytes;
-    this.#channel.post({ type: 'demote', entry: { ...entry, tensors }, bytes }, [...new Set(tensors.map((t) => t.buffer as ArrayBuffer))]);
+    this.#channel.post({ type, entry: { ...entry, tensors }, bytes }, [...new Set(tensors.map((t) => t.buffer as ArrayBuffer))]);
     return true;
   }
 

@@ -7,12 +7,17 @@
 //   engine ──demote──▶ encode ─┬─▶ compressed tier (int8, LRU)  ──evicted──▶ (already on disk)
 //                              └─▶ disk tier (exact, LRU) ◀─── persist: at graceful shutdown
 //   engine ◀──fetch── compressed take │ disk read + validate ──▶ tensors (transferred)
+//
+// With a shared tier (Redis), new prefix blocks and every session turn are also published
+// there, exact, and a fetch asks it for what neither local tier holds (one MGET, bounded by a
+// timeout: a slow or absent Redis is a miss, never an error).
 import { join } from 'node:path';
 import { workerData } from 'node:worker_threads';
-import { type CodecId, type Entry, encodeEntry } from '../core/kv/entry/format.js';
+import { type Entry, encodeEntry } from '../core/kv/entry/format.js';
 import { decodePayload, encodePayload } from '../core/kv/tiers/codec.js';
 import { CompressedStore } from '../core/kv/tiers/compressed-store.js';
 import { type DiskRejectReason, DiskStore } from '../core/kv/tiers/disk-store.js';
+import { RemoteStore } from '../core/kv/tiers/remote-store.js';
 import type { DemotedEntry, PromotedEntry, TierEntryInfo } from '../core/kv/tiers/lower-tiers.js';
 import { BucketHistogram, LATENCY_BUCKETS } from '../metrics/buckets.js';
 import { modelFingerprint } from '../runtime/fingerprint.js';
@@ -59,6 +64,23 @@ try {
       })
     : undefined;
 
+  const remote = data.remote ? new RemoteStore({ ...data.remote, fingerprint }) : undefined;
+  const exact = (e: DemotedEntry): Entry => {
+    const { layers, kvHeads, headDim, dtype } = layout;
+    const dims = { layers, kvHeads, headDim, tokens: e.tokens.length };
+    const base = { kind: e.kind, key: e.key, tenantSalt: salt.encode(e.tenant), tokens: e.tokens, createdMs: e.createdMs };
+    return { ...base, fingerprint, codec: dtype, dtype, dims, payload: encodePayload(dtype, e.tensors, dims, dtype) };
+  };
+  const promoted = (e: Entry, tier: 'disk' | 'remote', inPlace: boolean): PromotedEntry => ({
+    kind: e.kind,
+    key: e.key,
+    tenant: '',
+    tokens: e.tokens,
+    createdMs: e.createdMs,
+    tensors: decodePayload(e.codec, e.payload, e.dims, e.dtype, inPlace),
+    tier,
+  });
+
   const info = (key: string): TierEntryInfo | undefined => {
     const m = meta.get(key);
     if (!m) return undefined;
@@ -68,23 +90,36 @@ try {
   };
   const port = serve<TierCalls, ToTier, FromTier>(
     {
-      fetch: async (keys) => {
-        // Disk reads of the whole chain at once (the files are independent); the chain is
-        // then taken in order, up to the first entry found nowhere.
+      fetch: async (requested) => {
+        // A session key may lead the chain (SessionStore keys are JSON arrays, block keys hex).
+        const session = requested[0]?.startsWith('[') ? requested[0] : undefined;
+        const keys = session ? requested.slice(1) : requested;
+        const local = (key: string) => compressed?.has(key) || disk?.has(key);
+        // Disk reads of the whole chain at once (the files are independent), and one MGET for
+        // what no local tier holds; the chain is then taken in order, up to the first gap.
         const reads = keys.map((key) => (compressed?.has(key) ? undefined : disk?.getEntry(key)));
+        const wanted = [...(session && !local(session) ? [session] : []), ...keys.filter((k) => !local(k))];
+        const shared = new Map<string, Entry>();
+        for (const [i, e] of (await (remote?.getMany(wanted) ?? Promise.resolve([]))).entries()) if (e) shared.set(wanted[i]!, e);
         const out: PromotedEntry[] = [];
-        for (const [i, key] of keys.entries()) {
+        const take = async (key: string, read: Promise<{ entry: Entry } | undefined> | undefined): Promise<boolean> => {
           changed.add(key);
           const entry = compressed?.take(key);
           if (entry) {
             out.push({ ...entry, tenant: '', tensors: entry.tensors, tier: 'compressed' });
-            continue;
+            return true;
           }
-          const e = (await reads[i])?.entry;
-          if (!e || e.key !== key) break;
+          const e = (await read)?.entry;
           // The file's buffer is this call's alone: its payload becomes the tensors, uncopied.
-          const tensors = decodePayload(e.codec, e.payload, e.dims, e.dtype, true);
-          out.push({ kind: e.kind, key, tenant: '', tokens: e.tokens, createdMs: e.createdMs, tensors, tier: 'disk' });
+          if (e && e.key === key) out.push(promoted(e, 'disk', true));
+          else if (shared.has(key)) out.push(promoted(shared.get(key)!, 'remote', false));
+          else return false;
+          return true;
+        };
+        if (session && (await take(session, disk?.has(session) ? disk.getEntry(session) : undefined))) {
+          // The session covers the prompt: the blocks are not needed.
+        } else {
+          for (const [i, key] of keys.entries()) if (!(await take(key, reads[i]))) break;
         }
         await Promise.allSettled(reads);
         report(0);
@@ -99,6 +134,7 @@ try {
           disk?.delete(key);
           changed.add(key);
         }
+        remote?.delete(keys);
         report(0);
         return undefined;
       },
@@ -109,6 +145,7 @@ try {
         dropped,
         diskRejected: { fingerprint: 0, checksum: 0, truncated: 0, io: 0, ...disk?.stats().rejected },
         diskWriteSeconds: writes.snapshot(),
+        remote: remote?.stats(),
       }),
       persist: async () => {
         await disk?.close();
@@ -117,27 +154,24 @@ try {
     },
     {
       onMessage: (msg) => {
-        demote(msg.entry);
+        if (msg.type === 'publish') remote?.put(msg.entry.key, encodeEntry(exact(msg.entry)));
+        else demote(msg.entry);
         report(msg.bytes);
       },
       onClose: async () => {
-        await disk?.close();
+        await Promise.all([disk?.close(), remote?.close()]);
       },
     },
   );
 
   /** An entry RAM evicted: exact to disk, compressed to RAM. */
   function demote(e: DemotedEntry): void {
-    const { layers, kvHeads, headDim, dtype } = layout;
-    const dims = { layers, kvHeads, headDim, tokens: e.tokens.length };
     const base = { kind: e.kind, key: e.key, tenantSalt: salt.encode(e.tenant), tokens: e.tokens, createdMs: e.createdMs };
     meta.set(e.key, { key: e.key, kind: e.kind, tokens: e.tokens.length, createdMs: e.createdMs });
     changed.add(e.key);
     let kept = false;
     if (disk) {
-      const codec: CodecId = dtype;
-      const entry: Entry = { ...base, fingerprint, codec, dtype, dims, payload: encodePayload(codec, e.tensors, dims, dtype) };
-      if (disk.put(e.key, encodeEntry(entry))) {
+      if (disk.put(e.key, encodeEntry(exact(e)))) {
         count('ram>disk');
         kept = true;
       }

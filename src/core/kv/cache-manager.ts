@@ -73,7 +73,13 @@ export class KvCacheManager {
     this.bytesPerToken = kvBytesPerToken(options.layout);
     this.#ttlMs = options.sessionTtlMs;
     this.#now = options.now ?? monotonicNow;
-    this.#pool = new KvPool<Payload>({ maxBytes: options.maxBytes, now: this.#now, onRemove: (e, r) => this.#removed(e, r), tenantOf });
+    this.#pool = new KvPool<Payload>({
+      maxBytes: options.maxBytes,
+      now: this.#now,
+      onRemove: (e, r) => this.#removed(e, r),
+      onAdd: (e) => this.#tiers?.added(e),
+      tenantOf,
+    });
     this.#blocks = new BlockStore(this.#pool, options.layout, options.blockSize);
     this.#sessions = new SessionStore(this.#pool, this.#counters, this.bytesPerToken, this.#now);
     this.#tiers = options.tiers && new TierLink(options.tiers, this.#blocks, this.#sessions, this.#counters, options.layout);

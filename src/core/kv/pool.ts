@@ -54,6 +54,8 @@ export interface KvPoolOptions<P> {
   maxBytes: number;
   /** Called after an entry leaves the pool, with why. */
   onRemove?: (entry: PoolEntry<P>, reason: RemovalReason) => void;
+  /** Called after an entry joins the pool. */
+  onAdd?: (entry: PoolEntry<P>) => void;
   /** Milliseconds; must never go backwards (the LRU list is kept in order of last use). */
   now?: () => number;
   /** The tenant an entry belongs to (for shares and per-tenant bytes). */
@@ -66,6 +68,7 @@ export const monotonicNow = (): number => performance.timeOrigin + performance.n
 export class KvPool<P> {
   readonly maxBytes: number;
   readonly #onRemove: ((entry: PoolEntry<P>, reason: RemovalReason) => void) | undefined;
+  readonly #onAdd: ((entry: PoolEntry<P>) => void) | undefined;
   readonly #now: () => number;
   readonly #tenantOf: (payload: P) => string;
   readonly #tenants = new Map<string, TenantUse>();
@@ -82,6 +85,7 @@ export class KvPool<P> {
     }
     this.maxBytes = maxBytes;
     this.#onRemove = options.onRemove;
+    this.#onAdd = options.onAdd;
     this.#now = options.now ?? monotonicNow;
     this.#tenantOf = options.tenantOf ?? (() => '');
   }
@@ -161,6 +165,7 @@ export class KvPool<P> {
     this.#bytesInUse += bytes;
     this.#tenant(entry.tenant).bytes += bytes;
     if (refs === 0) this.#toLru(entry);
+    this.#onAdd?.(entry);
     return entry;
   }
 

@@ -36,10 +36,15 @@ export interface PromotedEntry extends DemotedEntry {
 }
 
 export interface LowerTiers {
+  /** Whether a shared tier exists whose keys the index cannot list (a lookup must ask it). */
+  readonly remote: boolean;
   where(key: string): TierEntryInfo | undefined;
   /** Entries of one kind, for listing sessions. */
   entries(kind: EntryKind): Iterable<TierEntryInfo>;
-  /** The entries of `keys` found below RAM, in order, stopping at the first one missing. */
+  /**
+   * The entries of `keys` found below RAM, in order, stopping at the first one missing. A
+   * session key may come first: if it is not found, the rest (blocks) are still looked up.
+   */
   fetch(keys: readonly string[]): Promise<PromotedEntry[]>;
   /**
    * Hands an entry evicted from RAM down. `owned`: its tensors' buffers belong to it alone and
@@ -47,6 +52,8 @@ export interface LowerTiers {
    * behind to take it now (it is dropped) — unless `always` (a graceful shutdown).
    */
   demote(entry: DemotedEntry, owned: boolean, always?: boolean): boolean;
+  /** Shares an entry just computed (or updated) with other replicas; its tensors are copied. */
+  publish(entry: DemotedEntry): void;
   /** Removes entries from every tier (a user deleted them, or they expired). */
   delete(keys: readonly string[]): void;
 }

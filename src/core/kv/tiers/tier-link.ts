@@ -51,6 +51,19 @@ export class TierLink {
     }
   }
 
+  /** RAM took `entry`: with a shared tier, new prefix blocks and every session turn are published (not what just came from it). */
+  added(entry: Entry): void {
+    if (!this.#tiers.remote) return;
+    const p = entry.payload;
+    if (p.kind === 'prefix' && p.block.promotedFrom !== 'remote') {
+      const { key, tenant, tokens, tensors } = p.block;
+      this.#tiers.publish({ kind: 'prefix', key, tenant, tokens, createdMs: entry.createdMs, tensors });
+    } else if (p.kind === 'session' && p.session.promotedFrom !== 'remote') {
+      const { id, tenant, tokens, kv, createdMs } = p.session;
+      this.#tiers.publish({ kind: 'session', key: sessionKey(tenant, id), tenant, tokens: Int32Array.from(tokens), createdMs, tensors: kv.tensors });
+    }
+  }
+
   /** Whether session `id` lives below RAM (deleting it there is still a deletion). */
   deleteSession(tenant: string, id: string): boolean {
     const key = sessionKey(tenant, id);
@@ -66,14 +79,18 @@ export class TierLink {
    */
   plan(request: TierRequest, blockSize: number): string[] {
     const { tenant, sessionId, promptIds } = request;
+    const remote = this.#tiers.remote;
+    const keys: string[] = [];
     if (sessionId !== undefined && !this.#sessions.has(tenant, sessionId)) {
       const key = sessionKey(tenant, sessionId);
       if (this.#tiers.where(key)) return [key];
+      // Another replica may have served this session's last turn.
+      if (remote) keys.push(key);
     }
-    const keys: string[] = [];
     for (const key of chainKeys(tenant, promptIds, blockSize, promptIds.length - 1)) {
       if (this.#blocks.has(key)) continue;
-      if (!this.#tiers.where(key)) break;
+      // The shared tier has no local index: every block RAM lacks is looked up there.
+      if (!remote && !this.#tiers.where(key)) break;
       keys.push(key);
     }
     return keys;

@@ -27,6 +27,7 @@ async function setup(t: { teardown(fn: () => Promise<void>): void }, options: { 
     tokenizerPath: join(MODEL_DIR, 'tokenizer.json'),
     compressed: options.compressed ? { maxBytes: 1 << 20, codec: 'int8' } : undefined,
     disk: options.disk === false ? undefined : { dir, maxBytes: 1 << 24 },
+    remote: undefined,
   });
   let now = 1_700_000_000_000;
   const manager = new KvCacheManager({
