@@ -2,6 +2,7 @@
 // then the routes. The engine is attached later (services.attach) so liveness answers while
 // the model loads.
 import { randomUUID } from 'node:crypto';
+import cors from '@fastify/cors';
 import { hostname } from 'node:os';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { Config } from './config.js';
@@ -63,16 +64,27 @@ export async function buildApp(config: Readonly<Config>, logger: FastifyBaseLogg
   // Fastify parses text/plain to a string; kvserve takes JSON only (415 for anything else).
   app.removeContentTypeParser('text/plain');
 
+  // Only the listed origins; a preflight is answered before authentication (browsers send no
+  // Authorization header with it), and the actual request then needs its key like any other.
+  if (config.cors.origins.length > 0) {
+    await app.register(cors, {
+      origin: [...config.cors.origins],
+      methods: ['GET', 'POST', 'DELETE', 'OPTIONS'],
+      allowedHeaders: ['Authorization', 'Content-Type', 'X-Request-Id'],
+      exposedHeaders: ['X-Request-Id', 'Retry-After'],
+      maxAge: 600,
+    });
+  }
   await app.register(services, { config, build });
   await app.register(requestLog);
   await app.register(errorHandler);
-  await app.register(tenant);
   // Every response names the replica that served it, so routing can be observed. Set on the
-  // raw response: SSE streams write their head themselves.
+  // raw response: SSE streams write their head themselves. (Before authentication: a 401 has it too.)
   const instance = config.instanceId ?? hostname();
   app.addHook('onRequest', async (_request, reply) => {
     reply.raw.setHeader('x-kvserve-instance', instance);
   });
+  await app.register(tenant, { config });
 
   const routes = collectRoutes(app);
   await app.register(health);

@@ -90,12 +90,24 @@ const schema = z.strictObject({
     /** On SIGTERM/SIGINT running streams get this long to finish before they are ended. */
     graceMs: z.number().int().min(0),
   }),
+  auth: z.strictObject({
+    /** A JSON file of API keys, their tenants and limits (src/http/api-keys.ts); reloaded on SIGHUP. */
+    keysFile: z.string().min(1).optional(),
+    /** One API key, for tenant `default`. */
+    apiKey: z.string().min(1).optional(),
+    /** When set, GET /metrics needs it as a Bearer token. */
+    metricsApiKey: z.string().min(1).optional(),
+  }),
+  cors: z.strictObject({
+    /** Browser origins allowed to call the API (CORS); empty: none. */
+    origins: z.array(z.string().min(1)),
+  }),
 });
 
 export type Config = z.infer<typeof schema>;
 
 /** Environment variable → config key path, with how to read the string. */
-const ENV: Record<string, { path: string[]; type: 'string' | 'int' | 'bool' }> = {
+const ENV: Record<string, { path: string[]; type: 'string' | 'int' | 'bool' | 'list' }> = {
   HOST: { path: ['host'], type: 'string' },
   INSTANCE_ID: { path: ['instanceId'], type: 'string' },
   PORT: { path: ['port'], type: 'int' },
@@ -129,6 +141,10 @@ const ENV: Record<string, { path: string[]; type: 'string' | 'int' | 'bool' }> =
   SSE_WRITE_TIMEOUT_MS: { path: ['sse', 'writeTimeoutMs'], type: 'int' },
   PLAYGROUND: { path: ['playground', 'enabled'], type: 'bool' },
   SHUTDOWN_GRACE_MS: { path: ['shutdown', 'graceMs'], type: 'int' },
+  API_KEYS_FILE: { path: ['auth', 'keysFile'], type: 'string' },
+  API_KEY: { path: ['auth', 'apiKey'], type: 'string' },
+  METRICS_API_KEY: { path: ['auth', 'metricsApiKey'], type: 'string' },
+  CORS_ORIGINS: { path: ['cors', 'origins'], type: 'list' },
 };
 
 /** The environment variables, for the README and error messages. */
@@ -171,6 +187,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file = defaultC
       const flag = { true: true, '1': true, false: false, '0': false }[value.trim().toLowerCase()];
       if (flag === undefined) throw new ConfigError(`config: ${name}=${JSON.stringify(value)} is not a boolean (true, false, 1 or 0)`);
       setPath(raw, path, flag);
+    } else if (type === 'list') {
+      setPath(
+        raw,
+        path,
+        value
+          .split(',')
+          .map((item) => item.trim())
+          .filter((item) => item !== ''),
+      );
     } else {
       setPath(raw, path, value);
     }
@@ -184,6 +209,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file = defaultC
   const fromEnv = env.MODEL_DIR !== undefined && env.MODEL_DIR !== '';
   if (!isAbsolute(config.model.dir)) {
     config.model.dir = resolve(fromEnv ? process.cwd() : projectRoot, config.model.dir);
+  }
+  if (config.auth.keysFile !== undefined && !isAbsolute(config.auth.keysFile)) {
+    config.auth.keysFile = resolve(env.API_KEYS_FILE ? process.cwd() : projectRoot, config.auth.keysFile);
   }
   if (config.kvCache.dir !== undefined && !isAbsolute(config.kvCache.dir)) {
     config.kvCache.dir = resolve(env.KV_CACHE_DIR ? process.cwd() : projectRoot, config.kvCache.dir);

@@ -99,6 +99,19 @@ export const catalog = {
     retryAfterS: 1,
     description: 'Every batch slot is busy and `scheduler.maxQueued` requests already wait; refused at once, retry after `Retry-After` seconds.',
   },
+  invalid_api_key: {
+    status: 401,
+    type: 'invalid_request_error',
+    code: 'invalid_api_key',
+    description: 'API keys are configured and the request has no `Authorization: Bearer <key>` header, or its key is not one of them.',
+  },
+  rate_limited: {
+    status: 429,
+    type: 'rate_limit_error',
+    code: 'rate_limited',
+    retryAfterS: 1,
+    description: "The tenant already has its key file's `maxRequests` generations running or queued; refused at once, retry after `Retry-After` seconds.",
+  },
   request_timeout: {
     status: 504,
     type: 'timeout_error',

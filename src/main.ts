@@ -1,5 +1,5 @@
 // kvserve entry: configuration → HTTP server (liveness at once) → engine worker (readiness
-// once the model is loaded) → graceful shutdown on SIGTERM/SIGINT.
+// once the model is loaded) → graceful shutdown on SIGTERM/SIGINT; SIGHUP reloads the API keys.
 import { pino } from 'pino';
 import { buildApp } from './app.js';
 import { readBuildInfo } from './build-info.js';
@@ -24,10 +24,35 @@ try {
 
 // JSON lines on stdout whether or not it is a terminal (a container must log); pipe through
 // pino-pretty to read them by eye.
-const logger = pino({ level: config.logLevel, base: { service: 'kvserve' } });
+// kvserve's own lines never carry headers; the redaction guards any that might (a key is a secret).
+const logger = pino({
+  level: config.logLevel,
+  base: { service: 'kvserve' },
+  redact: { paths: ['req.headers.authorization', 'headers.authorization', 'authorization'], censor: '[redacted]' },
+});
 const build = readBuildInfo();
-const app = await buildApp(config, logger, build);
+let app: Awaited<ReturnType<typeof buildApp>>;
+try {
+  app = await buildApp(config, logger, build);
+} catch (err) {
+  // A bad key file: one line naming the problem.
+  if (!(err instanceof ConfigError)) throw err;
+  process.stderr.write(`${err.message}\n`);
+  process.exit(1);
+}
+// Reload the key file without dropping anything: streams in flight keep going.
+process.on('SIGHUP', () => {
+  try {
+    const keys = app.auth.reload();
+    logger.info({ keys: keys.keyCount, tenants: keys.tenants().length }, 'API keys reloaded');
+  } catch (err) {
+    logger.error(`API keys not reloaded, the previous ones stay: ${(err as Error).message}`);
+  }
+});
 await app.listen({ host: config.host, port: config.port });
+if (!app.auth.keys.enabled && !isLoopback(config.host)) {
+  logger.warn({ host: config.host }, 'listening beyond loopback without API keys: anyone who can reach this port can use it (set API_KEYS_FILE or API_KEY)');
+}
 
 let supervisor: EngineSupervisor<EngineClient>;
 try {
@@ -67,3 +92,7 @@ async function shutdown(signal: string): Promise<void> {
 }
 process.once('SIGTERM', () => void shutdown('SIGTERM'));
 process.once('SIGINT', () => void shutdown('SIGINT'));
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}

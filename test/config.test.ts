@@ -17,6 +17,9 @@ t.test('defaults come from config/default.json', async (t) => {
   t.strictSame(defaults.limits, file.limits);
   t.strictSame(defaults.sse, file.sse);
   t.strictSame(defaults.shutdown, file.shutdown);
+  t.equal(defaults.host, '127.0.0.1', 'npm start listens on loopback only (the image sets HOST=0.0.0.0)');
+  t.strictSame(defaults.auth, {}, 'no keys by default');
+  t.strictSame(defaults.cors.origins, [], 'no CORS origins by default');
   t.ok(isAbsolute(defaults.model.dir), `model.dir is absolute: ${defaults.model.dir}`);
   t.ok(defaults.model.dir.endsWith(`${sep}models${sep}tiny-shakespeare`), 'model.dir ends with models/tiny-shakespeare');
   t.equal(defaults.model.dir, resolve(defaultConfigPath, '../../models/tiny-shakespeare'), 'relative to the project root, not the cwd');
@@ -26,7 +29,7 @@ t.test('defaults come from config/default.json', async (t) => {
 
 /** Each variable, a valid value for it, and where it lands. */
 const overrides: Array<[name: string, value: string, get: (c: Readonly<Config>) => unknown, expected: unknown]> = [
-  ['HOST', '127.0.0.1', (c) => c.host, '127.0.0.1'],
+  ['HOST', '0.0.0.0', (c) => c.host, '0.0.0.0'],
   ['INSTANCE_ID', 'replica-7', (c) => c.instanceId, 'replica-7'],
   ['PORT', '9001', (c) => c.port, 9001],
   ['LOG_LEVEL', 'debug', (c) => c.logLevel, 'debug'],
@@ -59,13 +62,17 @@ const overrides: Array<[name: string, value: string, get: (c: Readonly<Config>) 
   ['SSE_WRITE_TIMEOUT_MS', '1500', (c) => c.sse.writeTimeoutMs, 1500],
   ['PLAYGROUND', 'false', (c) => c.playground.enabled, false],
   ['SHUTDOWN_GRACE_MS', '0', (c) => c.shutdown.graceMs, 0],
+  ['API_KEYS_FILE', '/etc/kvserve/keys.json', (c) => c.auth.keysFile, '/etc/kvserve/keys.json'],
+  ['API_KEY', 'sk-one', (c) => c.auth.apiKey, 'sk-one'],
+  ['METRICS_API_KEY', 'sk-metrics', (c) => c.auth.metricsApiKey, 'sk-metrics'],
+  ['CORS_ORIGINS', 'https://a.example, https://b.example,', (c) => c.cors.origins, ['https://a.example', 'https://b.example']],
 ];
 
 t.test('every environment variable overrides its key, and only that key', async (t) => {
   t.strictSame(overrides.map(([name]) => name).sort(), Object.keys(ENV_VARS).sort(), 'the table covers every documented variable');
   for (const [name, value, get, expected] of overrides) {
     const config = loadConfig({ [name]: value });
-    t.equal(get(config), expected, `${name}=${value}`);
+    t.strictSame(get(config), expected, `${name}=${value}`);
     t.not(get(defaults), expected, `${name}: the value differs from the default`);
     // Everything else is untouched: put the default back and the two configs are equal.
     const other = structuredClone(config) as Config;

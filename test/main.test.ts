@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import { ENV_VARS } from '../src/config.js';
 import { waitFor } from './helpers/poll.js';
+import { bearer, keyFile } from './helpers/keys.js';
 import { freePort } from './helpers/net.js';
 import { finishReasons, readSse } from './helpers/sse.js';
 
@@ -79,12 +80,12 @@ async function start(t: Test, env: Record<string, string> = {}): Promise<Service
 }
 
 /** Starts a streaming completion; `first` resolves when its first data event arrives. */
-function stream(service: Service, body: Record<string, unknown>) {
+function stream(service: Service, body: Record<string, unknown>, headers: Record<string, string> = {}) {
   let firstSeen!: () => void;
   const first = new Promise<void>((resolve) => (firstSeen = resolve));
   const done = fetch(`${service.url}/v1/completions`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...headers },
     body: JSON.stringify({ prompt: 'ROMEO:\n', ignore_eos: true, stream: true, ...body }),
   })
     .then(async (res) => ({ status: res.status, ...(await readSse(res.body, () => firstSeen())) }))
@@ -195,4 +196,72 @@ t.test('a missing model directory exits non-zero with a log line naming it', asy
   const line = service.logs.find((l) => typeof l.msg === 'string' && l.msg.includes(dir));
   t.ok(line, `a log line names ${dir}: ${service.stdout()}`);
   t.equal(line?.level, 60, 'at fatal level');
+});
+
+t.test('a bad API key file exits non-zero with exactly one stderr line naming the problem', async (t) => {
+  const file = keyFile(t, { keys: [{ tenant: 'a', key: 'sk-never-shown', sha256: 'ab' }] });
+  const service = launch(t, { API_KEYS_FILE: file.path }, await freePort());
+  const code = await service.exited;
+  t.equal(code, 1, 'exit code 1');
+  const lines = service
+    .stderr()
+    .split('\n')
+    .filter((l) => l.trim() !== '');
+  t.equal(lines.length, 1, `one stderr line: ${JSON.stringify(service.stderr())}`);
+  t.match(lines[0], `API_KEYS_FILE ${file.path}: keys[0]`);
+  t.notMatch(service.stderr() + service.stdout(), 'sk-never-shown', 'the key is not shown');
+});
+
+t.test('without keys, listening beyond loopback logs a warning; on loopback it does not', async (t) => {
+  const open = launch(t, { HOST: '0.0.0.0', MODEL_DIR: '/nonexistent/kvserve-no-model' }, await freePort());
+  await open.exited;
+  t.ok(
+    open.logs.some((l) => l.level === 40 && String(l.msg).includes('without API keys')),
+    'the warning on 0.0.0.0',
+  );
+  const local = launch(t, { MODEL_DIR: '/nonexistent/kvserve-no-model' }, await freePort());
+  await local.exited;
+  t.notOk(
+    local.logs.some((l) => String(l.msg).includes('without API keys')),
+    'none on 127.0.0.1',
+  );
+});
+
+t.test('SIGHUP reloads the key file: a stream in flight goes on, a new key works, a removed key gets 401', async (t) => {
+  const file = keyFile(t, {
+    keys: [
+      { tenant: 'a', key: 'sk-a' },
+      { tenant: 'b', key: 'sk-b' },
+    ],
+  });
+  const service = await start(t, { API_KEYS_FILE: file.path });
+  const models = (key: string) => fetch(`${service.url}/v1/models`, { headers: bearer(key) }).then((r) => r.status);
+  t.equal(await models('sk-b'), 200, 'b works before');
+  t.equal(await models('sk-c'), 401, 'c is unknown before');
+  const s = stream(service, { max_tokens: 400 }, bearer('sk-a'));
+  await s.first;
+
+  file.write({
+    keys: [
+      { tenant: 'a', key: 'sk-a' },
+      { tenant: 'c', key: 'sk-c' },
+    ],
+  });
+  service.child.kill('SIGHUP');
+  await logged(service, 'API keys reloaded');
+  t.equal(await models('sk-c'), 200, 'the new key works');
+  t.equal(await models('sk-b'), 401, 'the removed key gets 401');
+
+  // A broken file on the next SIGHUP keeps the keys in force.
+  file.write('{ not json');
+  service.child.kill('SIGHUP');
+  await waitFor('the reload error', () => service.logs.find((l) => String(l.msg).startsWith('API keys not reloaded')));
+  t.equal(await models('sk-c'), 200, 'after a bad reload, the keys in force stay');
+
+  const r = await s.done;
+  t.equal(r.status, 200);
+  t.equal(r.error, undefined, 'the stream was not dropped');
+  t.equal(r.events.at(-1), '[DONE]');
+  t.equal(finishReasons(r.events).at(-1), 'length', 'it ran to its length');
+  t.equal(service.child.exitCode, null, 'the process is still running');
 });

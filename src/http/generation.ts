@@ -159,7 +159,9 @@ export async function respond(
   const untrack = services.track(controller);
   const stats = request.generation;
   stats.promptTokens = prompts.reduce((sum, p) => sum + p.request.promptIds.length, 0);
-  const iterators = prompts.map((p) => engine.generate(p.request, controller.signal)[Symbol.asyncIterator]());
+  // The tenant's KV share travels with its requests: the engine orders evictions by it.
+  const kvShare = request.server.auth.keys.limits(request.tenant).kvShare;
+  const iterators = prompts.map((p) => engine.generate({ ...p.request, kvShare }, controller.signal)[Symbol.asyncIterator]());
   const events = merge(iterators);
   const total = { promptTokens: 0, completionTokens: 0, cachedTokens: 0 };
   let lastTextAt: number | undefined;

@@ -4,6 +4,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import type { FinishReason } from '../core/scheduler/events.js';
+import { isTenantRoute } from './tenant.js';
 
 export interface GenerationStats {
   startedAt: number;
@@ -25,14 +26,20 @@ declare module 'fastify' {
 }
 
 /** Writes the request's log line and counts it, once. */
-export function finishRequest(request: Pick<FastifyRequest, 'generation' | 'routeOptions' | 'server' | 'log' | 'url' | 'method'>, replyStatus: number): void {
+export function finishRequest(
+  request: Pick<FastifyRequest, 'generation' | 'routeOptions' | 'server' | 'log' | 'url' | 'method' | 'tenant'>,
+  replyStatus: number,
+): void {
   const g = request.generation;
   if (g.finished) return;
   g.finished = true;
   const route = request.routeOptions.url;
   const status = g.status ?? replyStatus;
   // Unmatched URLs share one label value: client-chosen paths must not explode cardinality.
-  request.server.services.metrics.requests.inc({ route: route ?? 'unmatched', status });
+  const { metrics } = request.server.services;
+  metrics.requests.inc({ route: route ?? 'unmatched', status });
+  // Tenant names come from the key file (a bounded label set); refused keys have no tenant.
+  if (request.tenant && isTenantRoute(route)) metrics.tenantRequests.inc({ tenant: request.tenant, status });
   request.log.info(
     {
       route: route ?? request.url,

@@ -18,6 +18,7 @@ export const EMPTY: EngineStats = {
     bytesByKind: { session: 0, prefix: 0, active: 0 },
     pinnedEntries: 0,
     entryBytes: 0,
+    tenantBytes: {},
     lookups: zeros(LOOKUP_RESULTS),
     reusedTokens: 0,
     computedTokens: 0,
@@ -54,6 +55,16 @@ export function registerEngineMetrics(registry: Registry, source: ScrapeSource<E
   gauge('kvserve_kv_cache_entries', 'Entries in the KV pool by kind: session, prefix (blocks), active (running requests).', (s) =>
     (['session', 'prefix', 'active'] as const).map((kind) => ({ labels: { kind }, value: s.cache.entries[kind] })),
   );
+  // Tenants come from the key file (a bounded label set); only those holding bytes appear.
+  externalMetric({
+    name: 'kvserve_kv_cache_tenant_bytes',
+    help: 'Bytes of the KV pool held by each tenant (running, session and prefix caches).',
+    type: 'gauge',
+    source,
+    registry,
+    labelNames: ['tenant'],
+    samples: (s) => Object.entries(s.cache.tenantBytes).map(([tenant, value]) => ({ labels: { tenant }, value })),
+  });
   gauge('kvserve_kv_cache_pinned_entries', 'KV pool entries in use by running requests (never evicted).', (s) => one(s.cache.pinnedEntries));
   counter('kvserve_kv_cache_evictions_total', 'KV pool entries evicted, by reason: lru (budget), ttl (idle session), deleted (by a user).', (s) =>
     EVICTION_REASONS.map((reason) => ({ labels: { reason }, value: s.cache.evictions[reason] })),

@@ -41,6 +41,7 @@ export interface MetricsOptions {
 export class Metrics {
   readonly registry = new Registry();
   readonly requests: Counter<'route' | 'status'>;
+  readonly tenantRequests: Counter<'tenant' | 'status'>;
   readonly aborted: Counter;
   readonly finished: Counter<'reason'>;
   readonly rejected: Counter<'reason'>;
@@ -66,6 +67,10 @@ export class Metrics {
     const histogram = (name: string, help: string) => new Histogram({ name, help, buckets, registers });
 
     this.requests = counter('kvserve_requests_total', 'HTTP requests by route and status code.', ['route', 'status']);
+    this.tenantRequests = counter('kvserve_tenant_requests_total', "Requests to the API's tenant routes, by tenant (from the key file) and status code.", [
+      'tenant',
+      'status',
+    ]);
     this.aborted = counter('kvserve_requests_aborted_total', 'Generations aborted (client gone or shutdown).');
     this.finished = counter('kvserve_request_finish_total', 'Generations finished, by finish reason.', ['reason']);
     this.rejected = counter('kvserve_requests_rejected_total', 'Generations refused before running, by reason.', ['reason']);

@@ -25,7 +25,7 @@ const format: ChoiceFormat = {
 };
 
 export default async function chat(app: FastifyInstance): Promise<void> {
-  app.post('/v1/chat/completions', async (request, reply) => {
+  app.post('/v1/chat/completions', { config: { generation: true } }, async (request, reply) => {
     const body = parseBody(chatRequest, request.body);
     const services = app.services;
     const engine = services.engine();

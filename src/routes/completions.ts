@@ -20,7 +20,7 @@ const format: ChoiceFormat = {
 };
 
 export default async function completions(app: FastifyInstance): Promise<void> {
-  app.post('/v1/completions', async (request, reply) => {
+  app.post('/v1/completions', { config: { generation: true } }, async (request, reply) => {
     const body = parseBody(completionRequest, request.body);
     const services = app.services;
     const engine = services.engine();

@@ -67,8 +67,16 @@ const described: Record<string, object> = {
     summary: 'The playground (HTML; PLAYGROUND=false turns it off)',
     responses: { 200: { description: 'The page.' }, 404: { description: 'Turned off.' } },
   },
-  'GET /playground/app.js': { summary: "The playground's script", responses: { 200: { description: 'JavaScript.' }, 404: { description: 'Turned off.' } } },
-  'GET /playground/app.css': { summary: "The playground's style sheet", responses: { 200: { description: 'CSS.' }, 404: { description: 'Turned off.' } } },
+  'GET /playground/app.js': {
+    summary: "The playground's script",
+    security: [],
+    responses: { 200: { description: 'JavaScript.' }, 404: { description: 'Turned off.' } },
+  },
+  'GET /playground/app.css': {
+    summary: "The playground's style sheet",
+    security: [],
+    responses: { 200: { description: 'CSS.' }, 404: { description: 'Turned off.' } },
+  },
   'POST /tokenize': {
     summary: 'Text or messages to token ids',
     requestBody: { content: json(s.tokenizeRequest) },
@@ -79,10 +87,14 @@ const described: Record<string, object> = {
     requestBody: { content: json(s.detokenizeRequest) },
     responses: { 200: { description: '{prompt}' }, ...errors },
   },
-  'GET /health': { summary: 'Liveness', responses: { 200: { description: 'The process serves HTTP.' } } },
-  'GET /health/ready': { summary: 'Readiness', responses: { 200: { description: 'Model loaded, engine answering.' }, 503: { description: 'Not ready.' } } },
+  'GET /health': { summary: 'Liveness', security: [], responses: { 200: { description: 'The process serves HTTP.' } } },
+  'GET /health/ready': {
+    summary: 'Readiness',
+    security: [],
+    responses: { 200: { description: 'Model loaded, engine answering.' }, 503: { description: 'Not ready.' } },
+  },
   'GET /metrics': { summary: 'Prometheus metrics', responses: { 200: { description: 'The text exposition format.' } } },
-  'GET /openapi.json': { summary: 'This document', responses: { 200: { description: 'OpenAPI 3.1.' } } },
+  'GET /openapi.json': { summary: 'This document', security: [], responses: { 200: { description: 'OpenAPI 3.1.' } } },
 };
 
 /** A route as the onRoute hook saw it. */
@@ -112,6 +124,13 @@ export function openApiDocument(version: string, routes: readonly RouteEntry[]) 
   return {
     openapi: '3.1.0',
     info: { title: 'kvserve', version, description: 'OpenAI-compatible text generation with a managed KV cache.' },
+    // When API keys are configured every route needs one, except those that say `security: []`.
+    components: {
+      securitySchemes: {
+        bearerAuth: { type: 'http', scheme: 'bearer', description: 'An API key (API_KEYS_FILE or API_KEY); its tenant scopes sessions and cache.' },
+      },
+    },
+    security: [{ bearerAuth: [] }],
     paths,
   };
 }

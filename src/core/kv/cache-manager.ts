@@ -22,6 +22,8 @@ export interface CacheRequest {
   maxTokens: number;
   /** Reuse nothing: the whole prompt is computed (a request scoring its prompt needs every position's logits). */
   noReuse?: boolean | undefined;
+  /** The tenant's share of the budget (0–1]; unset: all of it. */
+  kvShare?: number | undefined;
 }
 
 /** A running request's hold on the cache, from admission to release. */
@@ -78,6 +80,7 @@ export class KvCacheManager {
       now: this.#now,
       onRemove: (e, r) => this.#removed(e, r),
       onAdd: (e) => this.#tiers?.added(e),
+      tenantOf,
     });
     this.#blocks = new BlockStore(this.#pool, options.layout, options.blockSize);
     this.#sessions = new SessionStore(this.#pool, this.#counters, this.bytesPerToken, this.#now);
@@ -144,10 +147,12 @@ export class KvCacheManager {
     const { promptIds, tenant } = request;
     const committedBytes = this.worstCaseBytes(promptIds.length, request.maxTokens);
     if (this.#committedBytes + n * committedBytes > this.maxBytes) return undefined;
+    // The share comes with each request (the key file may be reloaded): the latest one holds.
+    this.#pool.setShare(tenant, request.kvShare ?? 1);
     const leases = [this.#acquireOne(request, committedBytes)];
     for (let i = 1; i < n; i++) {
       const kv = KvCache.empty(this.layout);
-      const active = this.#pool.add('active', { kind: 'active' }, 0, 1)!;
+      const active = this.#pool.add('active', { kind: 'active', tenant }, 0, 1)!;
       this.#committedBytes += committedBytes;
       const fork: CacheRequest = { tenant, promptIds, maxTokens: request.maxTokens };
       leases.push({ kv, cachedTokens: 0, result: 'miss', request: fork, active, committedBytes, session: undefined, released: false } as LeaseState);
@@ -167,7 +172,7 @@ export class KvCacheManager {
     const kv = best.take();
     // Cannot fail: committed bytes bound every running cache, everything else is evictable.
     if (!this.#pool.makeRoom(kv.byteLength)) throw new Error('KV pool accounting broken: no room for an admitted request');
-    const active = this.#pool.add('active', { kind: 'active' }, kv.byteLength, 1)!;
+    const active = this.#pool.add('active', { kind: 'active', tenant }, kv.byteLength, 1)!;
     this.#committedBytes += committedBytes;
 
     const result: LookupResult = best.tokens === 0 ? 'miss' : best.tokens >= best.possible ? 'hit' : 'partial';
@@ -235,7 +240,16 @@ export class KvCacheManager {
       entryBytes += e.bytes;
       if (e.refs > 0) pinnedEntries++;
     }
-    return { bytes: this.#pool.bytesInUse, entryBytes, capacityBytes: this.#pool.maxBytes, entries, bytesByKind, pinnedEntries, ...this.#counters.snapshot() };
+    return {
+      bytes: this.#pool.bytesInUse,
+      entryBytes,
+      capacityBytes: this.#pool.maxBytes,
+      entries,
+      bytesByKind,
+      pinnedEntries,
+      tenantBytes: this.#pool.tenantBytes(),
+      ...this.#counters.snapshot(),
+    };
   }
 
   #removed(entry: Entry, reason: RemovalReason): void {
@@ -244,4 +258,8 @@ export class KvCacheManager {
     this.#tiers?.removed(entry, reason);
     if (reason === 'lru' || reason === 'ttl' || reason === 'deleted') this.#counters.evicted(reason, entry.bytes);
   }
+}
+
+function tenantOf(payload: Payload): string {
+  return payload.kind === 'prefix' ? payload.block.tenant : payload.kind === 'session' ? payload.session.tenant : payload.tenant;
 }

@@ -34,6 +34,8 @@ export interface CacheSnapshot {
   /** Of `bytes`, what each kind of entry holds (running sequences, sessions, prefix blocks). */
   bytesByKind: Record<'session' | 'prefix' | 'active', number>;
   pinnedEntries: number;
+  /** Bytes in the pool by tenant (tenants holding any). */
+  tenantBytes: Record<string, number>;
   lookups: Record<LookupResult, number>;
   reusedTokens: number;
   computedTokens: number;

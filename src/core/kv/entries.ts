@@ -16,7 +16,7 @@ export interface Session {
   readonly createdMs: number;
 }
 
-export type Payload = { kind: 'prefix'; block: PrefixBlock } | { kind: 'session'; session: Session } | { kind: 'active' };
+export type Payload = { kind: 'prefix'; block: PrefixBlock } | { kind: 'session'; session: Session } | { kind: 'active'; tenant: string };
 export type Entry = PoolEntry<Payload>;
 export type Pool = KvPool<Payload>;
 

@@ -8,6 +8,10 @@
 //                                                             ▲ evicted from here first
 //
 // (Blocks a running request reads are not pinned: see block-store.ts.)
+//
+// Tenants: each entry belongs to one; a tenant may have a share of the budget. Making room
+// evicts, least recently used first, the unpinned entries of tenants above their share before
+// anyone else's — so a tenant flooding the cache recycles its own entries, not another's.
 
 export type EntryKind = 'session' | 'prefix' | 'active';
 /** 'shutdown': the service stops and hands what RAM holds down to the tiers below it. */
@@ -23,6 +27,8 @@ export interface PoolEntry<P> {
   readonly refs: number;
   readonly lastUsedMs: number;
   readonly createdMs: number;
+  /** Whose entry it is (tenantOf(payload); '' when the pool has no tenants). */
+  readonly tenant: string;
 }
 
 class Entry<P> implements PoolEntry<P> {
@@ -33,7 +39,15 @@ class Entry<P> implements PoolEntry<P> {
     public refs: number,
     public lastUsedMs: number,
     readonly createdMs: number,
+    readonly tenant: string,
   ) {}
+}
+
+/** A tenant's bytes in the pool, and the share of the budget past which its entries go first. */
+interface TenantUse {
+  bytes: number;
+  evictableBytes: number;
+  share: number;
 }
 
 export interface KvPoolOptions<P> {
@@ -44,6 +58,8 @@ export interface KvPoolOptions<P> {
   onAdd?: (entry: PoolEntry<P>) => void;
   /** Milliseconds; must never go backwards (the LRU list is kept in order of last use). */
   now?: () => number;
+  /** The tenant an entry belongs to (for shares and per-tenant bytes). */
+  tenantOf?: (payload: P) => string;
 }
 
 /** Wall-clock milliseconds that never go backwards (a clock step would disorder the LRU list). */
@@ -54,6 +70,8 @@ export class KvPool<P> {
   readonly #onRemove: ((entry: PoolEntry<P>, reason: RemovalReason) => void) | undefined;
   readonly #onAdd: ((entry: PoolEntry<P>) => void) | undefined;
   readonly #now: () => number;
+  readonly #tenantOf: (payload: P) => string;
+  readonly #tenants = new Map<string, TenantUse>();
   readonly #entries = new Set<Entry<P>>();
   /** Unpinned entries in least-recently-used-first order (a Map keeps insertion order; re-insert = move to the end). */
   readonly #lru = new Map<Entry<P>, true>();
@@ -69,6 +87,20 @@ export class KvPool<P> {
     this.#onRemove = options.onRemove;
     this.#onAdd = options.onAdd;
     this.#now = options.now ?? monotonicNow;
+    this.#tenantOf = options.tenantOf ?? (() => '');
+  }
+
+  /** Sets a tenant's share of the budget, in (0, 1]; a tenant never given one has all of it. */
+  setShare(tenant: string, share: number): void {
+    if (!(share > 0 && share <= 1)) throw new RangeError(`a share must be in (0, 1], got ${share}`);
+    this.#tenant(tenant).share = share;
+  }
+
+  /** Bytes in use by tenant (pinned and evictable), for tenants holding any. */
+  tenantBytes(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [tenant, use] of this.#tenants) if (use.bytes > 0) out[tenant] = use.bytes;
+    return out;
   }
 
   get bytesInUse(): number {
@@ -110,6 +142,7 @@ export class KvPool<P> {
     checkBytes(bytes);
     const kept = keep && keep.refs === 0 ? keep.bytes : 0;
     if (this.#bytesInUse - this.#evictableBytes + kept + bytes > this.maxBytes) return false;
+    if (this.#bytesInUse + bytes > this.maxBytes) this.#evictOverShare(bytes, keep);
     // Runs on every decode step (a running cache grows): iterate the LRU map in place — a Map
     // tolerates deleting the entry being visited — rather than copying thousands of keys.
     for (const entry of this.#lru.keys()) {
@@ -127,9 +160,10 @@ export class KvPool<P> {
     checkBytes(bytes);
     if (this.#bytesInUse + bytes > this.maxBytes) return undefined;
     const now = this.#now();
-    const entry = new Entry(kind, payload, bytes, refs, now, now);
+    const entry = new Entry(kind, payload, bytes, refs, now, now, this.#tenantOf(payload));
     this.#entries.add(entry);
     this.#bytesInUse += bytes;
+    this.#tenant(entry.tenant).bytes += bytes;
     if (refs === 0) this.#toLru(entry);
     this.#onAdd?.(entry);
     return entry;
@@ -143,7 +177,12 @@ export class KvPool<P> {
     if (delta > 0 && !this.#makeRoom(delta, entry)) return false;
     entry.bytes = bytes;
     this.#bytesInUse += delta;
-    if (entry.refs === 0) this.#evictableBytes += delta;
+    const use = this.#tenant(entry.tenant);
+    use.bytes += delta;
+    if (entry.refs === 0) {
+      this.#evictableBytes += delta;
+      use.evictableBytes += delta;
+    }
     return true;
   }
 
@@ -152,6 +191,7 @@ export class KvPool<P> {
     if (entry.refs++ === 0) {
       this.#lru.delete(entry);
       this.#evictableBytes -= entry.bytes;
+      this.#tenant(entry.tenant).evictableBytes -= entry.bytes;
     }
     entry.lastUsedMs = this.#now();
   }
@@ -179,8 +219,13 @@ export class KvPool<P> {
     if (!this.#entries.has(entry)) return;
     if ((reason === 'lru' || reason === 'ttl' || reason === 'shutdown') && entry.refs > 0) throw new Error(`cannot ${reason}-evict a pinned entry`);
     this.#entries.delete(entry);
-    if (this.#lru.delete(entry)) this.#evictableBytes -= entry.bytes;
+    const use = this.#tenant(entry.tenant);
+    if (this.#lru.delete(entry)) {
+      this.#evictableBytes -= entry.bytes;
+      use.evictableBytes -= entry.bytes;
+    }
     this.#bytesInUse -= entry.bytes;
+    use.bytes -= entry.bytes;
     this.#onRemove?.(entry, reason);
   }
 
@@ -204,6 +249,35 @@ export class KvPool<P> {
   #toLru(entry: Entry<P>): void {
     this.#lru.set(entry, true);
     this.#evictableBytes += entry.bytes;
+    this.#tenant(entry.tenant).evictableBytes += entry.bytes;
+  }
+
+  #tenant(name: string): TenantUse {
+    let use = this.#tenants.get(name);
+    if (!use) {
+      use = { bytes: 0, evictableBytes: 0, share: 1 };
+      this.#tenants.set(name, use);
+    }
+    return use;
+  }
+
+  #overShare(use: TenantUse): boolean {
+    return use.bytes > use.share * this.maxBytes;
+  }
+
+  /** First pass of making room: evicts (LRU first) only entries of tenants above their share, while any has some. */
+  #evictOverShare(bytes: number, keep: Entry<P> | undefined): void {
+    const anyOver = (): boolean => {
+      for (const use of this.#tenants.values()) if (use.evictableBytes > 0 && this.#overShare(use)) return true;
+      return false;
+    };
+    if (!anyOver()) return;
+    for (const entry of this.#lru.keys()) {
+      if (this.#bytesInUse + bytes <= this.maxBytes) return;
+      if (entry === keep || !this.#overShare(this.#tenant(entry.tenant))) continue;
+      this.remove(entry, 'lru');
+      if (!anyOver()) return;
+    }
   }
 
   #member(handle: PoolEntry<P>): Entry<P> {

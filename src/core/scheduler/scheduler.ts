@@ -267,6 +267,7 @@ export class Scheduler {
         promptIds: req.promptIds,
         maxTokens: req.maxTokens,
         noReuse: req.promptLogprobs !== undefined,
+        kvShare: req.kvShare,
       },
       n,
     );

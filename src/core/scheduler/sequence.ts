@@ -63,6 +63,8 @@ export interface GenerateRequest {
   sessionId?: string;
   /** Isolation key: caches are never shared across tenants. */
   tenant?: string;
+  /** The tenant's share of the KV budget (0–1]: past it, its cached entries are evicted first. */
+  kvShare?: number;
 }
 
 export interface Usage {
