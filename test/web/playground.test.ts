@@ -197,6 +197,39 @@ if (needs(t, 'chromium')) {
     await done();
   });
 
+  t.test('with API keys configured: a wrong key shows the 401 message, the right one is answered', async (t) => {
+    const keyed = await startServer({ env: { API_KEY: 'sk-playground-test' } });
+    t.teardown(() => keyed.close());
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    t.teardown(() => page.close());
+    t.equal((await page.goto(`${keyed.url}/`))?.status(), 200, 'the page itself needs no key');
+    await page.fill('#api-key', 'sk-wrong');
+    await page.fill('#prompt', 'Hello');
+    await page.press('#prompt', 'Control+Enter');
+    const box = page.locator('#error');
+    await box.waitFor({ state: 'visible' });
+    const res = await fetch(`${keyed.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: 'Bearer sk-wrong' },
+      body: JSON.stringify({ messages: [{ role: 'user', content: 'Hello' }] }),
+    });
+    const api = { status: res.status, json: (await res.json()) as { error: { message: string } } };
+    t.equal(api.status, 401);
+    const shown = (await box.textContent()) ?? '';
+    t.ok(shown.startsWith(api.json.error.message), `the page shows the API's message: ${shown}`);
+    t.match(shown, /enter an API key/, 'and asks for a key');
+    t.equal(await page.locator('#api-key').getAttribute('aria-invalid'), 'true', 'the key field is marked invalid');
+    t.equal(await box.getAttribute('data-status'), '401');
+
+    await page.fill('#api-key', 'sk-playground-test');
+    await page.fill('#max_tokens', '8');
+    await page.fill('#prompt', 'Hello');
+    await page.press('#prompt', 'Control+Enter');
+    await page.waitForSelector('#transcript > li[data-state="done"]');
+    t.ok(((await page.locator('#transcript > li .answer-text').last().textContent()) ?? '').length > 0, 'with the right key the answer streams');
+    t.notOk(await box.isVisible(), 'and the error is gone');
+  });
+
   t.test('every control has a label; at 360 px nothing scrolls sideways', async (t) => {
     const { page, done } = await open(t, 360);
     const unlabelled = await page.evaluate(() =>
