@@ -316,18 +316,14 @@ export async function respond(
       buffered.push(next);
       if (next.done) break;
       const [p, e] = next.value;
+      const before = settled.has(p);
       settled.add(p);
-      if (e.type !== 'done') continue;
-      if (e.finishReason === 'error') {
-        finished(e);
-        throw engineError(e, maxTokensParam);
-      }
-      if (controller.signal.aborted && reply.raw.destroyed) {
-        // The client left while queued: nothing to answer.
-        finished(e);
-        stats.status = 499;
-        return;
-      }
+      if (e.type !== 'done' || before) continue;
+      finished(e);
+      if (e.finishReason === 'error') throw engineError(e, maxTokensParam);
+      // Ended before the stream opened and not refused: the client left while queued.
+      stats.status = 499;
+      return;
     }
 
     reply.hijack();
