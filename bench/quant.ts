@@ -7,6 +7,7 @@
 //   kvserve-f32, kvserve-q8, kvserve-q4      onnx/model.onnx, model_q8.onnx, model_q4.onnx (MODEL_FILE)
 //   llama-f32, llama-f16, llama-q8_0, llama-q4_0   .cache/gguf/smollm2-135m-<type>.gguf
 //   kvserve-q4-1t (ORT_THREADS=1), llama-q4_0-2t (THREADS=2): thread-setting variants, on request
+// --concurrent all|kvserve|none: which engines get the 16-client load (default all).
 // First, in this process: the files, the fidelity of q8/q4 against float32 over a fixed
 // 128-token stream (bench/lib/quant-fidelity.ts) for the untrained SmolLM2-sized model and for
 // the shipped trained model quantized the same way, and the read-bandwidth probe. Then --rounds
@@ -45,6 +46,10 @@ const OUT = join(ROOT, 'bench/results/quant.json');
 const SINGLE_TOKENS = 256;
 const FIDELITY_TOKENS = 128;
 const CLIENTS = 16;
+// --concurrent kvserve: the 16-client load only on kvserve's engines (llama.cpp's one-context,
+// 16-sequence setup decodes 16 streams slower than one here, and its drain takes minutes).
+const CONCURRENT = arg('--concurrent') ?? 'all';
+if (!['all', 'kvserve', 'none'].includes(CONCURRENT)) throw new Error('--concurrent: expected all, kvserve or none');
 // llama.cpp as bench:peer runs it: 1 thread, no flash attention, 16 sequences, float32 KV.
 const PEER_THREADS = process.env.PEER_THREADS ?? '1';
 const FLASH = process.env.PEER_FLASH_ATTENTION ?? 'off';
@@ -144,11 +149,13 @@ for (let r = 0; r < ROUNDS; r++) {
       await singleStream(server.url, prompts[0]!, 8);
       m.single_tokens_per_s = (await singleStream(server.url, prompts[1 + r]!, SINGLE_TOKENS)).tokens_per_s;
       m.ttft_256_ms = await coldTtft(server.url, 256, 2);
-      const c = await concurrent(server.url, CLIENTS, load);
-      m.concurrent_tokens_per_s = c.tokens_per_s;
-      m.concurrent_ttft_p50_ms = c.ttft_ms.p50;
-      m.concurrent_ttft_p99_ms = c.ttft_ms.p99;
-      m.loaded_rss_mb = rssMb(server);
+      if (CONCURRENT === 'all' || (CONCURRENT === 'kvserve' && e.side === 'kvserve')) {
+        const c = await concurrent(server.url, CLIENTS, load);
+        m.concurrent_tokens_per_s = c.tokens_per_s;
+        m.concurrent_ttft_p50_ms = c.ttft_ms.p50;
+        m.concurrent_ttft_p99_ms = c.ttft_ms.p99;
+        m.loaded_rss_mb = rssMb(server);
+      }
     } finally {
       const code = await server.stop();
       if (code !== 0) log(`WARNING: ${e.name} exited with ${code}:\n${server.output()}`);
@@ -162,10 +169,14 @@ for (let r = 0; r < ROUNDS; r++) {
   rounds.push(round);
 }
 
-const med = (name: string, key: string): number => round2(median(rounds.map((r) => r[name]![key]!)));
+const med = (name: string, key: string): number | null => {
+  const v = rounds.map((r) => r[name]![key]).filter((x): x is number => x !== undefined && Number.isFinite(x));
+  return v.length ? round2(median(v)) : null;
+};
 const results: Record<string, unknown> = {};
 for (const e of engines) {
-  const single = med(e.name, 'single_tokens_per_s');
+  const single = med(e.name, 'single_tokens_per_s') ?? NaN;
+  const idle = med(e.name, 'idle_rss_mb') ?? NaN;
   const bound = (bestGbs * 1e9) / e.stepBytes;
   results[e.name] = {
     precision: e.precision,
@@ -181,7 +192,7 @@ for (const e of engines) {
       idle_rss_mb: med(e.name, 'idle_rss_mb'),
       loaded_rss_mb: med(e.name, 'loaded_rss_mb'),
       weight_file_mb: round1(e.weightFileBytes / 2 ** 20),
-      idle_rss_per_weight_byte: round2((med(e.name, 'idle_rss_mb') * 2 ** 20) / e.weightFileBytes),
+      idle_rss_per_weight_byte: round2((idle * 2 ** 20) / e.weightFileBytes),
     },
     roofline: { step_weight_mb: round1(e.stepBytes / 2 ** 20), bound_tokens_per_s: round1(bound), fraction_reached: round2(single / bound) },
   };
@@ -198,11 +209,13 @@ const PAIRS = [
   ['kvserve-q4-1t', 'kvserve-q4'],
   ['llama-q4_0-2t', 'llama-q4_0'],
 ];
-const ratios: Record<string, Record<string, number>> = {};
+const ratios: Record<string, Record<string, number | null>> = {};
 for (const [a, b] of PAIRS) {
   if (!names.includes(a!) || !names.includes(b!)) continue;
-  const ratio = (key: string, higherBetter: boolean): number =>
-    round2(median(rounds.map((r) => (higherBetter ? r[a!]![key]! / r[b!]![key]! : r[b!]![key]! / r[a!]![key]!))));
+  const ratio = (key: string, higherBetter: boolean): number | null => {
+    const v = rounds.map((r) => (higherBetter ? r[a!]![key]! / r[b!]![key]! : r[b!]![key]! / r[a!]![key]!)).filter(Number.isFinite);
+    return v.length ? round2(median(v)) : null;
+  };
   ratios[`${a} vs ${b}`] = {
     single_tokens_per_s: ratio('single_tokens_per_s', true),
     concurrent_tokens_per_s: ratio('concurrent_tokens_per_s', true),
@@ -228,6 +241,7 @@ const out = {
     fidelity_tokens: FIDELITY_TOKENS,
     load: { ...load, prompts: load.prompts.length, clients: CLIENTS },
     kvserve: 'src/main.ts, default configuration except MODEL_FILE (and ORT_THREADS for -1t)',
+    concurrent: CONCURRENT,
     node_llama_cpp: `one context of ${CLIENTS} sequences, float32 KV, ${PEER_THREADS} thread(s) (2 for -2t), flash attention ${FLASH}`,
     files: { ...files, gguf: Object.fromEntries(engines.filter((e) => e.side === 'node_llama_cpp').map((e) => [e.name, relative(ROOT, e.env.MODEL!)])) },
   },
@@ -239,6 +253,7 @@ writeFileSync(OUT, `${JSON.stringify(out, null, 2)}\n`);
 
 const rows = engines.map((e) => {
   const x = results[e.name] as { single: Metrics; concurrent: Record<string, Metrics>; memory: Metrics; roofline: Metrics };
+  // (null where not measured)
   return `| ${e.name} | ${x.single.tokens_per_s} | ${x.roofline.fraction_reached} | ${x.single.ttft_256_ms} | ${x.concurrent[CLIENTS]!.tokens_per_s} | ${x.memory.idle_rss_mb} | ${x.memory.weight_file_mb} |`;
 });
 process.stdout.write(
