@@ -35,7 +35,10 @@ t.test('Q8_0: float16 scale = max|x| ÷ 127, then int8 codes', async (t) => {
 
 t.test('rounding error stays within half a step (Q8_0) and one step (Q4_0), plus the float16 scale rounding', async (t) => {
   let seed = 7;
-  const rand = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) * 2 - 1;
+  const rand = (): number => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return (seed / 2 ** 31) * 2 - 1;
+  };
   const x = Float32Array.from({ length: 32 * 64 }, rand);
   for (const [type, q, levels] of [
     ['q8_0', quantizeQ8_0, 127],
