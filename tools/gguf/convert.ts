@@ -1,21 +1,28 @@
 // ONNX decoder directory → llama-architecture GGUF, so llama.cpp (node-llama-cpp) runs the very
 // weights kvserve serves:
 //
-//   tsx tools/gguf/convert.ts <model-dir> <out.gguf> [--type f32|f16] [--onnx onnx/model.onnx]
+//   tsx tools/gguf/convert.ts <model-dir> <out.gguf> [--type f32|f16|q8_0|q4_0] [--onnx onnx/model.onnx]
 //
 // Hyper-parameters come from config.json, the vocabulary from tokenizer.json, the weights from
 // the ONNX graph (tools/gguf/llama-weights.ts finds them). f16 files keep 1-D tensors (the
-// norms) in float32, as llama.cpp's own converter does.
+// norms) in float32, as llama.cpp's own converter does; q8_0 and q4_0 (./ggml-quant.ts) quantize
+// every matrix, the embedding included, and keep the norms in float32.
 import { readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { GGML_F16, GGML_F32, GgufWriter } from './gguf-writer.js';
+import { GGML_F16, GGML_F32, GGML_Q4_0, GGML_Q8_0, GgufWriter } from './gguf-writer.js';
 import { type LlamaHyper, type Matrix, findLlamaWeights, hyperFromConfig } from './llama-weights.js';
 import { readOnnxGraph } from '../../src/runtime/onnx/graph.js';
 import { vocabMetadata } from './vocab.js';
 
+export const GGUF_TYPES = ['f32', 'f16', 'q8_0', 'q4_0'] as const;
+export type GgufType = (typeof GGUF_TYPES)[number];
+// general.file_type: llama_ftype (LLAMA_FTYPE_MOSTLY_Q4_0 = 2, MOSTLY_Q8_0 = 7).
+const FILE_TYPE: Record<GgufType, number> = { f32: 0, f16: 1, q8_0: 7, q4_0: 2 };
+const MATRIX_TYPE = { f32: GGML_F32, f16: GGML_F16, q8_0: GGML_Q8_0, q4_0: GGML_Q4_0 } as const;
+
 export interface ConvertOptions {
-  type: 'f32' | 'f16';
+  type: GgufType;
   /** The ONNX file inside the model directory. */
   onnxFile?: string;
 }
@@ -75,7 +82,7 @@ export function convertToGguf(modelDir: string, out: string, options: ConvertOpt
   const name = resolve(modelDir).split('/').pop() ?? 'model';
   w.meta('general.architecture', { str: 'llama' })
     .meta('general.name', { str: name })
-    .meta('general.file_type', { u32: options.type === 'f16' ? 1 : 0 })
+    .meta('general.file_type', { u32: FILE_TYPE[options.type] })
     .meta('llama.vocab_size', { u32: hp.vocab })
     .meta('llama.context_length', { u32: hp.contextLength })
     .meta('llama.embedding_length', { u32: hp.hidden })
@@ -90,7 +97,7 @@ export function convertToGguf(modelDir: string, out: string, options: ConvertOpt
     .meta('llama.rope.freq_base', { f32: hp.ropeTheta });
   for (const [key, value] of vocab.meta) w.meta(key, value);
 
-  const matrixType = options.type === 'f16' ? GGML_F16 : GGML_F32;
+  const matrixType = MATRIX_TYPE[options.type];
   const matrix = (tensorName: string, m: Matrix): void => void w.tensor(tensorName, [m.cols, m.rows], matrixType, m.data);
   const vector = (tensorName: string, v: Float32Array): void => void w.tensor(tensorName, [v.length], GGML_F32, v);
 
@@ -115,19 +122,19 @@ export function convertToGguf(modelDir: string, out: string, options: ConvertOpt
 
 function main(argv: string[]): void {
   const positional: string[] = [];
-  let type: 'f32' | 'f16' = 'f32';
+  let type: GgufType = 'f32';
   let onnxFile: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--type') {
       const t = argv[++i];
-      if (t !== 'f32' && t !== 'f16') throw new Error(`--type ${t}: expected f32 or f16`);
-      type = t;
+      if (!GGUF_TYPES.includes(t as GgufType)) throw new Error(`--type ${t}: expected ${GGUF_TYPES.join(', ')}`);
+      type = t as GgufType;
     } else if (a === '--onnx') onnxFile = argv[++i];
     else positional.push(a);
   }
   if (positional.length !== 2) {
-    process.stderr.write('usage: tsx tools/gguf/convert.ts <model-dir> <out.gguf> [--type f32|f16] [--onnx onnx/model.onnx]\n');
+    process.stderr.write('usage: tsx tools/gguf/convert.ts <model-dir> <out.gguf> [--type f32|f16|q8_0|q4_0] [--onnx onnx/model.onnx]\n');
     process.exit(2);
   }
   const [dir, out] = positional as [string, string];

@@ -1,12 +1,27 @@
 // A GGUF v3 writer (ggml's model file format, little-endian): typed metadata key-value pairs,
 // then tensor descriptors, then the tensors' bytes, each aligned to `general.alignment`.
-// Tensors are float32 or float16; dimensions are given in ggml's order (ne[0] varies fastest,
+// Tensors are float32, float16, or ggml's Q8_0 / Q4_0 blocks (./ggml-quant.ts); dimensions are given in ggml's order (ne[0] varies fastest,
 // so a row-major [rows][cols] matrix is [cols, rows]).
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { float32ArrayToHalf } from '../../src/core/float16.js';
+import { Q4_0_BLOCK_BYTES, Q8_0_BLOCK_BYTES, QK, quantizeQ4_0, quantizeQ8_0 } from './ggml-quant.js';
 
 export const GGML_F32 = 0;
 export const GGML_F16 = 1;
+export const GGML_Q4_0 = 2;
+export const GGML_Q8_0 = 8;
+export type GgmlType = typeof GGML_F32 | typeof GGML_F16 | typeof GGML_Q4_0 | typeof GGML_Q8_0;
+
+function byteSize(type: GgmlType, count: number): number {
+  if (type === GGML_F32) return count * 4;
+  if (type === GGML_F16) return count * 2;
+  return (count / QK) * (type === GGML_Q8_0 ? Q8_0_BLOCK_BYTES : Q4_0_BLOCK_BYTES);
+}
+
+function encode(type: GgmlType, data: Float32Array): Uint8Array {
+  const payload = type === GGML_F32 ? data : type === GGML_F16 ? float32ArrayToHalf(data) : type === GGML_Q8_0 ? quantizeQ8_0(data) : quantizeQ4_0(data);
+  return new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength);
+}
 const ALIGNMENT = 32;
 
 // gguf_metadata_value_type
@@ -22,7 +37,7 @@ export type MetaValue = { u32: number } | { f32: number } | { bool: boolean } | 
 interface TensorEntry {
   name: string;
   ne: number[];
-  type: typeof GGML_F32 | typeof GGML_F16;
+  type: GgmlType;
   data: Float32Array;
 }
 
@@ -120,6 +135,7 @@ export class GgufWriter {
     if (name.length > 64) throw new Error(`GGUF tensor name longer than 64 bytes: ${name}`);
     const count = ne.reduce((a, b) => a * b, 1);
     if (count !== data.length) throw new Error(`${name}: ${data.length} values for dimensions [${ne.join(', ')}]`);
+    if ((type === GGML_Q4_0 || type === GGML_Q8_0) && ne[0]! % QK !== 0) throw new Error(`${name}: rows of ${ne[0]} do not split into blocks of ${QK}`);
     if (this.#tensors.some((t) => t.name === name)) throw new Error(`duplicate tensor ${name}`);
     this.#tensors.push({ name, ne, type, data });
     return this;
@@ -138,7 +154,7 @@ export class GgufWriter {
       writeValue(head, value);
     }
     let offset = 0;
-    const sizes = this.#tensors.map((t) => t.data.length * (t.type === GGML_F16 ? 2 : 4));
+    const sizes = this.#tensors.map((t) => byteSize(t.type, t.data.length));
     this.#tensors.forEach((t, i) => {
       head.str(t.name);
       head.u32(t.ne.length);
@@ -153,8 +169,7 @@ export class GgufWriter {
       let written = writeAll(fd, head.result());
       const zeros = new Uint8Array(ALIGNMENT);
       this.#tensors.forEach((t, i) => {
-        const payload = t.type === GGML_F16 ? float32ArrayToHalf(t.data) : t.data;
-        written += writeAll(fd, new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength));
+        written += writeAll(fd, encode(t.type, t.data));
         written += writeAll(fd, zeros.subarray(0, align(sizes[i]!) - sizes[i]!));
       });
       return written;
