@@ -43,7 +43,7 @@ t.test('B gets no speed-up from a prompt A cached; A does from its own', async (
   const warm: number[] = [];
   const cross: number[] = [];
   const fresh: number[] = [];
-  const ROUNDS = 12;
+  const ROUNDS = 16;
   for (let i = 0; i < ROUNDS; i++) {
     const shared = freshPrompt();
     await timed(A, shared); // A caches it
@@ -69,6 +69,9 @@ t.test('B gets no speed-up from a prompt A cached; A does from its own', async (
   const [w, c, f] = [median(warm), median(cross), median(fresh)];
   t.comment(`median ms: A warm ${w.toFixed(1)}, B on A's prompt ${c.toFixed(1)}, B fresh ${f.toFixed(1)}`);
   t.ok(w < 0.6 * f, `the measurement can see a cache hit: warm ${w.toFixed(1)} ms < 0.6 × fresh ${f.toFixed(1)} ms`);
-  t.ok(c > 0.75 * f, `B on A's prompt is not systematically faster: ${c.toFixed(1)} ms > 0.75 × fresh ${f.toFixed(1)} ms`);
-  t.ok(c > 1.25 * w, `and it looks like a miss, not a hit: ${c.toFixed(1)} ms > 1.25 × warm ${w.toFixed(1)} ms`);
+  // Classified by the nearer of the two references (a midpoint band absorbs this machine's
+  // noise, which moved medians of misses by up to ~30 % between runs): a leak would sit at
+  // the warm time.
+  t.ok(c > (w + f) / 2, `B on A's prompt looks like a miss: ${c.toFixed(1)} ms is nearer fresh ${f.toFixed(1)} than warm ${w.toFixed(1)} ms`);
+  t.ok(c > 1.5 * w, `and is well above a hit: ${c.toFixed(1)} ms > 1.5 × warm ${w.toFixed(1)} ms`);
 });
