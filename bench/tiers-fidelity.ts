@@ -21,6 +21,7 @@ import { decodePayload, encodePayload } from '../src/core/kv/tiers/codec.js';
 import { float32ArrayToHalf, halfArrayToFloat32 } from '../src/core/float16.js';
 import { loadModel } from '../src/runtime/load-model.js';
 import { envInt, log } from './lib/interleave.js';
+import { argmax, klDivergence, logSoftmax } from './lib/distributions.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BLOCK = 16;
@@ -111,27 +112,8 @@ async function run(model: DecoderModel, cache: KvCache, ids: readonly number[]):
   return rows;
 }
 
-function logSoftmax(row: Float32Array): Float64Array {
-  let max = -Infinity;
-  for (const v of row) max = Math.max(max, v);
-  let sum = 0;
-  for (const v of row) sum += Math.exp(v - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from(row, (v) => v - lse);
-}
-
-function argmax(row: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i]! > row[best]!) best = i;
-  return best;
-}
-
 function kl(p: Float32Array, q: Float32Array): number {
-  const lp = logSoftmax(p);
-  const lq = logSoftmax(q);
-  let s = 0;
-  for (let i = 0; i < lp.length; i++) s += Math.exp(lp[i]!) * (lp[i]! - lq[i]!);
-  return Math.max(0, s);
+  return Math.max(0, klDivergence(logSoftmax(p), logSoftmax(q)));
 }
 
 const f32 = (t: KvData) => (t instanceof Float32Array ? t : halfArrayToFloat32(t));

@@ -7,6 +7,7 @@
 import { allocKv } from '../../src/core/kv/layout.js';
 import { loadModel } from '../../src/runtime/load-model.js';
 import { round2 } from './interleave.js';
+import { argmax, klDivergence, logSoftmax } from './distributions.js';
 
 export interface Fidelity {
   file: string;
@@ -34,21 +35,6 @@ async function allLogits(dir: string, file: string, ids: number[]): Promise<Floa
   }
 }
 
-function logSoftmax(x: Float32Array): Float64Array {
-  let max = -Infinity;
-  for (const v of x) max = Math.max(max, v);
-  let sum = 0;
-  for (const v of x) sum += Math.exp(v - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from(x, (v) => v - lse);
-}
-
-const argmax = (x: ArrayLike<number>): number => {
-  let best = 0;
-  for (let i = 1; i < x.length; i++) if (x[i]! > x[best]!) best = i;
-  return best;
-};
-
 /** Compares each of `files` with `reference` over `ids`; also returns the reference's mean entropy (nats). */
 export async function measureFidelity(
   dir: string,
@@ -68,8 +54,7 @@ export async function measureFidelity(
     rows.forEach((lq, i) => {
       const lp = ref[i]!;
       if (argmax(lq) === argmax(lp)) agree++;
-      let kl = 0;
-      for (let j = 0; j < lp.length; j++) kl += Math.exp(lp[j]!) * (lp[j]! - lq[j]!);
+      const kl = klDivergence(lp, lq);
       sum += kl;
       max = Math.max(max, kl);
     });
