@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { readGgufFileInfo } from 'node-llama-cpp';
-import { convertToGguf } from '../../tools/gguf/convert.js';
+import { convertToGguf, type GgufType } from '../../tools/gguf/convert.js';
 import { log } from './interleave.js';
 import { ROOT } from './server.js';
 
@@ -17,27 +17,42 @@ export interface PeerModel {
   shape: Shape;
   dir: string;
   gguf: string;
-  /** Bytes of weights one decode step of one sequence reads (see stepWeightBytes). */
+  /** Bytes of weights one decode step of one sequence reads (see ggufStepBytes). */
   stepWeightBytes: number;
 }
 
 const CACHE = join(ROOT, '.cache');
-const mtime = (path: string): number => (existsSync(path) ? statSync(path).mtimeMs : -1);
+export const mtime = (path: string): number => (existsSync(path) ? statSync(path).mtimeMs : -1);
+
+/** The GGUF of `dir`'s weights in `type`, written into .cache/gguf unless up to date. */
+export function gguf(dir: string, name: string, type: GgufType): string {
+  mkdirSync(join(CACHE, 'gguf'), { recursive: true });
+  const out = join(CACHE, 'gguf', `${name}-${type}.gguf`);
+  if (mtime(out) < mtime(join(dir, 'onnx/model.onnx'))) {
+    const started = performance.now();
+    const s = convertToGguf(dir, out, { type });
+    log(`wrote ${out} (${(s.bytes / 2 ** 20).toFixed(1)} MiB) in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  }
+  return out;
+}
+
+// Bytes per weight of ggml's tensor types (ggml_type: F32 0, F16 1, Q4_0 2, Q8_0 8).
+const GGML_BYTES: Record<number, number> = { 0: 4, 1: 2, 2: 18 / 32, 8: 34 / 32 };
 
 /**
- * Every matrix is read once per decode step; of the embedding only a row, unless it doubles as
- * the output projection (tied: no `output` tensor). Norm vectors are negligible and left out.
- * Both engines hold the same float32 matrices, so this is both engines' figure.
+ * Weight bytes one decode step of one sequence reads from a GGUF: every matrix once; of the
+ * embedding only a row, unless it doubles as the output projection (no `output` tensor).
  */
-async function stepWeightBytes(gguf: string): Promise<number> {
-  const info = await readGgufFileInfo(gguf, { logWarnings: false });
+export async function ggufStepBytes(file: string): Promise<number> {
+  const info = await readGgufFileInfo(file, { logWarnings: false });
   const tensors = info.fullTensorInfo ?? [];
   const tied = !tensors.some((t) => t.name === 'output.weight');
   let bytes = 0;
   for (const t of tensors) {
     if (t.dimensions.length < 2 || (t.name === 'token_embd.weight' && !tied)) continue;
-    const count = t.dimensions.reduce<number>((a, d) => a * Number(d), 1);
-    bytes += count * (t.ggmlType === 1 ? 2 : 4);
+    const per = GGML_BYTES[t.ggmlType as number];
+    if (per === undefined) throw new Error(`${t.name}: ggml type ${t.ggmlType} not counted`);
+    bytes += t.dimensions.reduce<number>((a, d) => a * Number(d), 1) * per;
   }
   return bytes;
 }
@@ -50,12 +65,6 @@ export async function preparePeerModel(shape: Shape, type: 'f32' | 'f16' = 'f32'
     const r = spawnSync('/usr/bin/python3', ['tools/export.py', '--shape', shape, dir], { cwd: ROOT, stdio: 'inherit' });
     if (r.status !== 0) throw new Error(`tools/export.py --shape ${shape} failed (${r.status ?? r.signal})`);
   }
-  mkdirSync(join(CACHE, 'gguf'), { recursive: true });
-  const gguf = join(CACHE, 'gguf', `${shape}-${type}.gguf`);
-  if (mtime(gguf) < mtime(onnx)) {
-    const started = performance.now();
-    const s = convertToGguf(dir, gguf, { type });
-    log(`wrote ${gguf} (${(s.bytes / 2 ** 20).toFixed(1)} MiB) in ${((performance.now() - started) / 1000).toFixed(1)} s`);
-  }
-  return { shape, dir, gguf, stepWeightBytes: await stepWeightBytes(gguf) };
+  const file = gguf(dir, shape, type);
+  return { shape, dir, gguf: file, stepWeightBytes: await ggufStepBytes(file) };
 }

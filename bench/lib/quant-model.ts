@@ -3,14 +3,11 @@
 // of the same weights in f32, f16, q8_0 and q4_0 (tools/gguf/convert.ts). All generated into
 // the gitignored .cache/ and rebuilt when missing or older than the float32 export.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { readGgufFileInfo } from 'node-llama-cpp';
-import { convertToGguf, type GgufType } from '../../tools/gguf/convert.js';
 import { log } from './interleave.js';
+import { mtime } from './peer-model.js';
 import { ROOT } from './server.js';
-
-const mtime = (path: string): number => (existsSync(path) ? statSync(path).mtimeMs : -1);
 
 /** tools/quantize.py --bits `bits` on `dir`/onnx/model.onnx, unless its output is up to date. */
 export function quantizedOnnx(dir: string, bits: 4 | 8): string {
@@ -22,38 +19,6 @@ export function quantizedOnnx(dir: string, bits: 4 | 8): string {
     if (r.status !== 0) throw new Error(`tools/quantize.py --bits ${bits} failed (${r.status ?? r.signal})`);
   }
   return file;
-}
-
-export function gguf(dir: string, name: string, type: GgufType): string {
-  mkdirSync(join(ROOT, '.cache/gguf'), { recursive: true });
-  const out = join(ROOT, '.cache/gguf', `${name}-${type}.gguf`);
-  if (mtime(out) < mtime(join(dir, 'onnx/model.onnx'))) {
-    const started = performance.now();
-    const s = convertToGguf(dir, out, { type });
-    log(`wrote ${out} (${(s.bytes / 2 ** 20).toFixed(1)} MiB) in ${((performance.now() - started) / 1000).toFixed(1)} s`);
-  }
-  return out;
-}
-
-// Bytes per weight of ggml's tensor types (ggml_type: F32 0, F16 1, Q4_0 2, Q8_0 8).
-const GGML_BYTES: Record<number, number> = { 0: 4, 1: 2, 2: 18 / 32, 8: 34 / 32 };
-
-/**
- * Weight bytes one decode step of one sequence reads from a GGUF: every matrix once; of the
- * embedding only a row, unless it doubles as the output projection (no `output` tensor).
- */
-export async function ggufStepBytes(file: string): Promise<number> {
-  const info = await readGgufFileInfo(file, { logWarnings: false });
-  const tensors = info.fullTensorInfo ?? [];
-  const tied = !tensors.some((t) => t.name === 'output.weight');
-  let bytes = 0;
-  for (const t of tensors) {
-    if (t.dimensions.length < 2 || (t.name === 'token_embd.weight' && !tied)) continue;
-    const per = GGML_BYTES[t.ggmlType as number];
-    if (per === undefined) throw new Error(`${t.name}: ggml type ${t.ggmlType} not counted`);
-    bytes += t.dimensions.reduce<number>((a, d) => a * Number(d), 1) * per;
-  }
-  return bytes;
 }
 
 /**
