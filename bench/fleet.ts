@@ -18,7 +18,7 @@ import { envInt, log, round1 } from './lib/interleave.js';
 import { benchMeta } from './lib/meta.js';
 import { ROOT } from './lib/server.js';
 import { median, percentile } from './lib/stats.js';
-import { freePort } from '../test/helpers/net.js';
+import { freePorts } from '../test/helpers/net.js';
 
 const TEXT = readFileSync(join(ROOT, 'test/fixtures/shakespeare-20k.txt'), 'utf8');
 const QUICK = process.argv.includes('--quick');
@@ -68,11 +68,7 @@ async function session(url: string, s: number, runTag: string): Promise<Turn[]> 
 }
 
 async function run(policy: Policy, redis: boolean, runTag: string) {
-  const ports: number[] = [];
-  while (ports.length < 5) {
-    const p = await freePort();
-    if (!ports.includes(p)) ports.push(p);
-  }
+  const ports = await freePorts(5);
   const [port, redisPort, ...replicaPorts] = ports as [number, number, ...number[]];
   const fleet = await startFleet({ replicas: 3, port, redisPort, replicaPorts, policy, redis });
   try {

@@ -11,18 +11,14 @@ import { type Fleet, startFleet } from '../../tools/fleet/fleet.js';
 import { needs } from '../helpers/binaries.js';
 import { postJson } from '../helpers/http.js';
 import { scrape } from '../helpers/metrics-text.js';
-import { freePort } from '../helpers/net.js';
+import { freePorts } from '../helpers/net.js';
 
 const fixture = readFileSync(new URL('../fixtures/shakespeare-20k.txt', import.meta.url), 'utf8');
 const greedy = { temperature: 0, ignore_eos: true };
 const REPLY = 12;
 
 if (needs(t, 'redis-server', 'haproxy')) {
-  const ports: number[] = [];
-  while (ports.length < 5) {
-    const p = await freePort();
-    if (!ports.includes(p)) ports.push(p);
-  }
+  const ports = await freePorts(5);
   const [port, redisPort, ...replicaPorts] = ports;
   // A generous lookup timeout: on a loaded CI machine a 100 ms MGET can time out, and the
   // test would then pass on a replica's own recomputation rather than on Redis.

@@ -42,8 +42,7 @@ export class RemoteStore {
   #closed = false;
   /** After a lookup timed out, lookups are misses at once until then: a hung Redis costs one timeout per second, not one per request. */
   #skipUntil = 0;
-  readonly #stats: RemoteStats = {
-    connected: false,
+  readonly #stats: Omit<RemoteStats, 'connected'> = {
     errors: { get: 0, set: 0, del: 0, connect: 0 },
     bytes: { sent: 0, received: 0 },
     dropped: 0,
