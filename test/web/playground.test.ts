@@ -203,6 +203,8 @@ if (needs(t, 'chromium')) {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     t.teardown(() => page.close());
     t.equal((await page.goto(`${keyed.url}/`))?.status(), 200, 'the page itself needs no key');
+    // The script is running once the KV panel's first poll was refused (it needs a key too).
+    await page.locator('#kv-error').waitFor({ state: 'visible' });
     await page.fill('#api-key', 'sk-wrong');
     await page.fill('#prompt', 'Hello');
     await page.press('#prompt', 'Control+Enter');
