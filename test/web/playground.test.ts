@@ -205,6 +205,8 @@ if (needs(t, 'chromium')) {
     t.equal((await page.goto(`${keyed.url}/`))?.status(), 200, 'the page itself needs no key');
     // The script is running once the KV panel's first poll was refused (it needs a key too).
     await page.locator('#kv-error').waitFor({ state: 'visible' });
+    const focused = () => page.evaluate(() => document.activeElement?.id ?? '');
+    t.not(await focused(), 'api-key', "the panel's background refusal leaves the focus where it was");
     await page.fill('#api-key', 'sk-wrong');
     await page.fill('#prompt', 'Hello');
     await page.press('#prompt', 'Control+Enter');
@@ -221,6 +223,7 @@ if (needs(t, 'chromium')) {
     t.ok(shown.startsWith(api.json.error.message), `the page shows the API's message: ${shown}`);
     t.match(shown, /enter an API key/, 'and asks for a key');
     t.equal(await page.locator('#api-key').getAttribute('aria-invalid'), 'true', 'the key field is marked invalid');
+    t.equal(await focused(), 'api-key', 'and has the focus: the refusal answered what the user sent');
     t.equal(await box.getAttribute('data-status'), '401');
 
     await page.fill('#api-key', 'sk-playground-test');

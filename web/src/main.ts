@@ -23,8 +23,12 @@ let running: AbortController | undefined;
 const mode = (): 'chat' | 'completion' => (document.querySelector<HTMLInputElement>('input[name=mode]:checked')?.value as 'chat') ?? 'chat';
 const newSessionId = () => `pg-${crypto.randomUUID().slice(0, 8)}`;
 
-/** Shows an API refusal in `box`; a 401 also asks for a key. `undefined` clears it. */
-function report(box: HTMLElement, err: ApiError | undefined): void {
+/**
+ * Shows an API refusal in `box`; a 401 also asks for a key. `undefined` clears it. Only a
+ * refusal of the user's own request moves the focus to the key field: the KV panel's polls
+ * run in the background and must not pull the cursor out of the prompt being typed.
+ */
+function report(box: HTMLElement, err: ApiError | undefined, focusKey = false): void {
   box.hidden = !err;
   box.textContent = err ? err.message : '';
   if (err) box.dataset.status = String(err.status);
@@ -32,7 +36,7 @@ function report(box: HTMLElement, err: ApiError | undefined): void {
   if (err?.status === 401) {
     keyInput.setAttribute('aria-invalid', 'true');
     box.textContent = `${err.message} — enter an API key above.`;
-    keyInput.focus();
+    if (focusKey) keyInput.focus();
   }
 }
 
@@ -86,7 +90,7 @@ async function send(): Promise<void> {
     else text = request.prompt + answer;
     prompt.value = '';
   } catch (err) {
-    report(errorBox, err instanceof ApiError ? err : new ApiError(0, (err as Error).message, null));
+    report(errorBox, err instanceof ApiError ? err : new ApiError(0, (err as Error).message, null), true);
   } finally {
     running = undefined;
     sendButton.disabled = false;
