@@ -47,9 +47,9 @@ function observeGc(): () => Record<string, ReturnType<BucketHistogram['snapshot'
 
 /** The tiers below RAM, if the configuration turns any on. */
 async function startTiers(info: ModelInfo): Promise<TierThread | undefined> {
-  const { compressedDtype, compressedMaxBytes, dir, diskMaxBytes, redisUrl, redisTimeoutMs, redisMaxPendingBytes } = config.kvCache;
+  const { compressedDtype, compressedMaxBytes, dir, diskMaxBytes, diskReadReserveBytes, redisUrl, redisTimeoutMs, redisMaxPendingBytes } = config.kvCache;
   const compressed = compressedDtype !== 'off' && compressedMaxBytes > 0 ? { maxBytes: compressedMaxBytes, codec: compressedDtype } : undefined;
-  const disk = dir !== undefined ? { dir, maxBytes: diskMaxBytes } : undefined;
+  const disk = dir !== undefined ? { dir, maxBytes: diskMaxBytes, readReserveBytes: diskReadReserveBytes } : undefined;
   const remote = redisUrl !== undefined ? { url: redisUrl, timeoutMs: redisTimeoutMs, maxPendingBytes: redisMaxPendingBytes } : undefined;
   if (!compressed && !disk && !remote) return undefined;
   return TierThread.start({ layout: info.layout, onnxPath: info.onnxPath, tokenizerPath: join(info.dir, 'tokenizer.json'), compressed, disk, remote });

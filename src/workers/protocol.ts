@@ -39,6 +39,7 @@ export interface WorkerConfig {
     compressedDtype: 'int8' | 'float16' | 'off';
     dir?: string | undefined;
     diskMaxBytes: number;
+    diskReadReserveBytes: number;
     redisUrl?: string | undefined;
     redisTimeoutMs: number;
     redisMaxPendingBytes: number;
@@ -123,7 +124,7 @@ export interface TierWorkerData {
   /** The compressed RAM tier, or undefined when off. */
   compressed: { maxBytes: number; codec: 'int8' | 'float16' } | undefined;
   /** The disk tier, or undefined when off. */
-  disk: { dir: string; maxBytes: number } | undefined;
+  disk: { dir: string; maxBytes: number; readReserveBytes: number } | undefined;
   /** The shared tier in Redis, or undefined when off. */
   remote: { url: string; timeoutMs: number; maxPendingBytes: number } | undefined;
 }

@@ -13,9 +13,10 @@
 // timeout: a slow or absent Redis is a miss, never an error).
 import { join } from 'node:path';
 import { workerData } from 'node:worker_threads';
-import { type Entry, encodeEntry } from '../core/kv/entry/format.js';
-import { decodePayload, encodePayload } from '../core/kv/tiers/codec.js';
+import { type EncodableEntry, type Entry, encodeEntry } from '../core/kv/entry/format.js';
+import { decodePayload, payloadParts } from '../core/kv/tiers/codec.js';
 import { CompressedStore } from '../core/kv/tiers/compressed-store.js';
+import { PrefaultedBuffers } from '../core/kv/tiers/prefaulted.js';
 import { type DiskRejectReason, DiskStore } from '../core/kv/tiers/disk-store.js';
 import { RemoteStore } from '../core/kv/tiers/remote-store.js';
 import type { DemotedEntry, PromotedEntry, TierEntryInfo } from '../core/kv/tiers/lower-tiers.js';
@@ -39,18 +40,58 @@ try {
   let dropped = 0;
   const rejectedAtOpen: Record<string, number> = {};
   const writes = new BucketHistogram(LATENCY_BUCKETS);
+  // The read reserve (KV_CACHE_DISK_READ_RESERVE_BYTES): half for blocks read ahead at start,
+  // half for prefaulted read buffers (prefaulted.ts).
+  const reserveBytes = data.disk?.readReserveBytes ?? 0;
+  const reserve = new PrefaultedBuffers(Math.floor(reserveBytes / 2));
+  /** Prefix blocks read (and validated) ahead at start, until a fetch takes them or the disk lets them go. */
+  const readAhead = new Map<string, { bytes: Uint8Array; entry: Entry }>();
   const disk = data.disk
     ? await DiskStore.open(join(data.disk.dir), {
         maxBytes: data.disk.maxBytes,
+        readBuffer: (size) => reserve.take(size),
         fingerprint,
         onReject: (reason: DiskRejectReason) => {
           rejectedAtOpen[reason] = (rejectedAtOpen[reason] ?? 0) + 1;
         },
-        onRemove: (key) => changed.add(key),
+        onRemove: (key) => {
+          changed.add(key);
+          readAhead.delete(key);
+        },
         onWrite: (seconds) => writes.observe(seconds),
       })
     : undefined;
   for (const e of disk?.list() ?? []) meta.set(e.key, { key: e.key, kind: e.kind, tokens: e.tokens, createdMs: e.createdMs });
+  // The files a restart will read first are prefix blocks, alike in size: the newest one's.
+  const newestBlock = disk?.list().findLast((e) => e.kind === 'prefix');
+  if (newestBlock) reserve.prime(newestBlock.bytes);
+
+  /**
+   * After a restart the first prompts are likely the last ones served: the most recently used
+   * prefix blocks, up to half the reserve, are read into memory in idle turns (oldest of them
+   * first, so the disk's LRU order is kept), and a fetch finds them without a file read.
+   */
+  function readAheadAtStart(): void {
+    if (!disk) return;
+    const newest: string[] = [];
+    let budget = Math.floor(reserveBytes / 2);
+    for (const e of disk.list().reverse()) {
+      if (e.kind !== 'prefix') continue;
+      if (e.bytes > budget) break;
+      budget -= e.bytes;
+      newest.push(e.key);
+    }
+    const next = async (): Promise<void> => {
+      const key = newest.pop();
+      if (key === undefined) return;
+      if (disk.has(key) && !readAhead.has(key)) {
+        const got = await disk.getEntry(key);
+        if (got) readAhead.set(key, got);
+      }
+      setImmediate(() => void next());
+    };
+    setImmediate(() => void next());
+  }
   const compressed = data.compressed
     ? new CompressedStore({
         ...data.compressed,
@@ -65,11 +106,11 @@ try {
     : undefined;
 
   const remote = data.remote ? new RemoteStore({ ...data.remote, fingerprint }) : undefined;
-  const exact = (e: DemotedEntry): Entry => {
+  const exact = (e: DemotedEntry): EncodableEntry => {
     const { layers, kvHeads, headDim, dtype } = layout;
     const dims = { layers, kvHeads, headDim, tokens: e.tokens.length };
     const base = { kind: e.kind, key: e.key, tenantSalt: salt.encode(e.tenant), tokens: e.tokens, createdMs: e.createdMs };
-    return { ...base, fingerprint, codec: dtype, dtype, dims, payload: encodePayload(dtype, e.tensors, dims, dtype) };
+    return { ...base, fingerprint, codec: dtype, dtype, dims, payload: payloadParts(dtype, e.tensors, dims, dtype) };
   };
   const promoted = (e: Entry, tier: 'disk' | 'remote', inPlace: boolean): PromotedEntry => ({
     kind: e.kind,
@@ -88,6 +129,26 @@ try {
     const d = disk?.info(key);
     return d ? { ...m, tier: 'disk', bytes: d.bytes } : undefined;
   };
+  // Demotions and publications wait in a backlog taken one per turn of the event loop, so a
+  // fetch (a request waiting for its prefix) is answered between two of them, not after all.
+  // Every other call settles the backlog first: it sees what was handed down before it.
+  const backlog: ToTier[] = [];
+  let working = false;
+  function take(msg: ToTier): void {
+    if (msg.type === 'publish') remote?.put(msg.entry.key, encodeEntry(exact(msg.entry)));
+    else demote(msg.entry);
+    report(msg.bytes);
+  }
+  function work(): void {
+    const msg = backlog.shift();
+    if (msg) take(msg);
+    working = backlog.length > 0;
+    if (working) setImmediate(work);
+  }
+  function settle(): void {
+    for (let msg = backlog.shift(); msg; msg = backlog.shift()) take(msg);
+  }
+
   const port = serve<TierCalls, ToTier, FromTier>(
     {
       fetch: async (requested) => {
@@ -97,7 +158,12 @@ try {
         const local = (key: string) => compressed?.has(key) || disk?.has(key);
         // Disk reads of the whole chain at once (the files are independent), and one MGET for
         // what no local tier holds; the chain is then taken in order, up to the first gap.
-        const reads = keys.map((key) => (compressed?.has(key) ? undefined : disk?.getEntry(key)));
+        const reads = keys.map((key) => {
+          if (compressed?.has(key)) return undefined;
+          const ahead = readAhead.get(key);
+          readAhead.delete(key);
+          return ahead ? Promise.resolve(ahead) : disk?.getEntry(key);
+        });
         const wanted = [...(session && !local(session) ? [session] : []), ...keys.filter((k) => !local(k))];
         const shared = new Map<string, Entry>();
         for (const [i, e] of (await (remote?.getMany(wanted) ?? Promise.resolve([]))).entries()) if (e) shared.set(wanted[i]!, e);
@@ -129,6 +195,7 @@ try {
         );
       },
       delete: (keys) => {
+        settle();
         for (const key of keys) {
           compressed?.delete(key);
           disk?.delete(key);
@@ -138,27 +205,34 @@ try {
         report(0);
         return undefined;
       },
-      stats: (): TierStats => ({
-        bytes: { compressed: compressed?.bytes ?? 0, disk: disk?.bytes ?? 0 },
-        capacityBytes: { compressed: compressed?.maxBytes ?? 0, disk: disk?.maxBytes ?? 0 },
-        demotions: { ...demotions },
-        dropped,
-        diskRejected: { fingerprint: 0, checksum: 0, truncated: 0, io: 0, ...disk?.stats().rejected },
-        diskWriteSeconds: writes.snapshot(),
-        remote: remote?.stats(),
-      }),
+      stats: (): TierStats => {
+        settle();
+        return {
+          bytes: { compressed: compressed?.bytes ?? 0, disk: disk?.bytes ?? 0 },
+          capacityBytes: { compressed: compressed?.maxBytes ?? 0, disk: disk?.maxBytes ?? 0 },
+          demotions: { ...demotions },
+          dropped,
+          diskRejected: { fingerprint: 0, checksum: 0, truncated: 0, io: 0, ...disk?.stats().rejected },
+          diskWriteSeconds: writes.snapshot(),
+          remote: remote?.stats(),
+        };
+      },
       persist: async () => {
+        settle();
         await disk?.close();
         return undefined;
       },
     },
     {
       onMessage: (msg) => {
-        if (msg.type === 'publish') remote?.put(msg.entry.key, encodeEntry(exact(msg.entry)));
-        else demote(msg.entry);
-        report(msg.bytes);
+        backlog.push(msg);
+        if (!working) {
+          working = true;
+          setImmediate(work);
+        }
       },
       onClose: async () => {
+        settle();
         await Promise.all([disk?.close(), remote?.close()]);
       },
     },
@@ -204,6 +278,7 @@ try {
 
   const index = [...meta.keys()].map(info).filter((i): i is TierEntryInfo => i !== undefined);
   ready({ index, rejectedAtOpen });
+  readAheadAtStart();
 } catch (err) {
   fatal(err);
 }

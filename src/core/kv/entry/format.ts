@@ -100,8 +100,13 @@ function sections(keyBytes: number, saltBytes: number, tokens: number, payload: 
   return { key, salt, tokens: tok, payload: pay, crc, total: crc + 4 };
 }
 
+/** An entry to encode: its payload may come in parts (e.g. the tensors' own bytes), laid out in order. */
+export type EncodableEntry = Omit<Entry, 'payload'> & { payload: Uint8Array | readonly Uint8Array[] };
+
 /** Throws on a malformed input: that is a caller's bug, unlike a bad entry read back. */
-export function encodeEntry(e: Entry): Uint8Array {
+export function encodeEntry(e: EncodableEntry): Uint8Array {
+  const parts = e.payload instanceof Uint8Array ? [e.payload] : e.payload;
+  const payloadLength = parts.reduce((n, p) => n + p.length, 0);
   const key = utf8.encode(e.key);
   const { dims } = e;
   const problem = fieldProblem(KINDS.indexOf(e.kind), CODECS.indexOf(e.codec), DTYPES.indexOf(e.dtype), dims, key.length, e.tenantSalt.length);
@@ -109,9 +114,8 @@ export function encodeEntry(e: Entry): Uint8Array {
   if (e.fingerprint.length !== FINGERPRINT_BYTES) throw new RangeError(`fingerprint must be ${FINGERPRINT_BYTES} bytes`);
   if (!Number.isFinite(e.createdMs)) throw new RangeError(`createdMs ${e.createdMs} is not finite`);
   if (e.tokens.length !== dims.tokens) throw new RangeError(`${e.tokens.length} token ids for ${dims.tokens} positions`);
-  if (e.payload.length !== payloadBytes(e.codec, dims))
-    throw new RangeError(`payload of ${e.payload.length} bytes, ${e.codec} needs ${payloadBytes(e.codec, dims)}`);
-  const s = sections(key.length, e.tenantSalt.length, dims.tokens, e.payload.length);
+  if (payloadLength !== payloadBytes(e.codec, dims)) throw new RangeError(`payload of ${payloadLength} bytes, ${e.codec} needs ${payloadBytes(e.codec, dims)}`);
+  const s = sections(key.length, e.tenantSalt.length, dims.tokens, payloadLength);
   const out = new Uint8Array(s.total);
   const v = new DataView(out.buffer);
   out.set(MAGIC, 0);
@@ -120,15 +124,19 @@ export function encodeEntry(e: Entry): Uint8Array {
   v.setUint8(11, CODECS.indexOf(e.codec) + 1);
   v.setUint8(12, DTYPES.indexOf(e.dtype) + 1);
   for (const [i, n] of [dims.layers, dims.kvHeads, dims.headDim, dims.tokens, key.length, e.tenantSalt.length].entries()) v.setUint32(16 + 4 * i, n, true);
-  v.setUint32(40, e.payload.length % 2 ** 32, true);
-  v.setUint32(44, Math.floor(e.payload.length / 2 ** 32), true);
+  v.setUint32(40, payloadLength % 2 ** 32, true);
+  v.setUint32(44, Math.floor(payloadLength / 2 ** 32), true);
   v.setFloat64(48, e.createdMs, true);
   out.set(e.fingerprint, 56);
   v.setUint32(92, crc32(out.subarray(0, 92)), true);
   out.set(key, s.key);
   out.set(e.tenantSalt, s.salt);
   out.set(new Uint8Array(e.tokens.buffer, e.tokens.byteOffset, 4 * dims.tokens), s.tokens);
-  out.set(e.payload, s.payload);
+  let at = s.payload;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
   v.setUint32(s.crc, crc32(out.subarray(0, s.crc)), true);
   return out;
 }

@@ -53,6 +53,16 @@ export function encodePayload(codec: CodecId, tensors: readonly KvData[], dims: 
 }
 
 /**
+ * encodePayload() for encodeEntry(), without a copy when the codec is the cache's own dtype:
+ * the tensors' bytes are the payload's parts, copied once, into the entry.
+ */
+export function payloadParts(codec: CodecId, tensors: readonly KvData[], dims: EntryDims, dtype: KvDType): Uint8Array | Uint8Array[] {
+  if (codec !== dtype) return encodePayload(codec, tensors, dims, dtype);
+  checkTensors(tensors, dims, dtype);
+  return tensors.map(asBytes);
+}
+
+/**
  * Restores the tensors from a payload, as `dtype`: one allocation (a slab) with 2 × layers
  * views, as the pool keeps a block. `inPlace`: an exact payload is read where it is, without a
  * copy (the caller owns the buffer and hands it on whole).
@@ -84,7 +94,8 @@ function quantizeInt8(tensors: readonly KvData[], dims: EntryDims, out: Uint8Arr
   const groups = kvHeads * tokens;
   const scales = new Float32Array(out.buffer, out.byteOffset, tensors.length * groups);
   const q = new Int8Array(out.buffer, out.byteOffset + 4 * scales.length, tensors.length * groups * d);
-  const scratch = new Float32Array(groups * d);
+  // Only a float16 cache needs room to widen a tensor into.
+  const scratch = tensors[0] instanceof Float32Array ? new Float32Array(0) : new Float32Array(groups * d);
   for (let t = 0; t < tensors.length; t++) {
     const x = asFloat32(tensors[t]!, scratch);
     for (let g = 0; g < groups; g++) {

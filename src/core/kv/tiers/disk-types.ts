@@ -20,6 +20,8 @@ export interface DiskStoreOptions {
    * this is a cache, so the durability an fsync buys is not worth a journal commit per entry.
    */
   fsync?: boolean;
+  /** Where a read puts a file of `size` bytes (prefaulted.ts); a new buffer when unset. */
+  readBuffer?: (size: number) => Uint8Array;
 }
 
 export interface DiskStoreStats {

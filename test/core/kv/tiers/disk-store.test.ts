@@ -192,3 +192,37 @@ t.test('a put of bytes that are not an entry of that key is a caller bug', async
   t.notOk(isRejected(d));
   await store.close();
 });
+
+t.test('reads go into the buffers readBuffer gives, and a file cut short after open is still refused', async (t) => {
+  const dir = await tmpDir(t);
+  const asked: number[] = [];
+  const given: Uint8Array[] = [];
+  const readBuffer = (size: number) => {
+    asked.push(size);
+    // Stale contents, as a reused buffer has: the read must overwrite every byte it serves.
+    const b = new Uint8Array(size).fill(0xa5);
+    given.push(b);
+    return b;
+  };
+  let store = await DiskStore.open(dir, { maxBytes: 1 << 20, fingerprint: FP });
+  const keys = ['p-1', 'p-2', 'p-3'];
+  for (const k of keys) store.put(k, fixtureBytes(k, 7));
+  await store.close();
+  store = await DiskStore.open(dir, { maxBytes: 1 << 20, fingerprint: FP, readBuffer });
+  for (const [i, k] of keys.entries()) {
+    const got = await store.getEntry(k);
+    t.ok(got && isFixture(k, got.bytes), `${k} served as written`);
+    t.equal(got?.bytes, given[i], `${k} was read into the given buffer`);
+  }
+  t.same(
+    asked,
+    keys.map((k) => fixtureBytes(k, 7).length),
+    'each asked for at its file size',
+  );
+  // The index expects the full size; a file shorter than that is read whole and refused.
+  await truncate(fileOf(dir, 'p-2'), 150);
+  t.equal(await store.getEntry('p-2'), undefined);
+  t.equal(store.stats().rejected.truncated, 1, 'counted as truncated');
+  t.equal(asked.length, 3, 'no buffer asked for a file of the wrong size');
+  await store.close();
+});

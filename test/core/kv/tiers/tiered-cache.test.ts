@@ -26,7 +26,7 @@ async function setup(t: { teardown(fn: () => Promise<void>): void }, options: { 
     onnxPath: join(MODEL_DIR, 'onnx/model.onnx'),
     tokenizerPath: join(MODEL_DIR, 'tokenizer.json'),
     compressed: options.compressed ? { maxBytes: 1 << 20, codec: 'int8' } : undefined,
-    disk: options.disk === false ? undefined : { dir, maxBytes: 1 << 24 },
+    disk: options.disk === false ? undefined : { dir, maxBytes: 1 << 24, readReserveBytes: 1 << 20 },
     remote: undefined,
   });
   let now = 1_700_000_000_000;
