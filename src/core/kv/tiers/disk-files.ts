@@ -3,6 +3,7 @@
 // a few thousand files. The scan reads only each file's header: a damaged payload is caught
 // by the checksum when the file is read, and removed then.
 import { createHash, randomBytes } from 'node:crypto';
+import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { type FileHandle, mkdir, open, readdir, rename, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type EntryKind, HEADER_PREFIX_BYTES, type RejectReason, inspectHeader, isRejected } from '../entry/format.js';
@@ -125,5 +126,31 @@ export async function writeAtomic(dir: string, name: string, data: Uint8Array, f
   } catch (err) {
     await unlink(tmp).catch(() => {});
     throw err;
+  }
+}
+
+/**
+ * An entry file's bytes, read synchronously (the tier thread is the only reader and has nothing
+ * else to run meanwhile; a page-cached file is read in microseconds, where a trip through
+ * libuv's pool cost a chain of blocks tens of ms). With `readBuffer`, into the buffer it gives
+ * when the file has the size the index expects; another size is a damaged file, read whole for
+ * the decoder to say how.
+ */
+export function readEntryFile(path: string, expected: number, readBuffer?: (size: number) => Uint8Array): Uint8Array {
+  if (!readBuffer) return readFileSync(path);
+  const fd = openSync(path, 'r');
+  try {
+    const { size } = fstatSync(fd);
+    if (size !== expected) return readFileSync(fd);
+    const out = readBuffer(size);
+    let at = 0;
+    while (at < size) {
+      const n = readSync(fd, out, at, size - at, at);
+      if (n === 0) break;
+      at += n;
+    }
+    return at === size ? out : out.subarray(0, at);
+  } finally {
+    closeSync(fd);
   }
 }

@@ -2,11 +2,10 @@
 // never waits: one background writer takes a FIFO of writes (temp file, rename into place)
 // and unlinks, so a kill -9 leaves at worst a temp file, removed at the next open, and an
 // unlink that makes room always lands before the write it made room for.
-import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Entry, type EntryKind, decodeEntry, inspectHeader, isRejected } from '../entry/format.js';
-import { type DiskRejectReason, diskReason, fileName, filePath, scanDir, writeAtomic } from './disk-files.js';
+import { type DiskRejectReason, diskReason, fileName, filePath, readEntryFile, scanDir, writeAtomic } from './disk-files.js';
 
 import type { DiskEntryInfo, DiskStoreOptions, DiskStoreStats } from './disk-types.js';
 
@@ -187,10 +186,7 @@ export class DiskStore {
     const path = filePath(this.dir, item.name);
     let bytes: Uint8Array;
     try {
-      // A synchronous read: the tier thread is the only reader and has nothing else to run
-      // meanwhile, and a page-cached entry is read in microseconds, where a trip through
-      // libuv's thread pool (open, stat, read, close) cost a chain of blocks tens of ms.
-      bytes = this.#read(path, item.bytes);
+      bytes = readEntryFile(path, item.bytes, this.#readBuffer);
     } catch (err) {
       // Evicted or replaced while we read: a plain miss. Otherwise the file is unreadable.
       if (item.state === 'gone' || this.#items.get(key) !== item) return this.#miss();
@@ -203,27 +199,6 @@ export class DiskStore {
     // Recency survives a restart as the file's mtime (set by the writer, so flush() covers it).
     if (item.state === 'stored') this.#enqueue({ kind: 'touch', name: item.name, at: new Date() });
     return { bytes, entry: e };
-  }
-
-  /** The file's bytes: into a buffer from readBuffer when the file has the size the index expects. */
-  #read(path: string, expected: number): Uint8Array {
-    if (!this.#readBuffer) return readFileSync(path);
-    const fd = openSync(path, 'r');
-    try {
-      const { size } = fstatSync(fd);
-      // Another size is a damaged file: read it whole, for decodeEntry to say how.
-      if (size !== expected) return readFileSync(fd);
-      const out = this.#readBuffer(size);
-      let at = 0;
-      while (at < size) {
-        const n = readSync(fd, out, at, size - at, at);
-        if (n === 0) break;
-        at += n;
-      }
-      return at === size ? out : out.subarray(0, at);
-    } finally {
-      closeSync(fd);
-    }
   }
 
   /** What the index knows of one entry. */
