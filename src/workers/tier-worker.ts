@@ -14,7 +14,7 @@
 import { join } from 'node:path';
 import { workerData } from 'node:worker_threads';
 import { type EncodableEntry, type Entry, encodeEntry } from '../core/kv/entry/format.js';
-import { decodePayload, payloadParts } from '../core/kv/tiers/codec.js';
+import { decodePayload, exactPayloadParts } from '../core/kv/tiers/codec.js';
 import { CompressedStore } from '../core/kv/tiers/compressed-store.js';
 import { PrefaultedBuffers } from '../core/kv/tiers/prefaulted.js';
 import { type DiskRejectReason, DiskStore } from '../core/kv/tiers/disk-store.js';
@@ -61,9 +61,10 @@ try {
         onWrite: (seconds) => writes.observe(seconds),
       })
     : undefined;
-  for (const e of disk?.list() ?? []) meta.set(e.key, { key: e.key, kind: e.kind, tokens: e.tokens, createdMs: e.createdMs });
+  const onDisk = disk?.list() ?? [];
+  for (const e of onDisk) meta.set(e.key, { key: e.key, kind: e.kind, tokens: e.tokens, createdMs: e.createdMs });
   // The files a restart will read first are prefix blocks, alike in size: the newest one's.
-  const newestBlock = disk?.list().findLast((e) => e.kind === 'prefix');
+  const newestBlock = onDisk.findLast((e) => e.kind === 'prefix');
   if (newestBlock) reserve.prime(newestBlock.bytes);
 
   /**
@@ -75,7 +76,8 @@ try {
     if (!disk) return;
     const newest: string[] = [];
     let budget = Math.floor(reserveBytes / 2);
-    for (const e of disk.list().reverse()) {
+    for (let i = onDisk.length - 1; i >= 0; i--) {
+      const e = onDisk[i]!;
       if (e.kind !== 'prefix') continue;
       if (e.bytes > budget) break;
       budget -= e.bytes;
@@ -84,10 +86,9 @@ try {
     const next = async (): Promise<void> => {
       const key = newest.pop();
       if (key === undefined) return;
-      if (disk.has(key) && !readAhead.has(key)) {
-        const got = await disk.getEntry(key);
-        if (got) readAhead.set(key, got);
-      }
+      // Gone since the scan (evicted or deleted): nothing to read.
+      const got = disk.has(key) ? await disk.getEntry(key) : undefined;
+      if (got) readAhead.set(key, got);
       setImmediate(() => void next());
     };
     setImmediate(() => void next());
@@ -110,7 +111,7 @@ try {
     const { layers, kvHeads, headDim, dtype } = layout;
     const dims = { layers, kvHeads, headDim, tokens: e.tokens.length };
     const base = { kind: e.kind, key: e.key, tenantSalt: salt.encode(e.tenant), tokens: e.tokens, createdMs: e.createdMs };
-    return { ...base, fingerprint, codec: dtype, dtype, dims, payload: payloadParts(dtype, e.tensors, dims, dtype) };
+    return { ...base, fingerprint, codec: dtype, dtype, dims, payload: exactPayloadParts(e.tensors, dims, dtype) };
   };
   const promoted = (e: Entry, tier: 'disk' | 'remote', inPlace: boolean): PromotedEntry => ({
     kind: e.kind,

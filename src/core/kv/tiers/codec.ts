@@ -53,11 +53,10 @@ export function encodePayload(codec: CodecId, tensors: readonly KvData[], dims: 
 }
 
 /**
- * encodePayload() for encodeEntry(), without a copy when the codec is the cache's own dtype:
- * the tensors' bytes are the payload's parts, copied once, into the entry.
+ * The exact payload (codec = the cache's dtype) as parts for encodeEntry(): the tensors' own
+ * bytes, copied once, into the entry, where encodePayload() would copy them twice.
  */
-export function payloadParts(codec: CodecId, tensors: readonly KvData[], dims: EntryDims, dtype: KvDType): Uint8Array | Uint8Array[] {
-  if (codec !== dtype) return encodePayload(codec, tensors, dims, dtype);
+export function exactPayloadParts(tensors: readonly KvData[], dims: EntryDims, dtype: KvDType): Uint8Array[] {
   checkTensors(tensors, dims, dtype);
   return tensors.map(asBytes);
 }

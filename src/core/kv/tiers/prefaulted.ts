@@ -29,16 +29,12 @@ export class PrefaultedBuffers {
 
   /** A buffer of exactly `size` bytes, pre-touched when the reserve has one (contents unspecified). */
   take(size: number): Uint8Array {
-    this.prime(size);
+    if (size !== this.#size) this.prime(size);
     const buffer = this.#free.pop();
-    if (buffer) {
-      this.stats.taken++;
-      this.#refill();
-      return new Uint8Array(buffer);
-    }
-    this.stats.missed++;
+    if (buffer) this.stats.taken++;
+    else this.stats.missed++;
     this.#refill();
-    return new Uint8Array(size);
+    return buffer ? new Uint8Array(buffer) : new Uint8Array(size);
   }
 
   /** Keeps buffers of `size` from now on (others are let go) and starts filling the reserve. */
