@@ -3,7 +3,8 @@
 // moment, counting queued and in-flight writes; put() never waits for the disk.
 import t, { type Test } from 'tap';
 import fc from 'fast-check';
-import { mkdir, mkdtemp, open, readdir, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { readdirSync, statSync } from 'node:fs';
+import { mkdir, mkdtemp, open, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { decodeEntry, isRejected } from '../../../../src/core/kv/entry/format.js';
@@ -17,14 +18,29 @@ async function tmpDir(t: Test): Promise<string> {
   return dir;
 }
 
-/** Every file under dir (entry files and temp files) with its size. */
-async function filesOn(dir: string): Promise<{ file: string; size: number }[]> {
-  const out: { file: string; size: number }[] = [];
-  for (const sub of await readdir(dir)) {
-    for (const f of await readdir(path.join(dir, sub)).catch(() => []))
-      out.push({ file: path.join(sub, f), size: (await stat(path.join(dir, sub, f)).catch(() => ({ size: 0 }))).size });
+/**
+ * Every file under dir (entry files and temp files) with its size: a snapshot. It is read
+ * synchronously so the store's writer cannot move between two reads (an asynchronous walk
+ * counted a file, let the writer unlink it and write the next, and counted both); the one
+ * system call that may still land meanwhile is a rename from tmp/, so a file is counted once
+ * per inode.
+ */
+function filesOn(dir: string): { file: string; size: number }[] {
+  const byInode = new Map<number, { file: string; size: number }>();
+  const list = (d: string): string[] => {
+    try {
+      return readdirSync(d);
+    } catch {
+      return [];
+    }
+  };
+  for (const sub of list(dir)) {
+    for (const f of list(path.join(dir, sub))) {
+      const s = statSync(path.join(dir, sub, f), { throwIfNoEntry: false });
+      if (s) byInode.set(s.ino, { file: path.join(sub, f), size: s.size });
+    }
   }
-  return out;
+  return [...byInode.values()];
 }
 
 const fileOf = (dir: string, key: string) => path.join(dir, fileName(key).slice(0, 2), fileName(key));
@@ -56,7 +72,7 @@ t.test('entries survive close and reopen, in LRU order by last use', async (t) =
   store = await DiskStore.open(dir, { maxBytes: 1 << 20, fingerprint: FP });
   t.notOk(store.has('p-c'), 'a deleted entry stays deleted');
   t.same(
-    (await filesOn(dir)).filter((f) => f.file.startsWith('tmp')),
+    filesOn(dir).filter((f) => f.file.startsWith('tmp')),
     [],
     'no temp files left',
   );
@@ -101,7 +117,7 @@ t.test('bad files are never served: removed, counted by reason, reported once', 
   await store.close();
   t.equal(reports.length, 7, 'each bad file reported once');
   t.same(
-    (await filesOn(dir)).map((f) => f.file),
+    filesOn(dir).map((f) => f.file),
     [path.join(fileName('good').slice(0, 2), fileName('good'))],
     'only the good file remains',
   );
@@ -130,9 +146,9 @@ t.test('random puts, gets and deletes: the budget holds on disk at every moment,
         await rm(dir, { recursive: true, force: true });
         const store = await DiskStore.open(dir, { maxBytes, fingerprint: FP, maxPendingBytes: 8 * one });
         const sizes = new Map<string, number>();
-        const check = async (when: string) => {
+        const check = (when: string) => {
           if (store.bytes > maxBytes) throw new Error(`${when}: counted ${store.bytes} > ${maxBytes}`);
-          const onDisk = (await filesOn(dir)).reduce((a, f) => a + f.size, 0);
+          const onDisk = filesOn(dir).reduce((a, f) => a + f.size, 0);
           if (onDisk > maxBytes) throw new Error(`${when}: ${onDisk} bytes on disk > ${maxBytes}`);
         };
         for (const { op, key: k, tokens } of ops) {
@@ -147,11 +163,11 @@ t.test('random puts, gets and deletes: the budget holds on disk at every moment,
           else await sleep(1);
           const sum = store.keys().reduce((a, key) => a + sizes.get(key)!, 0);
           if (store.bytes !== sum) throw new Error(`bytes ${store.bytes} != sum of entries ${sum}`);
-          await check(op);
+          check(op);
         }
         await store.close();
-        await check('closed');
-        const onDisk = (await filesOn(dir)).filter((f) => !f.file.startsWith('tmp'));
+        check('closed');
+        const onDisk = filesOn(dir).filter((f) => !f.file.startsWith('tmp'));
         if (onDisk.reduce((a, f) => a + f.size, 0) !== store.bytes) throw new Error('files on disk differ from the accounting');
         if (onDisk.length !== store.entries) throw new Error('file count differs');
       },
