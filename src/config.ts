@@ -43,6 +43,8 @@ const schema = z.strictObject({
     diskMaxBytes: z.number().int().positive(),
     /** Memory kept touched ahead of time for tier 3's reads (0: none), outside the KV budget. */
     diskReadReserveBytes: z.number().int().min(0),
+    /** The tier thread's nice value (Linux): its background work yields the cores to decode steps. */
+    tierNice: z.number().int().min(0).max(19),
     /** A Redis or Valkey server shared by replicas (redis://…; unset: off). */
     redisUrl: z.url({ protocol: /^rediss?$/ }).optional(),
     /** How long a lookup in Redis may take before it counts as a miss. */
@@ -127,6 +129,7 @@ const ENV: Record<string, { path: string[]; type: 'string' | 'int' | 'bool' | 'l
   KV_CACHE_DIR: { path: ['kvCache', 'dir'], type: 'string' },
   KV_CACHE_DISK_MAX_BYTES: { path: ['kvCache', 'diskMaxBytes'], type: 'int' },
   KV_CACHE_DISK_READ_RESERVE_BYTES: { path: ['kvCache', 'diskReadReserveBytes'], type: 'int' },
+  KV_CACHE_TIER_NICE: { path: ['kvCache', 'tierNice'], type: 'int' },
   KV_CACHE_REDIS_URL: { path: ['kvCache', 'redisUrl'], type: 'string' },
   KV_CACHE_REDIS_TIMEOUT_MS: { path: ['kvCache', 'redisTimeoutMs'], type: 'int' },
   KV_CACHE_REDIS_MAX_PENDING_BYTES: { path: ['kvCache', 'redisMaxPendingBytes'], type: 'int' },

@@ -47,12 +47,21 @@ function observeGc(): () => Record<string, ReturnType<BucketHistogram['snapshot'
 
 /** The tiers below RAM, if the configuration turns any on. */
 async function startTiers(info: ModelInfo): Promise<TierThread | undefined> {
-  const { compressedDtype, compressedMaxBytes, dir, diskMaxBytes, diskReadReserveBytes, redisUrl, redisTimeoutMs, redisMaxPendingBytes } = config.kvCache;
+  const { compressedDtype, compressedMaxBytes, dir, diskMaxBytes, diskReadReserveBytes, tierNice, redisUrl, redisTimeoutMs, redisMaxPendingBytes } =
+    config.kvCache;
   const compressed = compressedDtype !== 'off' && compressedMaxBytes > 0 ? { maxBytes: compressedMaxBytes, codec: compressedDtype } : undefined;
   const disk = dir !== undefined ? { dir, maxBytes: diskMaxBytes, readReserveBytes: diskReadReserveBytes } : undefined;
   const remote = redisUrl !== undefined ? { url: redisUrl, timeoutMs: redisTimeoutMs, maxPendingBytes: redisMaxPendingBytes } : undefined;
   if (!compressed && !disk && !remote) return undefined;
-  return TierThread.start({ layout: info.layout, onnxPath: info.onnxPath, tokenizerPath: join(info.dir, 'tokenizer.json'), compressed, disk, remote });
+  return TierThread.start({
+    layout: info.layout,
+    onnxPath: info.onnxPath,
+    tokenizerPath: join(info.dir, 'tokenizer.json'),
+    compressed,
+    disk,
+    remote,
+    nice: tierNice,
+  });
 }
 
 /** Structured outputs for this tokenizer; none (response_format refused) if its decoder is one the vocabulary reader does not know. */

@@ -40,6 +40,7 @@ export interface WorkerConfig {
     dir?: string | undefined;
     diskMaxBytes: number;
     diskReadReserveBytes: number;
+    tierNice: number;
     redisUrl?: string | undefined;
     redisTimeoutMs: number;
     redisMaxPendingBytes: number;
@@ -127,6 +128,8 @@ export interface TierWorkerData {
   disk: { dir: string; maxBytes: number; readReserveBytes: number } | undefined;
   /** The shared tier in Redis, or undefined when off. */
   remote: { url: string; timeoutMs: number; maxPendingBytes: number } | undefined;
+  /** The thread's nice value (KV_CACHE_TIER_NICE); unset: the process's. */
+  nice?: number | undefined;
 }
 
 export interface TierStats {

@@ -24,10 +24,14 @@ import { BucketHistogram, LATENCY_BUCKETS } from '../metrics/buckets.js';
 import { modelFingerprint } from '../runtime/fingerprint.js';
 import type { FromTier, TierCalls, TierStats, TierWorkerData, ToTier } from './protocol.js';
 import { Transfer, fatal, ready, serve } from './serve.js';
+import { niceThisThread } from './thread-nice.js';
 
 const data = workerData as TierWorkerData;
 const { layout } = data;
 const salt = new TextEncoder();
+// Below the decode steps: on two cores a thread at the same priority slowed every step
+// (docs/benchmarks.md, tiers); a fetch still runs at once when the cores are not saturated.
+if (data.nice !== undefined) niceThisThread(data.nice);
 
 try {
   const fingerprint = await modelFingerprint({ onnxPath: data.onnxPath, tokenizerPath: data.tokenizerPath, layout });
