@@ -164,7 +164,7 @@ export class DiskStore {
     return true;
   }
 
-  /** The entry's bytes, validated (checksum, fingerprint, key); a bad file is removed, counted and reported. */
+  /** The entry's bytes, validated (checksum, fingerprint, key), the caller's own; a bad file is removed, counted and reported. */
   async get(key: string): Promise<Uint8Array | undefined> {
     return (await this.getEntry(key))?.bytes;
   }
@@ -178,10 +178,13 @@ export class DiskStore {
     }
     this.#touch(item);
     if (item.data) {
-      const e = decodeEntry(item.data, this.#fingerprint);
+      // A copy: the caller owns what it gets (the tier thread hands its buffer to the engine,
+      // which would leave the queued write with nothing to write).
+      const bytes = item.data.slice();
+      const e = decodeEntry(bytes, this.#fingerprint);
       if (isRejected(e)) return this.#drop(item, diskReason(e.rejected), e.detail);
       this.#stats.hits++;
-      return { bytes: item.data, entry: e };
+      return { bytes, entry: e };
     }
     const path = filePath(this.dir, item.name);
     let bytes: Uint8Array;

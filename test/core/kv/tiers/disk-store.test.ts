@@ -242,3 +242,23 @@ t.test('reads go into the buffers readBuffer gives, and a file cut short after o
   t.equal(asked.length, 3, 'no buffer asked for a file of the wrong size');
   await store.close();
 });
+
+t.test('what a read returns is the caller’s: handing it to another thread does not empty a queued write', async (t) => {
+  const dir = await tmpDir(t);
+  const store = await DiskStore.open(dir, { maxBytes: 1 << 20, fingerprint: FP });
+  const bytes = fixtureBytes('p-queued', 40);
+  const size = bytes.length;
+  t.ok(store.put('p-queued', bytes));
+  // Served while its write is still queued, then transferred as the tier thread's fetch does
+  // with what it reads (the tensors are decoded in place and their buffer handed over).
+  const got = (await store.getEntry('p-queued'))!;
+  t.ok(isFixture('p-queued', got.bytes), 'served from the queue');
+  structuredClone(got.bytes.buffer, { transfer: [got.bytes.buffer as ArrayBuffer] });
+  await store.close();
+  const reopened = await DiskStore.open(dir, { maxBytes: 1 << 20, fingerprint: FP });
+  t.teardown(() => reopened.close());
+  t.same(reopened.stats().rejected, { fingerprint: 0, checksum: 0, truncated: 0, io: 0 }, 'no damaged file');
+  const back = await reopened.get('p-queued');
+  t.equal(back?.length, size, 'the whole entry was written');
+  t.ok(back && isFixture('p-queued', back), 'and reads back exactly');
+});
