@@ -23,6 +23,8 @@ const schema = z.strictObject({
     threads: z.number().int().positive().optional(),
     /** onnxruntime intra-op threads for decode steps (few tokens); default 1. */
     decodeThreads: z.number().int().positive().optional(),
+    /** Let onnxruntime keep a prepacked copy of the weights for its GEMM kernels (faster prefill; more memory). */
+    prepack: z.boolean(),
   }),
   kvCache: z.strictObject({
     /** Byte budget of the KV pool: running, session and prefix caches together. */
@@ -120,6 +122,7 @@ const ENV: Record<string, { path: string[]; type: 'string' | 'int' | 'bool' | 'l
   MODEL_FILE: { path: ['model', 'file'], type: 'string' },
   ORT_THREADS: { path: ['model', 'threads'], type: 'int' },
   ORT_DECODE_THREADS: { path: ['model', 'decodeThreads'], type: 'int' },
+  ORT_PREPACK: { path: ['model', 'prepack'], type: 'bool' },
   KV_CACHE_MAX_BYTES: { path: ['kvCache', 'maxBytes'], type: 'int' },
   KV_CACHE_BLOCK_SIZE: { path: ['kvCache', 'blockSize'], type: 'int' },
   SESSION_TTL_MS: { path: ['kvCache', 'sessionTtlMs'], type: 'int' },

@@ -37,6 +37,7 @@ const overrides: Array<[name: string, value: string, get: (c: Readonly<Config>) 
   ['MODEL_FILE', 'onnx/model_fp16.onnx', (c) => c.model.file, 'onnx/model_fp16.onnx'],
   ['ORT_THREADS', '3', (c) => c.model.threads, 3],
   ['ORT_DECODE_THREADS', '2', (c) => c.model.decodeThreads, 2],
+  ['ORT_PREPACK', '0', (c) => c.model.prepack, false],
   ['KV_CACHE_MAX_BYTES', '1048576', (c) => c.kvCache.maxBytes, 1048576],
   ['KV_CACHE_BLOCK_SIZE', '32', (c) => c.kvCache.blockSize, 32],
   ['SESSION_TTL_MS', '1000', (c) => c.kvCache.sessionTtlMs, 1000],
@@ -139,6 +140,7 @@ const bad: Array<[name: string, value: string]> = [
   ['KV_CACHE_TIER_NICE', '20'],
   ['KV_CACHE_TIER_NICE', '-5'],
   ['PREFILL_THREAD', 'yes'],
+  ['ORT_PREPACK', 'maybe'],
   ['PLAYGROUND', 'off'],
 ];
 

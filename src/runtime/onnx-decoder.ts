@@ -20,6 +20,8 @@ export interface SessionOptions {
   threads?: number | undefined;
   /** Threads for steps of few tokens (decode); default 1. */
   decodeThreads?: number | undefined;
+  /** Prepacked weights for the GEMM kernels (ORT_PREPACK); default true. */
+  prepack?: boolean | undefined;
 }
 
 /**
@@ -32,7 +34,12 @@ export const PREFILL_MIN_TOKENS = 8;
 const PAST_KEY = /^past_key_values\.(\d+)\.key$/;
 
 /** The onnxruntime session options kvserve runs with (benchmarks reuse them for a fair baseline). */
-export function sessionOptions(threads: number = usableCpus()): ort.InferenceSession.SessionOptions {
+/**
+ * `prepack`: onnxruntime keeps a second copy of each MatMul weight, laid out for its GEMM
+ * kernels. Without it (ORT_PREPACK=0) a float32 SmolLM2-135M server holds ~170 MiB less at idle
+ * but prefills ~38 % and decodes ~17–20 % slower (docs/benchmarks.md): memory for speed.
+ */
+export function sessionOptions(threads: number = usableCpus(), prepack = true): ort.InferenceSession.SessionOptions {
   // Multi-threaded sessions spin-wait between operators instead of sleeping (waking a sleeping
   // thread for each of a step's ~100 small operators cost more than it saved), and stop
   // spinning when a run returns (force_spinning_stop): otherwise they spun on through the
@@ -45,7 +52,7 @@ export function sessionOptions(threads: number = usableCpus()): ort.InferenceSes
     executionMode: 'sequential',
     graphOptimizationLevel: 'all',
     logSeverityLevel: 3,
-    extra: { session: { intra_op: { allow_spinning: spin ? '1' : '0' }, force_spinning_stop: spin ? '1' : '0' } },
+    extra: { session: { intra_op: { allow_spinning: spin ? '1' : '0' }, force_spinning_stop: spin ? '1' : '0', disable_prepacking: prepack ? '0' : '1' } },
   };
 }
 
@@ -117,6 +124,8 @@ export class OnnxDecoder implements DecoderModel {
   readonly vocabSize: number;
   /** The graph returned past + new in present.* and was rewritten at load to return the new tokens only. */
   readonly rewrittenFromConcat: boolean;
+  /** onnxruntime keeps prepacked weights (ORT_PREPACK, unless the graph needs them: needsPrepacking()). */
+  readonly prepacked: boolean;
   /** Two sessions over the same graph, differing only in threads: see PREFILL_MIN_TOKENS. */
   readonly #prefill: ort.InferenceSession;
   readonly #decode: ort.InferenceSession;
@@ -126,8 +135,16 @@ export class OnnxDecoder implements DecoderModel {
   #scratch: Float32Array;
   readonly #masks: BigInt64Array[] = [];
 
-  private constructor(prefill: ort.InferenceSession, decode: ort.InferenceSession, graph: GraphInfo, vocabSize: number, rewritten: boolean) {
+  private constructor(
+    prefill: ort.InferenceSession,
+    decode: ort.InferenceSession,
+    graph: GraphInfo,
+    vocabSize: number,
+    rewritten: boolean,
+    prepacked: boolean,
+  ) {
     this.rewrittenFromConcat = rewritten;
+    this.prepacked = prepacked;
     this.#prefill = prefill;
     this.#decode = decode;
     this.#graph = graph;
@@ -157,8 +174,9 @@ export class OnnxDecoder implements DecoderModel {
       throw new ModelLoadError(file, `not a loadable ONNX model (${firstLine(err)})`);
     }
     const { model, externalDataDir } = served;
+    const prepack = (options.prepack ?? true) || served.needsPrepack;
     const open = (threadCount: number) => {
-      const opts = sessionOptions(threadCount);
+      const opts = sessionOptions(threadCount, prepack);
       if (typeof model === 'string') return ort.InferenceSession.create(model, opts);
       const folder = externalDataDir ? { model_external_initializers_file_folder_path: externalDataDir } : {};
       const extra = opts.extra as { session: Record<string, unknown> };
@@ -177,7 +195,7 @@ export class OnnxDecoder implements DecoderModel {
     if (vocabSize === undefined) {
       throw new ModelLoadError(file, 'vocabulary size unknown: logits shape is dynamic and config.json has no vocab_size');
     }
-    return new OnnxDecoder(session, decode, graph, vocabSize, served.rewritten);
+    return new OnnxDecoder(session, decode, graph, vocabSize, served.rewritten, prepack);
   }
 
   async forward(input: ForwardInput): Promise<ForwardOutput> {

@@ -28,9 +28,9 @@ const CALL_TIMEOUT_MS = 5000;
 
 /** The worker's share of the service configuration (what it leaves unset, the worker plans: runtime/threads.ts). */
 export function workerConfigOf(config: Readonly<Config>): WorkerConfig {
-  const { dir, file, threads, decodeThreads } = config.model;
+  const { dir, file, threads, decodeThreads, prepack } = config.model;
   const { prefillThread, ...scheduler } = config.scheduler;
-  return { modelDir: dir, onnxFile: file, threads, decodeThreads, prefillThread, kvCache: { ...config.kvCache }, scheduler, faultInjection: false };
+  return { modelDir: dir, onnxFile: file, threads, decodeThreads, prepack, prefillThread, kvCache: { ...config.kvCache }, scheduler, faultInjection: false };
 }
 
 export class EngineClient {

@@ -78,7 +78,7 @@ try {
   const weightBytes = modelWeightBytes(files.onnxPath);
   const plan = planThreads(config, weightBytes);
   const { decoder, tokenizer, info } = await loadModel(config.modelDir, { ...config, ...plan });
-  const prefill = plan.prefillThread ? await PrefillThread.start(info.onnxPath, info.vocabSize) : undefined;
+  const prefill = plan.prefillThread ? await PrefillThread.start(info.onnxPath, info.vocabSize, config.prepack) : undefined;
   const { kvCache } = config;
   const tiers = await startTiers(info);
   const cache = new KvCacheManager({ layout: info.layout, ...kvCache, tiers });

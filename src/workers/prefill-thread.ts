@@ -21,11 +21,11 @@ export class PrefillThread implements PrefillModel {
   }
 
   /** Starts the thread; resolves once its model is loaded. */
-  static async start(onnxPath: string, vocabSize: number): Promise<PrefillThread> {
+  static async start(onnxPath: string, vocabSize: number, prepack?: boolean): Promise<PrefillThread> {
     const { channel, ready } = await WorkerChannel.start<PrefillCalls, PrefillReady>({
       name: 'prefill thread',
       entry: 'prefill-worker',
-      workerData: { onnxPath, vocabSize } satisfies PrefillWorkerData,
+      workerData: { onnxPath, vocabSize, prepack } satisfies PrefillWorkerData,
     });
     return new PrefillThread(channel, ready);
   }

@@ -6,10 +6,10 @@ import { OnnxDecoder } from '../runtime/onnx-decoder.js';
 import type { PrefillCalls, PrefillWorkerData } from './protocol.js';
 import { Transfer, fatal, ready, serve } from './serve.js';
 
-const { onnxPath, vocabSize } = workerData as PrefillWorkerData;
+const { onnxPath, vocabSize, prepack } = workerData as PrefillWorkerData;
 
 try {
-  const decoder = await OnnxDecoder.load(onnxPath, { threads: 1, decodeThreads: 1 }, vocabSize);
+  const decoder = await OnnxDecoder.load(onnxPath, { threads: 1, decodeThreads: 1, prepack }, vocabSize);
   serve<PrefillCalls>(
     {
       forward: async (input) => {

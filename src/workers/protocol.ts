@@ -30,6 +30,8 @@ export interface WorkerConfig {
   onnxFile?: string | undefined;
   threads?: number | undefined;
   decodeThreads?: number | undefined;
+  /** ORT_PREPACK (onnx-decoder.ts sessionOptions). */
+  prepack?: boolean | undefined;
   kvCache: {
     maxBytes: number;
     blockSize: number;
@@ -92,6 +94,7 @@ export type FromEngine = { type: 'events'; events: EngineEvent[] };
 
 export interface PrefillWorkerData {
   onnxPath: string;
+  prepack?: boolean | undefined;
   /** Used when the graph's logits shape does not give it. */
   vocabSize: number;
 }
