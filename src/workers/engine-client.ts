@@ -68,7 +68,11 @@ export class EngineClient {
     this.tokenizer = tokenizer;
     this.#tokenizerThread = tokenizerThread;
     channel.onExit((failure) => this.#fail(failure));
-    tokenizerThread.onExit((failure) => this.#fail(failure));
+    // While closing, the tokenizer thread ends first by design: the requests still running end
+    // with the engine worker's own events (aborted), or with its exit.
+    tokenizerThread.onExit((failure) => {
+      if (this.#closing === undefined) this.#fail(failure);
+    });
   }
 
   /**

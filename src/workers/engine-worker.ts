@@ -169,6 +169,8 @@ try {
         closing = true;
         scheduler.abortAll();
         await scheduler.idle();
+        // The aborted requests' last events leave now, not after the tiers have written.
+        if (pending.length > 0) flush();
         // What RAM holds goes down to the tiers, so a restart with the same KV_CACHE_DIR reuses it.
         cache.demoteAll();
         await tiers?.persist().catch(() => {});
