@@ -11,7 +11,8 @@ const rand = (n: number) => {
   return s % n;
 };
 
-const store = await DiskStore.open(dir!, { maxBytes: 1 << 30, fingerprint: FP });
+// A budget no run reaches: an eviction would remove a completed write legitimately.
+const store = await DiskStore.open(dir!, { maxBytes: 2 ** 40, fingerprint: FP });
 process.stdout.write('ready\n');
 const written: string[] = [];
 for (let i = 0; ; ) {

@@ -51,7 +51,7 @@ t.test('SIGKILL mid-write never loses a completed write and never serves a corru
         deleted.add(key);
       }
     }
-    const store = await DiskStore.open(dir, { maxBytes: 1 << 30, fingerprint: FP });
+    const store = await DiskStore.open(dir, { maxBytes: 2 ** 40, fingerprint: FP });
     const { rejected } = store.stats();
     unfinished += rejected.truncated;
     t.same(
