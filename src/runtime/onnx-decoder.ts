@@ -33,8 +33,8 @@ export const PREFILL_MIN_TOKENS = 8;
 
 const PAST_KEY = /^past_key_values\.(\d+)\.key$/;
 
-/** The onnxruntime session options kvserve runs with (benchmarks reuse them for a fair baseline). */
 /**
+ * The onnxruntime session options kvserve runs with (benchmarks reuse them for a fair baseline).
  * `prepack`: onnxruntime keeps a second copy of each MatMul weight, laid out for its GEMM
  * kernels. Without it (ORT_PREPACK=0) a float32 SmolLM2-135M server holds ~170 MiB less at idle
  * but prefills ~38 % and decodes ~17–20 % slower (docs/benchmarks.md): memory for speed.

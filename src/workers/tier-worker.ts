@@ -46,8 +46,8 @@ try {
   const writes = new BucketHistogram(LATENCY_BUCKETS);
   // The read reserve (KV_CACHE_DISK_READ_RESERVE_BYTES): half for blocks read ahead at start,
   // half for prefaulted read buffers (prefaulted.ts).
-  const reserveBytes = data.disk?.readReserveBytes ?? 0;
-  const reserve = new PrefaultedBuffers(Math.floor(reserveBytes / 2));
+  const halfReserve = Math.floor((data.disk?.readReserveBytes ?? 0) / 2);
+  const reserve = new PrefaultedBuffers(halfReserve);
   /** Prefix blocks read (and validated) ahead at start, until a fetch takes them or the disk lets them go. */
   const readAhead = new Map<string, { bytes: Uint8Array; entry: Entry }>();
   const disk = data.disk
@@ -79,7 +79,7 @@ try {
   function readAheadAtStart(): void {
     if (!disk) return;
     const newest: string[] = [];
-    let budget = Math.floor(reserveBytes / 2);
+    let budget = halfReserve;
     for (let i = onDisk.length - 1; i >= 0; i--) {
       const e = onDisk[i]!;
       if (e.kind !== 'prefix') continue;

@@ -34,3 +34,13 @@ export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
   return m;
 }
+
+/**
+ * maxAbsDiff relative to a's largest logit (at least 1): float noise from another kernel or
+ * buffer layout scales with the logits' size, a wrong cache moves them by whole units.
+ */
+export function maxRelDiff(a: Float32Array, b: Float32Array): number {
+  let scale = 1;
+  for (const v of a) scale = Math.max(scale, Math.abs(v));
+  return maxAbsDiff(a, b) / scale;
+}
