@@ -47,7 +47,7 @@ const overrides: Array<[name: string, value: string, get: (c: Readonly<Config>) 
   ['KV_CACHE_DIR', '/var/cache/kvserve', (c) => c.kvCache.dir, '/var/cache/kvserve'],
   ['KV_CACHE_DISK_MAX_BYTES', '4096', (c) => c.kvCache.diskMaxBytes, 4096],
   ['KV_CACHE_DISK_READ_RESERVE_BYTES', '0', (c) => c.kvCache.diskReadReserveBytes, 0],
-  ['KV_CACHE_TIER_NICE', '0', (c) => c.kvCache.tierNice, 0],
+  ['KV_CACHE_TIER_NICE', '19', (c) => c.kvCache.tierNice, 19],
   ['KV_CACHE_REDIS_URL', 'redis://cache:6379', (c) => c.kvCache.redisUrl, 'redis://cache:6379'],
   ['KV_CACHE_REDIS_TIMEOUT_MS', '250', (c) => c.kvCache.redisTimeoutMs, 250],
   ['KV_CACHE_REDIS_MAX_PENDING_BYTES', '1024', (c) => c.kvCache.redisMaxPendingBytes, 1024],

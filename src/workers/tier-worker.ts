@@ -29,8 +29,8 @@ import { niceThisThread } from './thread-nice.js';
 const data = workerData as TierWorkerData;
 const { layout } = data;
 const salt = new TextEncoder();
-// Below the decode steps: on two cores a thread at the same priority slowed every step
-// (docs/benchmarks.md, tiers); a fetch still runs at once when the cores are not saturated.
+// KV_CACHE_TIER_NICE: below the decode steps, this thread's work stops slowing every step
+// (docs/benchmarks.md, tiers), at the cost of its fetches and publications under load.
 if (data.nice !== undefined) niceThisThread(data.nice);
 
 try {
