@@ -9,7 +9,7 @@ import { type LoadResult, runLoadProcess } from './lib/load-runner.js';
 import { presentHoldsWholeCache } from './lib/onnx-present.js';
 import { type Chart, renderChart } from './lib/plot.js';
 import { readShakespeare, shakespearePrompts } from './lib/prompts.js';
-import { ROOT, startServerProcess, streamCompletion } from './lib/server.js';
+import { ROOT, startServerProcess, startService, streamCompletion } from './lib/server.js';
 import { benchMeta } from './lib/meta.js';
 
 const OUT_JSON = join(ROOT, 'bench/results/concurrency.json');
@@ -101,7 +101,7 @@ const CHECK_PROMPTS = 4;
 const checkTexts = new Map<string, string[]>();
 
 async function measure(target: Target, clients: number, prompts: string[]): Promise<LoadResult> {
-  const server = await startServerProcess(target.env, 120_000, target.script);
+  const server = target.script === 'src/main.ts' ? await startService(target.env) : await startServerProcess(target.env, 120_000, target.script);
   try {
     if (!checkTexts.has(target.name)) {
       const texts: string[] = [];

@@ -35,7 +35,7 @@ import { defaultSampling } from '../src/core/sampling/params.js';
 import { KvCacheManager } from '../src/core/kv/cache-manager.js';
 import { loadModel } from '../src/runtime/load-model.js';
 import { envInt, interleave, log, round1, round2 } from './lib/interleave.js';
-import { ROOT, startServerProcess, streamCompletion } from './lib/server.js';
+import { ROOT, startService, streamCompletion } from './lib/server.js';
 import { median, percentile } from './lib/stats.js';
 import { benchMeta } from './lib/meta.js';
 
@@ -109,7 +109,7 @@ function engineRun(prompt: string, maxTokens: number): Promise<{ ms: number; ttf
 
 // ---- the service ----
 
-const server = await startServerProcess();
+const server = await startService();
 log(`server ${server.url} (pid ${server.pid}); model ${info.id}, prompt ${JSON.stringify(PROMPT)}, ${MAX_TOKENS} tokens, ${REPS} reps`);
 
 interface Run {

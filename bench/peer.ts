@@ -35,7 +35,7 @@ import { preparePeerModel, SHAPES, type Shape } from './lib/peer-model.js';
 import { checkPeerParity } from './lib/peer-parity.js';
 import { markdownTable, type Pair, type Round, type Side, summarize } from './lib/peer-report.js';
 import { readShakespeare, shakespearePrompts } from './lib/prompts.js';
-import { ROOT, type ServerProcess, startServerProcess } from './lib/server.js';
+import { ROOT, type ServerProcess, startServerProcess, startService } from './lib/server.js';
 import { median } from './lib/stats.js';
 
 function arg(name: string): string | undefined {
@@ -92,7 +92,7 @@ const THREADS = process.env.PEER_THREADS ?? '1';
 const FLASH = process.env.PEER_FLASH_ATTENTION ?? 'off';
 async function startBoth(order: number): Promise<Record<Side, ServerProcess>> {
   const starts: Record<Side, () => Promise<ServerProcess>> = {
-    kvserve: () => startServerProcess({ MODEL_DIR: model.dir }, 600_000),
+    kvserve: () => startService({ MODEL_DIR: model.dir }, 600_000),
     node_llama_cpp: () =>
       startServerProcess({ MODEL: model.gguf, SEQUENCES: '16', KV_TYPE: 'F32', THREADS, FLASH_ATTENTION: FLASH }, 600_000, 'bench/lib/llama-cpp-server.ts'),
   };

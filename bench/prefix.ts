@@ -31,7 +31,7 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { envInt, interleave, log, round1, round2 } from './lib/interleave.js';
-import { ROOT, type StreamResult, type Usage, complete, startServerProcess, streamCompletion } from './lib/server.js';
+import { ROOT, type StreamResult, type Usage, complete, startService, streamCompletion } from './lib/server.js';
 import { median } from './lib/stats.js';
 import { benchMeta } from './lib/meta.js';
 
@@ -133,7 +133,7 @@ async function chat(url: string, withSession: boolean): Promise<ChatRun> {
 
 // ---- main ----
 
-const server = await startServerProcess();
+const server = await startService();
 log(`server ${server.url} (pid ${server.pid}); ${REPS} cold/warm reps, ${CHAT_REPS} chat reps of ${CHAT_TURNS} turns`);
 const pairs: Pair[] = [];
 let chats: ChatRun[][];

@@ -45,7 +45,7 @@ import { SseReader } from '../test/helpers/sse.js';
 import { envInt, log, round2 } from './lib/interleave.js';
 import { benchMeta } from './lib/meta.js';
 import { prng } from './lib/prompts.js';
-import { ROOT, rssBytes, startServerProcess } from './lib/server.js';
+import { ROOT, rssBytes, startService } from './lib/server.js';
 import { median } from './lib/stats.js';
 
 const OUT_FILE = join(ROOT, 'bench/results/soak.json');
@@ -251,7 +251,7 @@ async function one(client: Client, kind: Kind): Promise<boolean> {
 // minutes, which is growth within a budget but would read as RSS drift here.
 const keysFile = KEYS.length === 2 ? join(mkdtempSync(join(tmpdir(), 'kvserve-soak-')), 'keys.json') : undefined;
 if (keysFile) writeFileSync(keysFile, JSON.stringify({ keys: KEYS.map((key, i) => ({ tenant: `soak-${'ab'[i]}`, key })) }));
-const server = await startServerProcess({
+const server = await startService({
   ...(keysFile ? { API_KEYS_FILE: keysFile } : {}),
   KV_CACHE_MAX_BYTES: String(KV_BYTES),
   KV_CACHE_COMPRESSED_MAX_BYTES: String(COMPRESSED_BYTES),

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { postStream } from './lib/http-stream.js';
 import { envInt, log, round2 } from './lib/interleave.js';
 import { benchMeta } from './lib/meta.js';
-import { ROOT, complete, startServerProcess } from './lib/server.js';
+import { ROOT, complete, startService } from './lib/server.js';
 import { median, percentile } from './lib/stats.js';
 import { measureFidelity, viaEntry } from './tiers-fidelity.js';
 
@@ -52,11 +52,11 @@ async function restart() {
     // the restarted one also fetches half of a prompt from disk (the fetch path warmed up).
     const warmUp = { prompt: TEXT.slice(14_000 + 1000 * rep, 14_000 + 1000 * rep + 1024), max_tokens: 2 };
     const warmUpAfter = TEXT.slice(7_500 + 1000 * rep, 7_500 + 1000 * rep + 1024);
-    let server = await startServerProcess(env);
+    let server = await startService(env);
     await complete(server.url, warmUp);
     const c = await ttft(server.url, prompt);
     await server.stop(); // SIGTERM: RAM's caches go to disk
-    server = await startServerProcess(env);
+    server = await startService(env);
     await complete(server.url, { ...warmUp, prompt: warmUpAfter });
     await complete(server.url, { ...warmUp, prompt: `${warmUp.prompt.slice(0, 512)}!` });
     const w = await ttft(server.url, prompt);
@@ -89,7 +89,7 @@ async function capacity() {
   const ramBytes = (ramPrefixes * 512 + 600) * BYTES_PER_TOKEN;
   const order = accessOrder(prefixes.length, QUICK ? 2 : 4, 7);
   const replay = async (env: Record<string, string>) => {
-    const server = await startServerProcess({ KV_CACHE_MAX_BYTES: String(ramBytes), ...env });
+    const server = await startService({ KV_CACHE_MAX_BYTES: String(ramBytes), ...env });
     let served = 0;
     let total = 0;
     for (const [n, i] of order.entries()) {
@@ -133,7 +133,7 @@ async function fidelity() {
 
 /** ITL p99 (ms) of 8 streams for `seconds`, each a fresh long prompt so every finish evicts. */
 async function itlP99(env: Record<string, string>, seconds: number): Promise<number> {
-  const server = await startServerProcess({ KV_CACHE_MAX_BYTES: String(2000 * BYTES_PER_TOKEN), ...env });
+  const server = await startService({ KV_CACHE_MAX_BYTES: String(2000 * BYTES_PER_TOKEN), ...env });
   const gaps: number[] = [];
   const until = performance.now() + seconds * 1000;
   let n = 0;

@@ -1,11 +1,13 @@
-// The service as a bench meets it: a separate process (`node --import tsx src/main.ts`, as the
-// service runs in production apart from the build step), started on a free loopback port with
+// The service as a bench meets it: a separate process, started on a free loopback port with
 // environment overrides, polled until /health/ready answers 200, and stopped with SIGTERM.
+// Benchmarks run what `npm start` runs, the compiled dist/src/main.js (startService); tests run
+// src/main.ts through tsx, which needs no build but holds ~60-120 MiB more (its loader and the
+// transpiled sources sit in each of the service's threads), so no memory figure comes from it.
 // (Another server script that honours PORT/HOST and answers /health/ready starts the same way:
 // bench/concurrency.ts starts its Transformers.js baseline so.)
 // Plus the two request shapes the benches send: a non-streamed completion and a streamed one
 // timed chunk by chunk (time to the first chunk carrying text, and to the end of the stream).
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../../test/helpers/net.js';
@@ -34,8 +36,9 @@ export interface ServerProcess {
 export async function startServerProcess(env: Record<string, string> = {}, readyTimeoutMs = 120_000, script = 'src/main.ts'): Promise<ServerProcess> {
   const port = env.PORT ? Number(env.PORT) : await freePort();
   // kvserve with the V8 flag `npm start` gives it (src/main.ts says why); other scripts as they are.
-  const flags = script === 'src/main.ts' ? ['--no-concurrent-marking'] : [];
-  const child: ChildProcess = spawn(process.execPath, [...flags, '--import', 'tsx', script], {
+  const flags = script === 'src/main.ts' || script === BUILT_SERVICE ? ['--no-concurrent-marking'] : [];
+  const loader = script.endsWith('.ts') ? ['--import', 'tsx'] : [];
+  const child: ChildProcess = spawn(process.execPath, [...flags, ...loader, script], {
     cwd: ROOT,
     env: { ...process.env, HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...env, PORT: String(port) },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -86,6 +89,19 @@ export async function startServerProcess(env: Record<string, string> = {}, ready
     }
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+const BUILT_SERVICE = 'dist/src/main.js';
+let built = false;
+
+/** Starts kvserve as `npm start` does: `npm run build` once per bench process, then dist/src/main.js. */
+export function startService(env: Record<string, string> = {}, readyTimeoutMs = 120_000): Promise<ServerProcess> {
+  if (!built) {
+    const r = spawnSync('npm', ['run', 'build'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+    if (r.status !== 0) throw new Error(`npm run build failed (${r.status ?? r.signal})`);
+    built = true;
+  }
+  return startServerProcess(env, readyTimeoutMs, BUILT_SERVICE);
 }
 
 /** Resident set size of a process in bytes, from /proc/<pid>/status (VmRSS); undefined where unavailable. */
