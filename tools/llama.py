@@ -56,9 +56,61 @@ class RMSNorm(nn.Module):
         return self.weight * (x * torch.rsqrt(var + self.eps))
 
 
-def rotate_half(x):
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+def eager_shape(x, shape):
+    """ONNX Reshape's reading of `shape`: 0 keeps x's size at that index, -1 is inferred."""
+    return [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+
+
+class _ConstantReshape(torch.autograd.Function):
+    """Exported as one Reshape by a constant shape. x.view(b, s, ...) with sizes read off a tensor
+    whose axes are dynamic traces as Shape -> Gather -> Unsqueeze -> Concat -> Reshape, four
+    small operators more per reshape that every step runs (six reshapes per layer)."""
+
+    @staticmethod
+    def forward(ctx, x, shape):
+        return x.reshape(eager_shape(x, shape))
+
+    @staticmethod
+    def symbolic(g, x, shape):
+        return g.op("Reshape", x, g.op("Constant", value_t=torch.tensor(shape, dtype=torch.int64)))
+
+
+def reshape(x, *shape):
+    """x.reshape with ONNX Reshape's 0 (keep) and -1 (infer); a constant-shape Reshape in exports."""
+    if torch.onnx.is_in_onnx_export():
+        return _ConstantReshape.apply(x, shape)
+    return x.reshape(eager_shape(x, shape))
+
+
+def rope_eager(x, n_heads, position_ids, cos_cache, sin_cache):
+    b, s, _ = x.shape
+    x = x.view(b, s, n_heads, -1)
+    cos = cos_cache[position_ids][:, :, None]  # [b, s, 1, head_dim / 2]
+    sin = sin_cache[position_ids][:, :, None]
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).view(b, s, -1)
+
+
+class _RotaryEmbedding(torch.autograd.Function):
+    """Exported as onnxruntime's com.microsoft.RotaryEmbedding (halves form, one operator)
+    in place of the Slice, Neg, Concat, Mul and Add nodes the formula traces to."""
+
+    @staticmethod
+    def forward(ctx, x, position_ids, cos_cache, sin_cache, n_heads):
+        return rope_eager(x, n_heads, position_ids, cos_cache, sin_cache)
+
+    @staticmethod
+    def symbolic(g, x, position_ids, cos_cache, sin_cache, n_heads):
+        return g.op("com.microsoft::RotaryEmbedding", x, position_ids, cos_cache, sin_cache, interleaved_i=0, num_heads_i=n_heads)
+
+
+def rope(x, n_heads, position_ids, cos_cache, sin_cache):
+    """Rotary position embedding of x [b, s, n_heads * head_dim], halves form (Llama's
+    rotate_half): each head's (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) at its token's position.
+    cos_cache/sin_cache [max_positions, head_dim / 2] hold cos and sin of position * inv_freq."""
+    if torch.onnx.is_in_onnx_export():
+        return _RotaryEmbedding.apply(x, position_ids, cos_cache, sin_cache, n_heads)
+    return rope_eager(x, n_heads, position_ids, cos_cache, sin_cache)
 
 
 class Attention(nn.Module):
@@ -78,13 +130,11 @@ class Attention(nn.Module):
         # True: the Hugging Face / Optimum form, whose `present` is past + new concatenated.
         self.concat_past = False
 
-    def forward(self, x, cos, sin, bias, past_k, past_v):
+    def forward(self, x, positions, bias, past_k, past_v):
         b, s, _ = x.shape
-        q = self.q_proj(x).view(b, s, self.n_heads, self.hd).transpose(1, 2)
-        k = self.k_proj(x).view(b, s, self.n_kv, self.hd).transpose(1, 2)
-        v = self.v_proj(x).view(b, s, self.n_kv, self.hd).transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        q = reshape(rope(self.q_proj(x), self.n_heads, *positions), 0, -1, self.n_heads, self.hd).transpose(1, 2)
+        k = reshape(rope(self.k_proj(x), self.n_kv, *positions), 0, -1, self.n_kv, self.hd).transpose(1, 2)
+        v = reshape(self.v_proj(x), 0, -1, self.n_kv, self.hd).transpose(1, 2)
         if self.kv_round_dtype is not None:
             k = k.to(self.kv_round_dtype).float()
             v = v.to(self.kv_round_dtype).float()
@@ -101,12 +151,12 @@ class Attention(nn.Module):
             # single-row product per query head and reads each cached vector in place.
             # (Stacking those heads as rows of one [rep*s, head_dim] query, as the branch below
             # does, made a 16-row decode step 10-17% slower over 192-256 slots and a one-row
-            # step 7-15% slower over 1024 (~5% faster over 64), 2026-11-29: with two rows the
-            # matrix product first copies the whole cache into a packed layout.)
+            # step 7-15% slower over 1024 (~5% faster over 64): with two rows the matrix
+            # product first copies the whole cache into a packed layout.)
             c = past_k.shape[2]
-            q = q.reshape(b, self.n_kv, rep, s, self.hd)
+            q = reshape(q, 0, self.n_kv, rep, -1, self.hd)
             att = torch.cat([q @ past_k[:, :, None].transpose(-2, -1), q @ k[:, :, None].transpose(-2, -1)], dim=-1)
-            att = torch.softmax(att * scale + bias[:, :, None], dim=-1)  # [b, kv, rep, s, c + s]
+            att = torch.softmax(att * scale + bias, dim=-1)  # [b, kv, rep, s, c + s]
             y = att[..., :c] @ past_v[:, :, None] + att[..., c:] @ v[:, :, None]
         else:
             if past_k is not None:
@@ -117,9 +167,9 @@ class Attention(nn.Module):
             q = q.reshape(b, self.n_kv, rep * s, self.hd)
             att = (q @ k.transpose(-2, -1)) * scale  # [b, kv, rep*s, t]
             t = att.shape[-1]
-            att = att.view(b, self.n_kv, rep, s, t) + bias[:, :, None]
+            att = att.view(b, self.n_kv, rep, s, t) + bias
             y = torch.softmax(att, dim=-1).view(b, self.n_kv, rep * s, t) @ v
-        y = y.reshape(b, self.n_heads, s, self.hd).transpose(1, 2).reshape(b, s, self.n_heads * self.hd)
+        y = reshape(reshape(y, 0, self.n_heads, -1, self.hd).transpose(1, 2), 0, -1, self.n_heads * self.hd)
         return self.o_proj(y), k, v
 
 
@@ -142,8 +192,8 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, bias, past_k, past_v):
-        h, pk, pv = self.self_attn(self.input_layernorm(x), cos, sin, bias, past_k, past_v)
+    def forward(self, x, positions, bias, past_k, past_v):
+        h, pk, pv = self.self_attn(self.input_layernorm(x), positions, bias, past_k, past_v)
         x = x + h
         x = x + self.mlp(self.post_attention_layernorm(x))
         return x, pk, pv
@@ -159,7 +209,9 @@ class Llama(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.embed_tokens.weight  # tied embeddings
         inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2).float() / cfg.head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        freqs = torch.arange(cfg.max_position_embeddings).float()[:, None] * inv_freq[None, :]
+        self.register_buffer("cos_cache", freqs.cos(), persistent=False)
+        self.register_buffer("sin_cache", freqs.sin(), persistent=False)
         self.apply(self._init)
         for name, p in self.named_parameters():
             if name.endswith("o_proj.weight") or name.endswith("down_proj.weight"):
@@ -174,9 +226,7 @@ class Llama(nn.Module):
         """past: list of (k, v) per layer, each [batch, kv_heads, past_len, head_dim], or None."""
         b, s = input_ids.shape
         x = self.embed_tokens(input_ids)
-        freqs = position_ids[:, :, None].float() * self.inv_freq[None, None, :]
-        emb = torch.cat([freqs, freqs], dim=-1)[:, None]  # [b, 1, s, head_dim]
-        cos, sin = emb.cos(), emb.sin()
+        positions = (position_ids, self.cos_cache, self.sin_cache)
         p = past[0][0].shape[2] if past is not None else 0
         t = p + s
         # Query i sits at absolute slot p+i and sees slots <= p+i that the mask keeps.
@@ -184,11 +234,12 @@ class Llama(nn.Module):
         q_slot = torch.arange(s)[:, None] + p
         k_slot = torch.arange(t)[None, :]
         allowed = (k_slot <= q_slot)[None, None] & (attention_mask[:, None, None, :] > 0)
-        bias = torch.zeros(allowed.shape, dtype=x.dtype).masked_fill(~allowed, -1e9)
+        # [b, 1, 1, s, t]: broadcast over KV heads and the query heads sharing each (made once, not per layer).
+        bias = torch.zeros(allowed.shape, dtype=x.dtype).masked_fill(~allowed, -1e9)[:, :, None]
         presents = []
         for i, layer in enumerate(self.layers):
             pk, pv = (past[i] if past is not None else (None, None))
-            x, nk, nv = layer(x, cos, sin, bias, pk, pv)
+            x, nk, nv = layer(x, positions, bias, pk, pv)
             presents.append((nk, nv))
         logits = self.lm_head(self.norm(x))
         return logits, presents

@@ -60,7 +60,9 @@ export async function ggufStepBytes(file: string): Promise<number> {
 export async function preparePeerModel(shape: Shape, type: 'f32' | 'f16' = 'f32'): Promise<PeerModel> {
   const dir = shape === 'toy' ? join(ROOT, 'models/tiny-shakespeare') : join(CACHE, 'models', shape);
   const onnx = join(dir, 'onnx/model.onnx');
-  if (!existsSync(onnx)) {
+  // Re-exported when the export tools changed since (the shipped toy model is never re-exported).
+  const tools = Math.max(mtime(join(ROOT, 'tools/llama.py')), mtime(join(ROOT, 'tools/export.py')));
+  if (!existsSync(onnx) || (shape !== 'toy' && mtime(onnx) < tools)) {
     log(`exporting ${shape} to ${dir} (tools/export.py --shape; several minutes)`);
     const r = spawnSync('/usr/bin/python3', ['tools/export.py', '--shape', shape, dir], { cwd: ROOT, stdio: 'inherit' });
     if (r.status !== 0) throw new Error(`tools/export.py --shape ${shape} failed (${r.status ?? r.signal})`);
