@@ -16,20 +16,22 @@
 // tokens/s); cold TTFT of a 256-token prompt (median of 2); 16 closed-loop streaming clients
 // (aggregate tokens/s, TTFT p50/p99); RSS after that load. Reported: each engine's median over
 // rounds, medians of per-round ratios for the pairs that matter, and a roofline per engine
-// (weight bytes one single-stream decode step reads ÷ the best measured read bandwidth).
+// (weight bytes one single-stream decode step reads ÷ the best measured read bandwidth) beside
+// onnxruntime's kernel floor (the graph's weight products alone, bench/lib/kernel-floor.ts).
 // Writes bench/results/quant.json and prints markdown tables.
 import { copyFileSync, existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { modelWeightBytes } from '../src/runtime/threads.js';
+import { modelWeightBytes, usableCpus } from '../src/runtime/threads.js';
 import { measureReadBandwidth } from './lib/bandwidth.js';
 import { log, round1, round2 } from './lib/interleave.js';
+import { kernelFloorMs, kernelFloorOnnx } from './lib/kernel-floor.js';
 import { benchMeta } from './lib/meta.js';
 import { coldTtft, concurrent, type LoadSettings, rssMb, singleStream } from './lib/peer-measure.js';
 import { gguf, ggufStepBytes, preparePeerModel } from './lib/peer-model.js';
 import { readShakespeare, shakespearePrompts } from './lib/prompts.js';
 import { measureFidelity } from './lib/quant-fidelity.js';
 import { kvBytesPerToken, onnxStepBytes, quantizedOnnx } from './lib/quant-model.js';
-import { ROOT, type ServerProcess, startServerProcess } from './lib/server.js';
+import { ROOT, type ServerProcess, startServerProcess, startService } from './lib/server.js';
 import { median } from './lib/stats.js';
 import { TextTokenizer } from '../src/runtime/tokenizer.js';
 import { readModelDir } from '../src/runtime/model-dir.js';
@@ -130,6 +132,15 @@ const bandwidth = await measureReadBandwidth();
 const bestGbs = Math.max(...Object.values(bandwidth.native_gbs));
 log(`read bandwidth (native scan): ${JSON.stringify(bandwidth.native_gbs)} GB/s by threads`);
 
+// onnxruntime's kernel floor per kvserve engine: its weight products alone, on the threads its
+// single stream decodes with (all usable cores for a model this size, or ORT_THREADS).
+const floorMs: Record<string, number> = {};
+for (const e of engines.filter((x) => x.side === 'kvserve')) {
+  const threads = e.env.ORT_THREADS ? Number(e.env.ORT_THREADS) : usableCpus();
+  floorMs[e.name] = await kernelFloorMs(kernelFloorOnnx(dir, e.env.MODEL_FILE!), threads);
+  log(`kernel floor ${e.name}: weight products alone ${floorMs[e.name]!.toFixed(2)} ms per step on ${threads} thread(s)`);
+}
+
 const prompts = shakespearePrompts(text, { count: 4096, minChars: 64, maxChars: 128, seed: 1 });
 const load: LoadSettings = { prompts, maxTokens: QUICK ? 32 : 64, warmupMs: QUICK ? 1000 : 2000, windowMs: QUICK ? 3000 : 15_000 };
 
@@ -141,7 +152,8 @@ for (let r = 0; r < ROUNDS; r++) {
   if (r % 2 === 1) order = order.reverse();
   const round: Record<string, Metrics> = {};
   for (const e of order) {
-    const server: ServerProcess = await startServerProcess(e.env, 600_000, e.side === 'kvserve' ? 'src/main.ts' : 'bench/lib/llama-cpp-server.ts');
+    const server: ServerProcess =
+      e.side === 'kvserve' ? await startService(e.env, 600_000) : await startServerProcess(e.env, 600_000, 'bench/lib/llama-cpp-server.ts');
     const m: Metrics = {};
     try {
       await new Promise((res) => setTimeout(res, 1000));
@@ -178,6 +190,7 @@ for (const e of engines) {
   const single = med(e.name, 'single_tokens_per_s') ?? NaN;
   const idle = med(e.name, 'idle_rss_mb') ?? NaN;
   const bound = (bestGbs * 1e9) / e.stepBytes;
+  const floor = floorMs[e.name] !== undefined ? 1000 / floorMs[e.name]! : undefined;
   results[e.name] = {
     precision: e.precision,
     single: { tokens_per_s: single, ttft_256_ms: med(e.name, 'ttft_256_ms') },
@@ -194,7 +207,15 @@ for (const e of engines) {
       weight_file_mb: round1(e.weightFileBytes / 2 ** 20),
       idle_rss_per_weight_byte: round2((idle * 2 ** 20) / e.weightFileBytes),
     },
-    roofline: { step_weight_mb: round1(e.stepBytes / 2 ** 20), bound_tokens_per_s: round1(bound), fraction_reached: round2(single / bound) },
+    roofline: {
+      step_weight_mb: round1(e.stepBytes / 2 ** 20),
+      bound_tokens_per_s: round1(bound),
+      fraction_reached: round2(single / bound),
+      // onnxruntime's weight products alone: the best its kernels allow (null for llama.cpp).
+      kernel_floor_tokens_per_s: floor !== undefined ? round1(floor) : null,
+      kernel_floor_fraction: floor !== undefined ? round2(floor / bound) : null,
+      fraction_of_kernel_floor: floor !== undefined ? round2(single / floor) : null,
+    },
   };
 }
 // Per-round ratios (a over b; > 1: a is faster), median over rounds.
@@ -231,7 +252,8 @@ const out = {
   ratio_note: '"a vs b": median over rounds of the per-round ratio; > 1 means a is better (throughput a ÷ b; TTFT and RSS b ÷ a)',
   fidelity,
   kv_bytes_per_token: kvBytesPerToken(dir),
-  roofline_note: 'bound = best native read bandwidth ÷ weight bytes a single-stream decode step reads; KV reads and compute ignored',
+  roofline_note:
+    "bound = best native read bandwidth ÷ weight bytes a single-stream decode step reads; KV reads and compute ignored. kernel_floor = one run of the graph's weight products alone (tools/kernel_floor.py) with the service's session options, median of 30",
   bandwidth,
   ...benchMeta(),
   settings: {
@@ -240,7 +262,7 @@ const out = {
     single_tokens: SINGLE_TOKENS,
     fidelity_tokens: FIDELITY_TOKENS,
     load: { ...load, prompts: load.prompts.length, clients: CLIENTS },
-    kvserve: 'src/main.ts, default configuration except MODEL_FILE (and ORT_THREADS for -1t)',
+    kvserve: 'dist/src/main.js as npm start runs it, default configuration except MODEL_FILE (and ORT_THREADS for -1t)',
     concurrent: CONCURRENT,
     node_llama_cpp: `one context of ${CLIENTS} sequences, float32 KV, ${PEER_THREADS} thread(s) (2 for -2t), flash attention ${FLASH}`,
     files: { ...files, gguf: Object.fromEntries(engines.filter((e) => e.side === 'node_llama_cpp').map((e) => [e.name, relative(ROOT, e.env.MODEL!)])) },
@@ -254,10 +276,10 @@ writeFileSync(OUT, `${JSON.stringify(out, null, 2)}\n`);
 const rows = engines.map((e) => {
   const x = results[e.name] as { single: Metrics; concurrent: Record<string, Metrics>; memory: Metrics; roofline: Metrics };
   // (null where not measured)
-  return `| ${e.name} | ${x.single.tokens_per_s} | ${x.roofline.fraction_reached} | ${x.single.ttft_256_ms} | ${x.concurrent[CLIENTS]!.tokens_per_s} | ${x.memory.idle_rss_mb} | ${x.memory.weight_file_mb} |`;
+  return `| ${e.name} | ${x.single.tokens_per_s} | ${x.roofline.fraction_reached} | ${x.roofline.kernel_floor_fraction} | ${x.roofline.fraction_of_kernel_floor} | ${x.single.ttft_256_ms} | ${x.concurrent[CLIENTS]!.tokens_per_s} | ${x.memory.idle_rss_mb} | ${x.memory.weight_file_mb} |`;
 });
 process.stdout.write(
-  `| engine | single tok/s | of roofline | TTFT 256 ms | ${CLIENTS} clients tok/s | idle RSS MiB | weight file MiB |\n|---|---|---|---|---|---|---|\n${rows.join('\n')}\n\n` +
+  `| engine | single tok/s | of roofline | kernel floor of roofline | of kernel floor | TTFT 256 ms | ${CLIENTS} clients tok/s | idle RSS MiB | weight file MiB |\n|---|---|---|---|---|---|---|---|---|\n${rows.join('\n')}\n\n` +
     `| pair | single | ${CLIENTS} clients | TTFT 256 | idle RSS |\n|---|---|---|---|---|\n` +
     Object.entries(ratios)
       .map(([p, v]) => `| ${p} | ${v.single_tokens_per_s} | ${v.concurrent_tokens_per_s} | ${v.ttft_256} | ${v.idle_rss} |`)
