@@ -9,28 +9,36 @@ export class TextTokenizer implements TokenDecoder {
   readonly vocabSize: number;
   readonly eosToken: string | undefined;
   readonly specialIds: ReadonlySet<number>;
-  /**
-   * The longest token of the vocabulary, in UTF-16 units (its text in tokenizer.json or as
-   * decoded, whichever is longer): a text of n units is at least n / maxTokenChars tokens.
-   */
-  readonly maxTokenChars: number;
+  #maxTokenChars: number | undefined;
   readonly #single = new Map<number, string>();
 
   constructor(tokenizerJson: object, tokenizerConfig: Record<string, unknown>) {
     this.#tok = new Tokenizer(tokenizerJson, tokenizerConfig);
     let maxId = -1;
-    let maxChars = 1;
-    for (const [token, id] of this.#tok.get_vocab(true)) {
-      maxId = Math.max(maxId, id);
-      // (The library lists an undefined token for an id gap before an added token.)
-      maxChars = Math.max(maxChars, (token as string | undefined)?.length ?? 0, this.#decodedLength(id));
-    }
+    for (const id of this.#tok.get_vocab(true).values()) maxId = Math.max(maxId, id);
     this.vocabSize = maxId + 1;
-    this.maxTokenChars = maxChars;
     this.specialIds = new Set([...this.#tok.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id));
     const eos = tokenizerConfig.eos_token;
     this.eosToken =
       typeof eos === 'string' ? eos : typeof (eos as { content?: unknown } | null)?.content === 'string' ? (eos as { content: string }).content : undefined;
+  }
+
+  /**
+   * The longest token of the vocabulary, in UTF-16 units (its text in tokenizer.json or as
+   * decoded, whichever is longer): a text of n units is at least n / maxTokenChars tokens.
+   * Computed on first use: decoding every id of a 49k vocabulary leaves ~40 MiB of garbage in the
+   * thread's heap, and only the HTTP thread's size check asks (EngineClient.start, at load).
+   */
+  get maxTokenChars(): number {
+    if (this.#maxTokenChars === undefined) {
+      let maxChars = 1;
+      for (const [token, id] of this.#tok.get_vocab(true)) {
+        // (The library lists an undefined token for an id gap before an added token.)
+        maxChars = Math.max(maxChars, (token as string | undefined)?.length ?? 0, this.#decodedLength(id));
+      }
+      this.#maxTokenChars = maxChars;
+    }
+    return this.#maxTokenChars;
   }
 
   /** One id's decoded length: a decoder may make a token's text longer (0 if it cannot decode it). */

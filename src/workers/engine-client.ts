@@ -128,6 +128,8 @@ export class EngineClient {
   static async start(config: WorkerConfig): Promise<EngineClient> {
     const files = readModelDir(config.modelDir, config.onnxFile);
     const tokenizer = new TextTokenizer(files.tokenizerJson, files.tokenizerConfig);
+    // The prompt-size check's bound, computed at load rather than in the first request.
+    void tokenizer.maxTokenChars;
     const listeners = new Map<string, Listener>();
     const inWorker = new Set<string>();
     const [engine, tokenizerThread] = await Promise.allSettled([
