@@ -24,6 +24,7 @@ ENV NODE_ENV=production \
     HOST=0.0.0.0 \
     PORT=8080 \
     MODEL_DIR=/app/models/tiny-shakespeare \
+    MALLOC_MMAP_THRESHOLD_=131072 \
     KVSERVE_REVISION=$REVISION
 WORKDIR /app
 COPY package.json package-lock.json .npmrc ./

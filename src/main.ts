@@ -12,6 +12,11 @@ import type { EngineSupervisor } from './workers/supervisor.js';
 // on the JS thread that allocates, not on V8's marker threads, which took a core from
 // onnxruntime's spin-waiting threads and stalled whole steps (docs/benchmarks.md). It must be a
 // command-line flag: switched at run time it raced a marking job under way and V8 aborted.
+// They also set glibc's MALLOC_MMAP_THRESHOLD_=131072: every allocation of 128 KiB or more is
+// its own mapping, given back to the system when freed. Left dynamic, the threshold rose as the
+// model loaded and onnxruntime's weight buffers went into malloc's heaps, where the copies it
+// frees after prepacking stayed resident: float32 SmolLM2-135M idle at ~1,200 MiB instead of
+// ~940, decode and prefill speed unchanged (docs/benchmarks.md).
 
 let config: Readonly<Config>;
 try {

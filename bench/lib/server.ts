@@ -94,14 +94,21 @@ export async function startServerProcess(env: Record<string, string> = {}, ready
 const BUILT_SERVICE = 'dist/src/main.js';
 let built = false;
 
-/** Starts kvserve as `npm start` does: `npm run build` once per bench process, then dist/src/main.js. */
+/** The malloc setting `npm start` gives the service (package.json's start script; src/main.ts says why). */
+export function startScriptMmapThreshold(): string | undefined {
+  const scripts = (JSON.parse(readFileSync(`${ROOT}/package.json`, 'utf8')) as { scripts: Record<string, string> }).scripts;
+  return /MALLOC_MMAP_THRESHOLD_:-(\d+)/.exec(scripts.start ?? '')?.[1];
+}
+
+/** Starts kvserve as `npm start` does: `npm run build` once per bench process, then dist/src/main.js with its environment. */
 export function startService(env: Record<string, string> = {}, readyTimeoutMs = 120_000): Promise<ServerProcess> {
   if (!built) {
     const r = spawnSync('npm', ['run', 'build'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
     if (r.status !== 0) throw new Error(`npm run build failed (${r.status ?? r.signal})`);
     built = true;
   }
-  return startServerProcess(env, readyTimeoutMs, BUILT_SERVICE);
+  const threshold = process.env.MALLOC_MMAP_THRESHOLD_ ?? startScriptMmapThreshold();
+  return startServerProcess({ ...(threshold ? { MALLOC_MMAP_THRESHOLD_: threshold } : {}), ...env }, readyTimeoutMs, BUILT_SERVICE);
 }
 
 /** Resident set size of a process in bytes, from /proc/<pid>/status (VmRSS); undefined where unavailable. */

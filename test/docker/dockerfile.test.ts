@@ -49,6 +49,12 @@ t.test('the image is built as the issue asks', async (t) => {
     `the shipped model is the default MODEL_DIR (${runtime.env.MODEL_DIR}), overridable by ENV and a volume`,
   );
   t.strictSame(runtime.expose, [runtime.env.PORT], 'EXPOSE matches PORT');
+  const start = (JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start;
+  const threshold = /MALLOC_MMAP_THRESHOLD_=\$\{MALLOC_MMAP_THRESHOLD_:-(\d+)\}/.exec(start)?.[1];
+  t.ok(threshold, 'npm start sets MALLOC_MMAP_THRESHOLD_ unless the environment does');
+  t.equal(runtime.env.MALLOC_MMAP_THRESHOLD_, threshold, 'the image gives malloc the setting npm start gives it (src/main.ts says why)');
+  t.match(start, /node --no-concurrent-marking dist\/src\/main\.js$/, 'npm start runs what the image runs');
+  t.strictSame(runtime.cmd, ['node', '--no-concurrent-marking', 'dist/src/main.js'], 'the image runs what npm start runs');
 
   // What reaches the runtime stage: the build output, config, the model, the package manifests.
   const copied = runtime.steps.flatMap((s) => ('copy' in s ? s.copy.sources.map((src) => (s.copy.from ? `${s.copy.from}:${src}` : src)) : []));
