@@ -133,13 +133,10 @@ const bestGbs = Math.max(...Object.values(bandwidth.native_gbs));
 log(`read bandwidth (native scan): ${JSON.stringify(bandwidth.native_gbs)} GB/s by threads`);
 
 // onnxruntime's kernel floor per kvserve engine: its weight products alone, on the threads its
-// single stream decodes with (all usable cores for a model this size, or ORT_THREADS).
-const floorMs: Record<string, number> = {};
-for (const e of engines.filter((x) => x.side === 'kvserve')) {
-  const threads = e.env.ORT_THREADS ? Number(e.env.ORT_THREADS) : usableCpus();
-  floorMs[e.name] = await kernelFloorMs(kernelFloorOnnx(dir, e.env.MODEL_FILE!), threads);
-  log(`kernel floor ${e.name}: weight products alone ${floorMs[e.name]!.toFixed(2)} ms per step on ${threads} thread(s)`);
-}
+// single stream decodes with (all usable cores for a model this size, or ORT_THREADS), timed in
+// every round just before the engine's server starts, so each ratio is taken side by side.
+const floorFiles = Object.fromEntries(engines.filter((e) => e.side === 'kvserve').map((e) => [e.name, kernelFloorOnnx(dir, e.env.MODEL_FILE!)]));
+const floorThreads = (e: Engine): number => (e.env.ORT_THREADS ? Number(e.env.ORT_THREADS) : usableCpus());
 
 const prompts = shakespearePrompts(text, { count: 4096, minChars: 64, maxChars: 128, seed: 1 });
 const load: LoadSettings = { prompts, maxTokens: QUICK ? 32 : 64, warmupMs: QUICK ? 1000 : 2000, windowMs: QUICK ? 3000 : 15_000 };
@@ -152,9 +149,10 @@ for (let r = 0; r < ROUNDS; r++) {
   if (r % 2 === 1) order = order.reverse();
   const round: Record<string, Metrics> = {};
   for (const e of order) {
+    const m: Metrics = {};
+    if (floorFiles[e.name]) m.kernel_floor_ms = await kernelFloorMs(floorFiles[e.name]!, floorThreads(e));
     const server: ServerProcess =
       e.side === 'kvserve' ? await startService(e.env, 600_000) : await startServerProcess(e.env, 600_000, 'bench/lib/llama-cpp-server.ts');
-    const m: Metrics = {};
     try {
       await new Promise((res) => setTimeout(res, 1000));
       m.idle_rss_mb = rssMb(server);
@@ -174,7 +172,7 @@ for (let r = 0; r < ROUNDS; r++) {
     }
     round[e.name] = m;
     log(
-      `round ${r + 1} ${e.name.padEnd(14)} single ${(m.single_tokens_per_s ?? NaN).toFixed(1)} tok/s, ttft256 ${(m.ttft_256_ms ?? NaN).toFixed(0)} ms, ` +
+      `round ${r + 1} ${e.name.padEnd(14)} single ${(m.single_tokens_per_s ?? NaN).toFixed(1)} tok/s (kernel floor ${m.kernel_floor_ms !== undefined ? (1000 / m.kernel_floor_ms).toFixed(1) : '-'}), ttft256 ${(m.ttft_256_ms ?? NaN).toFixed(0)} ms, ` +
         `${CLIENTS} clients ${(m.concurrent_tokens_per_s ?? NaN).toFixed(1)} tok/s (ttft p50 ${(m.concurrent_ttft_p50_ms ?? NaN).toFixed(0)} ms), rss ${(m.idle_rss_mb ?? NaN).toFixed(0)}/${(m.loaded_rss_mb ?? NaN).toFixed(0)} MiB`,
     );
   }
@@ -190,7 +188,9 @@ for (const e of engines) {
   const single = med(e.name, 'single_tokens_per_s') ?? NaN;
   const idle = med(e.name, 'idle_rss_mb') ?? NaN;
   const bound = (bestGbs * 1e9) / e.stepBytes;
-  const floor = floorMs[e.name] !== undefined ? 1000 / floorMs[e.name]! : undefined;
+  const floorMs = med(e.name, 'kernel_floor_ms');
+  const floor = floorMs !== null ? 1000 / floorMs : undefined;
+  const perRound = rounds.map((r) => r[e.name]!.single_tokens_per_s! * (r[e.name]!.kernel_floor_ms! / 1000)).filter(Number.isFinite);
   results[e.name] = {
     precision: e.precision,
     single: { tokens_per_s: single, ttft_256_ms: med(e.name, 'ttft_256_ms') },
@@ -214,7 +214,8 @@ for (const e of engines) {
       // onnxruntime's weight products alone: the best its kernels allow (null for llama.cpp).
       kernel_floor_tokens_per_s: floor !== undefined ? round1(floor) : null,
       kernel_floor_fraction: floor !== undefined ? round2(floor / bound) : null,
-      fraction_of_kernel_floor: floor !== undefined ? round2(single / floor) : null,
+      // Median over rounds of single-stream tokens/s ÷ that round's kernel-floor tokens/s.
+      fraction_of_kernel_floor: perRound.length ? round2(median(perRound)) : null,
     },
   };
 }
@@ -253,7 +254,7 @@ const out = {
   fidelity,
   kv_bytes_per_token: kvBytesPerToken(dir),
   roofline_note:
-    "bound = best native read bandwidth ÷ weight bytes a single-stream decode step reads; KV reads and compute ignored. kernel_floor = one run of the graph's weight products alone (tools/kernel_floor.py) with the service's session options, median of 30",
+    "bound = best native read bandwidth ÷ weight bytes a single-stream decode step reads; KV reads and compute ignored. kernel_floor = one run of the graph's weight products alone (tools/kernel_floor.py) with the service's session options (median of 30 runs, timed in each round just before the engine starts)",
   bandwidth,
   ...benchMeta(),
   settings: {
