@@ -9,7 +9,11 @@
 //   fidelity         per compressed dtype, after a 1,024-token prefix restored from it versus
 //                    computed: top-1 agreement and mean KL of the next-token distributions
 //   step_p99_ratio   inter-token latency p99 of 8 streams while the disk tier writes every
-//                    evicted cache vs without tiers (sides alternated) — goal ≤ 1.1
+//                    evicted cache vs without disk writes: the default configuration (the
+//                    compressed tier on, no KV_CACHE_DIR) — goal ≤ 1.1. Also measured, and
+//                    reported as step_p99_ratio_vs_no_tiers: the same against no tier below
+//                    RAM at all (KV_CACHE_COMPRESSED_DTYPE=off), what both lower tiers cost.
+//                    The three configurations run in turn, the order rotating between rounds.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -160,31 +164,45 @@ async function itlP99(env: Record<string, string>, seconds: number): Promise<num
 async function stepP99() {
   const rounds = QUICK ? 1 : envInt('TIERS_STEP_ROUNDS', 3);
   const seconds = QUICK ? 5 : 15;
-  const ratios: number[] = [];
-  const rows: Array<{ without_ms: number; with_ms: number }> = [];
+  const configs = { none: { KV_CACHE_COMPRESSED_DTYPE: 'off' }, compressed: {}, disk: {} } as Record<string, Record<string, string>>;
+  const names = Object.keys(configs);
+  const rows: Array<Record<string, number>> = [];
   for (let r = 0; r < rounds; r++) {
     const dir = fresh();
-    const sides = r % 2 === 0 ? (['without', 'with'] as const) : (['with', 'without'] as const);
     const p99: Record<string, number> = {};
-    for (const side of sides) {
-      p99[side] = await itlP99(side === 'with' ? { KV_CACHE_DIR: dir } : { KV_CACHE_COMPRESSED_DTYPE: 'off' }, seconds);
+    for (const side of [...names.slice(r % names.length), ...names.slice(0, r % names.length)]) {
+      p99[side] = await itlP99(side === 'disk' ? { KV_CACHE_DIR: dir } : configs[side]!, seconds);
     }
     rmSync(dir, { recursive: true, force: true });
-    rows.push({ without_ms: round2(p99.without!), with_ms: round2(p99.with!) });
-    ratios.push(p99.with! / p99.without!);
-    log(`step round ${r + 1}: ITL p99 without tiers ${p99.without!.toFixed(2)} ms, with disk writes ${p99.with!.toFixed(2)} ms`);
+    rows.push({ no_tiers_ms: round2(p99.none!), compressed_ms: round2(p99.compressed!), disk_ms: round2(p99.disk!) });
+    log(
+      `step round ${r + 1}: ITL p99 no lower tiers ${p99.none!.toFixed(2)} ms, compressed tier (default) ${p99.compressed!.toFixed(2)} ms, with disk writes ${p99.disk!.toFixed(2)} ms`,
+    );
   }
-  return { ratio: round2(median(ratios)), rounds: rows };
+  const ratio = (a: string, b: string) => round2(median(rows.map((x) => x[a]! / x[b]!)));
+  return { ratio: ratio('disk_ms', 'compressed_ms'), vsNoTiers: ratio('disk_ms', 'no_tiers_ms'), rounds: rows };
 }
 
 const result = {
   restart: await restart(),
   capacity: await capacity(),
   fidelity: await fidelity(),
-  ...(await stepP99().then((s) => ({ step_p99_ratio: s.ratio, step_p99_rounds: s.rounds }))),
+  ...(await stepP99().then((s) => ({ step_p99_ratio: s.ratio, step_p99_ratio_vs_no_tiers: s.vsNoTiers, step_p99_rounds: s.rounds }))),
   goals: { restart_ratio: '≥ 5', capacity_ratio: '≥ 3', int8_top1_agreement: '≥ 0.995', step_p99_ratio: '≤ 1.1' },
   quick: QUICK,
   ...benchMeta(),
 };
 writeFileSync(join(ROOT, 'bench/results/tiers.json'), `${JSON.stringify(result, null, 2)}\n`);
-log(JSON.stringify({ restart: result.restart.ratio, capacity: result.capacity, fidelity: result.fidelity, step_p99_ratio: result.step_p99_ratio }, null, 2));
+log(
+  JSON.stringify(
+    {
+      restart: result.restart.ratio,
+      capacity: result.capacity,
+      fidelity: result.fidelity,
+      step_p99_ratio: result.step_p99_ratio,
+      step_p99_ratio_vs_no_tiers: result.step_p99_ratio_vs_no_tiers,
+    },
+    null,
+    2,
+  ),
+);
