@@ -35,9 +35,9 @@ const PAST_KEY = /^past_key_values\.(\d+)\.key$/;
 
 /**
  * The onnxruntime session options kvserve runs with (benchmarks reuse them for a fair baseline).
- * `prepack`: onnxruntime keeps a second copy of each MatMul weight, laid out for its GEMM
- * kernels. Without it (ORT_PREPACK=0) a float32 SmolLM2-135M server holds ~170 MiB less at idle
- * but prefills ~38 % and decodes ~17–20 % slower (docs/benchmarks.md): memory for speed.
+ * `prepack`: onnxruntime lays each MatMul weight out for its GEMM kernels and frees the stored
+ * copy. Without it (ORT_PREPACK=0) prefill is ~25–40 % and decode ~17–20 % slower; it saves
+ * memory only where malloc keeps the freed copies resident (src/main.ts: MALLOC_MMAP_THRESHOLD_).
  */
 export function sessionOptions(threads: number = usableCpus(), prepack = true): ort.InferenceSession.SessionOptions {
   // Multi-threaded sessions spin-wait between operators instead of sleeping (waking a sleeping
