@@ -14,6 +14,8 @@
 //                    reported as step_p99_ratio_vs_no_tiers: the same against no tier below
 //                    RAM at all (KV_CACHE_COMPRESSED_DTYPE=off), what both lower tiers cost.
 //                    The three configurations run in turn, the order rotating between rounds.
+// Every KV_CACHE_DIR is a fresh directory under os.tmpdir(): TMPDIR=/dev/shm puts the disk tier
+// on tmpfs, which separates what the writes cost kvserve from what the filesystem charges.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
