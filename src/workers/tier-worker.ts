@@ -250,7 +250,10 @@ try {
     changed.add(e.key);
     let kept = false;
     if (disk) {
-      if (disk.put(e.key, encodeEntry(exact(e)))) {
+      // A prefix block's key names its tokens (chained over the prefix, per tenant): a copy on
+      // disk is this block — the exact one, where RAM's came back from the int8 tier — and is
+      // kept rather than written again (one touch instead of an unlink and a new file).
+      if ((e.kind === 'prefix' && disk.keep(e.key)) || disk.put(e.key, encodeEntry(exact(e)))) {
         count('ram>disk');
         kept = true;
       }

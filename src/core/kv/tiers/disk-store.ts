@@ -169,6 +169,15 @@ export class DiskStore {
     return (await this.getEntry(key))?.bytes;
   }
 
+  /** Marks `key` used now, as a read does; false if the store does not hold it. */
+  keep(key: string): boolean {
+    const item = this.#items.get(key);
+    if (!item) return false;
+    this.#touch(item);
+    if (item.state === 'stored') this.#enqueue({ kind: 'touch', name: item.name, at: new Date() });
+    return true;
+  }
+
   /** get(), with the entry decoded (as validating it decodes it anyway). */
   async getEntry(key: string): Promise<{ bytes: Uint8Array; entry: Entry } | undefined> {
     const item = this.#items.get(key);

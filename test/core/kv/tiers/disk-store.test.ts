@@ -177,6 +177,29 @@ t.test('random puts, gets and deletes: the budget holds on disk at every moment,
   t.pass('budget held');
 });
 
+t.test('keep() marks an entry used without writing it again, and survives a restart as recency', async (t) => {
+  const dir = await tmpDir(t);
+  let store = await DiskStore.open(dir, { maxBytes: 1 << 20, fingerprint: FP });
+  for (const k of ['p-a', 'p-b']) {
+    store.put(k, fixtureBytes(k, 8));
+    await store.flush();
+    await sleep(15);
+  }
+  const writes = store.stats().writes;
+  const before = (await stat(fileOf(dir, 'p-a'))).ino;
+  t.ok(store.keep('p-a'), 'held: kept');
+  t.notOk(store.keep('p-z'), 'not held: false, and nothing is made up');
+  t.same(store.keys(), ['p-b', 'p-a'], 'p-a is the most recently used');
+  await store.flush();
+  t.equal(store.stats().writes, writes, 'no write');
+  t.equal((await stat(fileOf(dir, 'p-a'))).ino, before, 'the same file');
+  await store.close();
+  store = await DiskStore.open(dir, { maxBytes: 1 << 20, fingerprint: FP });
+  t.same(store.keys(), ['p-b', 'p-a'], 'the recency is on disk (mtime)');
+  t.ok(isFixture('p-a', (await store.get('p-a'))!));
+  await store.close();
+});
+
 t.test('put never waits; the oldest queued writes are dropped past the pending bound', async (t) => {
   const dir = await tmpDir(t);
   const one = fixtureBytes('p0', 64).length;

@@ -3,11 +3,12 @@
 // reuses it, sessions move down and back up, and the RAM budget holds throughout. Synthetic
 // K/V values (test/helpers/synthetic-kv.ts) make any wrong reuse a value mismatch; the disk tier
 // is exact, so reuse from it must match bit for bit.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { KvCacheManager } from '../../../../src/core/kv/cache-manager.js';
+import { fileName } from '../../../../src/core/kv/tiers/disk-files.js';
 import { type KvLayout, kvBytesPerToken } from '../../../../src/core/kv/layout.js';
 import { TierThread } from '../../../../src/workers/tier-thread.js';
 import { MODEL_DIR } from '../../../helpers/model.js';
@@ -19,8 +20,11 @@ const BPT = kvBytesPerToken(layout);
 const BS = 4;
 const range = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
 
-async function setup(t: { teardown(fn: () => Promise<void>): void }, options: { budgetTokens: number; compressed?: boolean; disk?: boolean; ttlMs?: number }) {
-  const dir = mkdtempSync(join(tmpdir(), 'kvserve-tiers-'));
+async function setup(
+  t: { teardown(fn: () => Promise<void>): void },
+  options: { budgetTokens: number; compressed?: boolean; disk?: boolean; ttlMs?: number; dir?: string },
+) {
+  const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'kvserve-tiers-'));
   const tiers = await TierThread.start({
     layout,
     onnxPath: join(MODEL_DIR, 'onnx/model.onnx'),
@@ -42,7 +46,7 @@ async function setup(t: { teardown(fn: () => Promise<void>): void }, options: { 
     await tiers.close();
     rmSync(dir, { recursive: true, force: true });
   });
-  return { manager, tiers, advance: (ms: number) => (now += ms) };
+  return { manager, tiers, dir, advance: (ms: number) => (now += ms) };
 }
 
 /** acquire (after fetching from the tiers what the plan names) → steps → release. */
@@ -74,6 +78,31 @@ t.test('evicted blocks are demoted to disk and fetched back exactly before admis
   t.equal(s.promotions.disk, again.plan.length, 'each promotion counted');
   const stats = await tiers.stats();
   t.ok((stats.demotions['ram>disk'] ?? 0) >= 3, `demotions counted (${JSON.stringify(stats.demotions)})`);
+});
+
+t.test('a block back from the int8 tier and evicted again keeps its exact copy on disk, not rewritten', async (t) => {
+  const first = await setup(t, { budgetTokens: 24, compressed: true });
+  const A = range(1, 13);
+  const plan = () => first.manager.tierPlan({ tenant: 'alice', promptIds: A });
+  await serve(first.manager, { prompt: A });
+  for (let i = 0; i < 3; i++) await serve(first.manager, { prompt: range(100 * (i + 1), 13) });
+  const keys = await waitFor("A's three blocks below RAM", () => (plan().length === 3 ? plan() : undefined));
+  const files = keys.map((k) => join(first.dir, fileName(k).slice(0, 2), fileName(k)));
+  // A rewrite is a new file under the same name (often with the same inode number): birth times tell.
+  const born = () => files.map((f) => statSync(f).birthtimeMs);
+  const births = await waitFor("A's files written", () => (files.every((f) => existsSync(f)) ? born() : undefined));
+  const lossy = await serve(first.manager, { prompt: A });
+  t.ok(first.manager.snapshot().tierHits.compressed >= 3, 'served from the int8 tier');
+  t.not(lossy.mismatch, undefined, 'int8: not the original values');
+  for (let i = 0; i < 3; i++) await serve(first.manager, { prompt: range(1000 * (i + 1), 13) });
+  await waitFor('A below RAM again', () => plan().length === 3);
+  await first.tiers.close(); // every queued write done
+  if (births.every((b) => b > 0)) t.same(born(), births, "A's files are the ones first written: a copy on disk is kept, not written again");
+  else t.comment('this filesystem records no birth times: the files are not compared');
+  const second = await setup(t, { budgetTokens: 24, dir: first.dir });
+  const again = await serve(second.manager, { prompt: A });
+  t.equal(again.lease.cachedTokens, 12, 'A from disk after a restart of the tiers');
+  t.equal(again.mismatch, undefined, 'the original values, bit for bit: the int8 copy never replaced them');
 });
 
 t.test('the compressed tier serves a hit first; int8 keeps values close', async (t) => {
