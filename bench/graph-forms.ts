@@ -86,9 +86,7 @@ async function decodeLoop(decoder: OnnxDecoder): Promise<number> {
 /** The same steps on the unrewritten graph: present (the whole cache) becomes the next past. */
 async function asIsLoop(): Promise<number> {
   const { kvHeads, headDim } = layout;
-  let past = context
-    .slice(CONTEXT)
-    .tensors.map((t, i) => new ort.Tensor('float32', t as Float32Array, [1, kvHeads, CONTEXT, headDim]) as ort.Tensor & { i?: number });
+  let past: ort.Tensor[] = context.slice(CONTEXT).tensors.map((t) => new ort.Tensor('float32', t as Float32Array, [1, kvHeads, CONTEXT, headDim]));
   const start = performance.now();
   for (let s = 0; s < STEPS; s++) {
     const at = CONTEXT + s;

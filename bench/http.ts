@@ -26,7 +26,6 @@
 // "ttft_ms_p50"} plus context (engine_ttft_ms_p50, per-run figures, machine, date).
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { loadConfig } from '../src/config.js';
 import type { EngineEvent } from '../src/core/scheduler/events.js';
@@ -34,6 +33,8 @@ import { Scheduler } from '../src/core/scheduler/scheduler.js';
 import { defaultSampling } from '../src/core/sampling/params.js';
 import { KvCacheManager } from '../src/core/kv/cache-manager.js';
 import { loadModel } from '../src/runtime/load-model.js';
+import { readModelDir } from '../src/runtime/model-dir.js';
+import { modelWeightBytes, planThreads } from '../src/runtime/threads.js';
 import { envInt, interleave, log, round1, round2 } from './lib/interleave.js';
 import { ROOT, startService, streamCompletion } from './lib/server.js';
 import { median, percentile } from './lib/stats.js';
@@ -64,7 +65,10 @@ function uniquePrompt(): string {
 
 // ---- the in-process engine ----
 
-const model = await loadModel(CONFIG.model.dir, { threads: CONFIG.model.threads, onnxFile: CONFIG.model.file });
+// The threads the service plans for this model (its worker does the same): at SmolLM2 size one
+// two-thread session decodes, where OnnxDecoder's own default would be a one-thread one.
+const PLAN = planThreads(CONFIG.model, modelWeightBytes(readModelDir(CONFIG.model.dir, CONFIG.model.file).onnxPath));
+const model = await loadModel(CONFIG.model.dir, { threads: PLAN.threads, decodeThreads: PLAN.decodeThreads, onnxFile: CONFIG.model.file });
 const { info, tokenizer } = model;
 type Done = Extract<EngineEvent, { type: 'done' }>;
 const listeners = new Map<string, (e: EngineEvent) => void>();
@@ -197,7 +201,8 @@ const result = {
     ttft_runs: TTFT_RUNS,
   },
   ...benchMeta(),
-  threads: CONFIG.model.threads ?? availableParallelism(),
+  threads: PLAN.threads,
+  decode_threads: PLAN.decodeThreads,
   model: { id: info.id, onnx: relative(info.dir, info.onnxPath) },
 };
 mkdirSync(dirname(OUT_FILE), { recursive: true });

@@ -15,9 +15,8 @@
 //
 // MODEL_DIR selects the model (default models/tiny-shakespeare under the repo root). The engine
 // otherwise runs with the service's default config (config/default.json, env ignored), and all
-// three loops use the same onnxruntime thread count.
+// three loops use the onnxruntime threads the service plans for the model.
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
@@ -28,6 +27,8 @@ import { type KvData, type KvLayout, allocKv } from '../src/core/kv/layout.js';
 import { loadConfig } from '../src/config.js';
 import { EngineClient, workerConfigOf } from '../src/workers/engine-client.js';
 import { loadModel } from '../src/runtime/load-model.js';
+import { readModelDir } from '../src/runtime/model-dir.js';
+import { modelWeightBytes, planThreads } from '../src/runtime/threads.js';
 import { type OnnxDecoder, PREFILL_MIN_TOKENS, sessionOptions } from '../src/runtime/onnx-decoder.js';
 import { interleave, log, round1, round2 } from './lib/interleave.js';
 import { median } from './lib/stats.js';
@@ -41,8 +42,11 @@ const LENGTHS = [64, 128, 256, 512, 1024];
 const ENGINE_TOKENS = 256;
 const ENGINE_REPS = 5;
 const CONFIG = loadConfig({ MODEL_DIR });
-const THREADS = CONFIG.model.threads ?? availableParallelism();
-const DECODE_THREADS = CONFIG.model.decodeThreads ?? 1;
+// The threads the service plans for this model (src/runtime/threads.ts), for all three loops:
+// at SmolLM2 size one session on every core decodes, on the toy model a one-thread one.
+const PLAN = planThreads(CONFIG.model, modelWeightBytes(readModelDir(MODEL_DIR, CONFIG.model.file).onnxPath));
+const THREADS = PLAN.threads;
+const DECODE_THREADS = PLAN.decodeThreads;
 
 /**
  * Recompute costs ~N² (N passes over up to N tokens; N = 1024 alone takes minutes on 2 busy
@@ -271,7 +275,7 @@ async function engineVsRaw(client: EngineClient, prompt: readonly number[]) {
 
 // ---- main ----
 
-const { decoder, tokenizer, info } = await loadModel(MODEL_DIR, { threads: THREADS, onnxFile: CONFIG.model.file });
+const { decoder, tokenizer, info } = await loadModel(MODEL_DIR, { threads: THREADS, decodeThreads: DECODE_THREADS, onnxFile: CONFIG.model.file });
 const prompt = tokenizer.encode(PROMPT);
 if (prompt.length + Math.max(...LENGTHS) > info.contextLength) {
   throw new Error(`prompt + ${Math.max(...LENGTHS)} tokens exceeds the model's context of ${info.contextLength}`);
@@ -285,7 +289,7 @@ try {
   await decoder.close();
 }
 
-const client = await EngineClient.start({ ...workerConfigOf(CONFIG), threads: THREADS });
+const client = await EngineClient.start({ ...workerConfigOf(CONFIG), threads: THREADS, decodeThreads: DECODE_THREADS });
 let part2: Awaited<ReturnType<typeof engineVsRaw>>;
 try {
   part2 = await engineVsRaw(client, prompt);
