@@ -5,6 +5,7 @@
 import { type SamplingParams, validateSampling } from './params.js';
 import { Rng, randomSeed } from './rng.js';
 import { F32_MAX, argmax, selectNucleus, siftDown } from './select.js';
+import { softmaxWeights } from './softmax.js';
 
 const EMPTY_F32 = new Float32Array(0);
 
@@ -216,13 +217,9 @@ export class Sampler {
       // Plain softmax draw; keeping the exponentials makes the draw a cheap second pass.
       if (this.#exps.length !== V) this.#exps = new Float32Array(V);
       const e = this.#exps;
-      let z = 0;
-      for (let i = 0; i < V; i++) {
-        const x = Math.exp((src[i]! - m) * invT);
-        e[i] = x;
-        z += e[i]!; // sum the stored float32 value so the draw below sees the same total
-      }
-      if (!(z < Infinity)) return -1; // NaN: the max pass skips NaN, but exp() does not
+      // The sum of the stored float32 weights, so the draw below sees the same total.
+      const z = softmaxWeights(src, m, invT, e);
+      if (!(z < Infinity)) return -1; // NaN: the max pass skips NaN, but the weights do not
       const u = this.#rng.next() * z;
       let acc = 0;
       let last = -1;
@@ -250,11 +247,7 @@ export class Sampler {
       // Kept so the candidates' weights need no second exp.
       if (this.#exps.length !== V) this.#exps = new Float32Array(V);
       full = this.#exps;
-      z = 0;
-      for (let i = 0; i < V; i++) {
-        full[i] = Math.exp((src[i]! - m) * invT);
-        z += full[i]!;
-      }
+      z = softmaxWeights(src, m, invT, full);
       if (!(z < Infinity)) return -1; // NaN
       // p_i >= tau  <=>  (x_i - m) * invT >= ln(tau * z)
       thr = m + Math.log(((1 - p.topP) / V) * z) / invT;
