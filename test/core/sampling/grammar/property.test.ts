@@ -140,7 +140,10 @@ for (const tok of [shakespeare(), llama2()]) {
       const row = new Float32Array(vocab.size);
       // Each state along a sampled path, checked against trying every id on a clone.
       for (let step = 0; step <= ids.length; step += tok.vocabType === 'byte_level' ? 1 : 7) {
-        while (stepOf(st) < step) st.accept(ids[stepOf(st)]!), advance(st);
+        while (stepOf(st) < step) {
+          st.accept(ids[stepOf(st)]!);
+          advance(st);
+        }
         row.fill(0);
         st.mask(row);
         for (let id = 0; id < vocab.size; id++) {
