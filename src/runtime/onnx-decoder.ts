@@ -5,11 +5,14 @@
 // keys and values (the engine keeps the cache); Hugging Face Optimum exports return past
 // and new concatenated, from which the new part is cut here. Same inputs, same results:
 // the first form just skips copying the whole cache twice per step (tools/llama.py).
+// Either form also gets an input that limits the output projection to the last position
+// when a call reads no other (onnx/last-logits.ts): prompt chunks.
 import * as ort from 'onnxruntime-node';
 import type { DecoderModel, ForwardInput, ForwardOutput } from '../core/model.js';
 import type { KvData, KvDType, KvLayout } from '../core/kv/layout.js';
 import { halfArrayToFloat32 } from '../core/float16.js';
 import { ModelLoadError } from './model-dir.js';
+import { LOGITS_FROM } from './onnx/last-logits.js';
 import { servedModel } from './onnx/new-tokens-only.js';
 import { usableCpus } from './threads.js';
 
@@ -130,6 +133,8 @@ export class OnnxDecoder implements DecoderModel {
   readonly #prefill: ort.InferenceSession;
   readonly #decode: ort.InferenceSession;
   readonly #graph: GraphInfo;
+  /** The graph takes LOGITS_FROM: a call with lastLogitsOnly computes one position's logits. */
+  readonly #logitsFrom: boolean;
   readonly #pastNames: string[];
   readonly #presentNames: string[];
   #scratch: Float32Array;
@@ -142,8 +147,10 @@ export class OnnxDecoder implements DecoderModel {
     vocabSize: number,
     rewritten: boolean,
     prepacked: boolean,
+    logitsFrom: boolean,
   ) {
     this.rewrittenFromConcat = rewritten;
+    this.#logitsFrom = logitsFrom;
     this.prepacked = prepacked;
     this.#prefill = prefill;
     this.#decode = decode;
@@ -195,7 +202,7 @@ export class OnnxDecoder implements DecoderModel {
     if (vocabSize === undefined) {
       throw new ModelLoadError(file, 'vocabulary size unknown: logits shape is dynamic and config.json has no vocab_size');
     }
-    return new OnnxDecoder(session, decode, graph, vocabSize, served.rewritten, prepack);
+    return new OnnxDecoder(session, decode, graph, vocabSize, served.rewritten, prepack, served.logitsFrom);
   }
 
   async forward(input: ForwardInput): Promise<ForwardOutput> {
@@ -222,6 +229,7 @@ export class OnnxDecoder implements DecoderModel {
     if (this.#graph.hasPositionIds) {
       feeds.position_ids = new ort.Tensor('int64', int64(input.positionIds), [batch, seqLen]);
     }
+    if (this.#logitsFrom) feeds[LOGITS_FROM] = new ort.Tensor('int64', BigInt64Array.of(input.lastLogitsOnly ? -1n : 0n), [1]);
     const pastShape = [batch, kvHeads, pastLength, headDim];
     for (let i = 0; i < this.#pastNames.length; i++) {
       feeds[this.#pastNames[i]!] = new ort.Tensor(dtype, input.past[i]!, pastShape);
@@ -237,10 +245,14 @@ export class OnnxDecoder implements DecoderModel {
     const newKv = this.#presentNames.map((n) => newPart(out[n]!, pastLength, seqLen));
     const vocab = this.vocabSize;
     const scratch = this.#scratch;
+    // Positions computed: seqLen, or the last one only (LOGITS_FROM = -1).
+    const kept = out.logits!.dims[1] ?? seqLen;
+    const first = seqLen - kept;
     return {
       newKv,
       logits(b: number, s: number): Float32Array {
-        const start = (b * seqLen + s) * vocab;
+        if (s < first) throw new RangeError(`logits of position ${s} were not computed (lastLogitsOnly)`);
+        const start = (b * kept + s - first) * vocab;
         const row = logits.subarray(start, start + vocab);
         return row instanceof Float32Array ? row : halfArrayToFloat32(row, scratch);
       },

@@ -205,6 +205,7 @@ export class StepLoop {
       inputIds: seq.promptIds.slice(cached, cached + n),
       positionIds: Array.from({ length: n }, (_, i) => cached + i),
       ...(cached === 0 ? { past: this.#noPast } : { pastValid: [cached], past: this.#batch.rowPast(seq) }),
+      lastLogitsOnly: seq.promptScores === undefined,
     });
     this.#batch.write(seq, out.newKv, n);
     seq.length = cached + n;

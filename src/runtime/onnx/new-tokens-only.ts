@@ -7,13 +7,16 @@
 //   past_key_values.i.key ─┐                                ┌─▶ (attention …)
 //   new key ───────────────┴─▶ Concat ─▶ present.i.key.all ─┘   (removed if nothing reads it)
 //   new key ─▶ Identity ─▶ present.i.key                       (the graph output)
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { scanOnnxFile } from './file-scan.js';
 import { ONNX_FIELD, type OnnxNode, readOnnxGraph, withoutShape } from './graph.js';
+import { logitsProjection, withLogitsFrom } from './last-logits.js';
 import { type Field, encode, fields, messageField, stringField, text } from './proto.js';
 
 const PRESENT = /^present\.(\d+)\.(key|value)$/;
+/** Graph files (with any inline weights) up to this size get the logits cut (last-logits.ts). */
+export const LOGITS_REWRITE_MAX_FILE_BYTES = 64 * 2 ** 20;
 const F = ONNX_FIELD;
 
 /** For each present.* output, the tensor holding only the new tokens' part, if the graph is in Optimum's form. */
@@ -89,18 +92,41 @@ export function newTokensOnly(model: Uint8Array, sources = concatSources(readOnn
 }
 
 /**
- * What to open for the decoder at `file`: the file itself, or — for an Optimum-form graph —
- * the rewritten model's bytes, with the directory its external weight files (if any) are
+ * What to open for the decoder at `file`: the file itself, or — for an Optimum-form graph, or
+ * one whose logits can be cut to the positions read (last-logits.ts) — the rewritten model's
+ * bytes, with the directory its external weight files (if any) are
  * found in: onnxruntime resolves their locations against it
  * (`session.model_external_initializers_file_folder_path`).
  */
-export function servedModel(file: string): { model: string | Uint8Array; externalDataDir: string | undefined; rewritten: boolean; needsPrepack: boolean } {
+export function servedModel(
+  file: string,
+  logitsRewriteMaxFileBytes = LOGITS_REWRITE_MAX_FILE_BYTES,
+): {
+  model: string | Uint8Array;
+  externalDataDir: string | undefined;
+  rewritten: boolean;
+  needsPrepack: boolean;
+  /** The graph takes LOGITS_FROM (last-logits.ts). */
+  logitsFrom: boolean;
+} {
   const scan = scanOnnxFile(file);
   const needsPrepack = needsPrepacking(scan.nodes);
   const sources = concatSources(scan);
-  if (!sources) return { model: file, externalDataDir: undefined, rewritten: false, needsPrepack };
-  const model = newTokensOnly(readFileSync(file), sources)!;
-  return { model, externalDataDir: scan.externalData.length > 0 ? dirname(file) : undefined, rewritten: true, needsPrepack };
+  // A rewrite holds the file in memory while onnxruntime parses its copy: with weights inline
+  // in a large graph file that tripled the peak at load (a 652 MB float32 file: 2.9 GB against
+  // 1.0), so the logits cut alone does not justify it there — only the O(N)-per-step copies do.
+  const projection = sources || statSync(file).size <= logitsRewriteMaxFileBytes ? logitsProjection(scan) : undefined;
+  if (!sources && !projection) return { model: file, externalDataDir: undefined, rewritten: false, needsPrepack, logitsFrom: false };
+  let model: Uint8Array = readFileSync(file);
+  if (sources) model = newTokensOnly(model, sources)!;
+  if (projection) model = withLogitsFrom(model, projection);
+  return {
+    model,
+    externalDataDir: scan.externalData.length > 0 ? dirname(file) : undefined,
+    rewritten: sources !== undefined,
+    needsPrepack,
+    logitsFrom: projection !== undefined,
+  };
 }
 
 /**
