@@ -122,10 +122,10 @@ t.test('which graphs are cut: logits from a product, possibly cast; nothing else
     int: new Map(),
     tensors: new Map(),
   });
-  t.same(logitsProjection({ nodes: [node('MatMul', ['h', 'W'], ['logits'], 'lm_head')] }), { node: 'lm_head', hidden: 'h' }, 'MatMul');
+  t.same(logitsProjection({ nodes: [node('MatMul', ['h', 'W'], ['logits'], 'lm_head')] }), { output: 'logits', hidden: 'h' }, 'MatMul');
   t.same(
     logitsProjection({ nodes: [node('MatMulNBits', ['h', 'B', 's'], ['z'], 'q4'), node('Cast', ['z'], ['logits'])] }),
-    { node: 'q4', hidden: 'h' },
+    { output: 'z', hidden: 'h' },
     'MatMulNBits, then a Cast',
   );
   t.equal(

@@ -22,15 +22,19 @@ const PRODUCTS = new Set(['MatMul', 'MatMulNBits']);
 /** Operators between the projection and the output that act on each position alone. */
 const PER_POSITION = new Set(['Cast', 'Identity']);
 
-/** The projection computing `logits` and the hidden-state tensor it reads, if the graph has that form. */
-export function logitsProjection(graph: { nodes: readonly OnnxNode[] }): { node: string; hidden: string } | undefined {
+/**
+ * The projection computing `logits` — named by its output, which unlike a node name is unique
+ * in any valid graph — and the hidden-state tensor it reads, if the graph has that form.
+ */
+export function logitsProjection(graph: { nodes: readonly OnnxNode[] }): { output: string; hidden: string } | undefined {
   if (graph.nodes.some((n) => n.name === LOGITS_FROM)) return undefined; // rewritten already
   const producer = new Map<string, OnnxNode>();
   for (const node of graph.nodes) for (const out of node.outputs) producer.set(out, node);
   let node = producer.get('logits');
   while (node && PER_POSITION.has(node.opType)) node = producer.get(node.inputs[0]!);
   if (!node || !PRODUCTS.has(node.opType) || !node.inputs[0]) return undefined;
-  return { node: node.name || node.outputs[0]!, hidden: node.inputs[0] };
+  if (!node.outputs[0]) return undefined;
+  return { output: node.outputs[0], hidden: node.inputs[0] };
 }
 
 /** A TensorProto of int64 values. */
@@ -61,17 +65,15 @@ function symbolicSequence(info: readonly Field[]): Field[] {
 }
 
 /** `model` (a serialized ModelProto) with the LOGITS_FROM input slicing `projection`'s hidden state. */
-export function withLogitsFrom(model: Uint8Array, projection: { node: string; hidden: string }): Uint8Array {
+export function withLogitsFrom(model: Uint8Array, projection: { output: string; hidden: string }): Uint8Array {
   const sliced = `${projection.hidden}.kvserve_logits`;
   const modelFields = fields(model);
   const graphIndex = modelFields.findIndex((f) => f.no === F.modelGraph);
   const graph: Field[] = fields(modelFields[graphIndex]!.data).map((f) => {
     if (f.no === F.graphNode) {
       const node = fields(f.data);
-      const name = node.find((g) => g.no === F.nodeName);
       const firstOut = node.find((g) => g.no === F.nodeOutput);
-      const id = name && text(name) !== '' ? text(name) : firstOut ? text(firstOut) : '';
-      if (id !== projection.node) return f;
+      if (!firstOut || text(firstOut) !== projection.output) return f;
       let first = true;
       return messageField(
         F.graphNode,
