@@ -133,8 +133,8 @@ export class OnnxDecoder implements DecoderModel {
   readonly #prefill: ort.InferenceSession;
   readonly #decode: ort.InferenceSession;
   readonly #graph: GraphInfo;
-  /** The graph takes LOGITS_FROM: a call with lastLogitsOnly computes one position's logits. */
-  readonly #logitsFrom: boolean;
+  /** The graph takes LOGITS_FROM: its two values (a call with lastLogitsOnly computes one position's logits). */
+  readonly #logitsFrom: { last: ort.Tensor; all: ort.Tensor } | undefined;
   readonly #pastNames: string[];
   readonly #presentNames: string[];
   #scratch: Float32Array;
@@ -150,7 +150,9 @@ export class OnnxDecoder implements DecoderModel {
     logitsFrom: boolean,
   ) {
     this.rewrittenFromConcat = rewritten;
-    this.#logitsFrom = logitsFrom;
+    this.#logitsFrom = logitsFrom
+      ? { last: new ort.Tensor('int64', BigInt64Array.of(-1n), [1]), all: new ort.Tensor('int64', BigInt64Array.of(0n), [1]) }
+      : undefined;
     this.prepacked = prepacked;
     this.#prefill = prefill;
     this.#decode = decode;
@@ -229,7 +231,7 @@ export class OnnxDecoder implements DecoderModel {
     if (this.#graph.hasPositionIds) {
       feeds.position_ids = new ort.Tensor('int64', int64(input.positionIds), [batch, seqLen]);
     }
-    if (this.#logitsFrom) feeds[LOGITS_FROM] = new ort.Tensor('int64', BigInt64Array.of(input.lastLogitsOnly ? -1n : 0n), [1]);
+    if (this.#logitsFrom) feeds[LOGITS_FROM] = input.lastLogitsOnly ? this.#logitsFrom.last : this.#logitsFrom.all;
     const pastShape = [batch, kvHeads, pastLength, headDim];
     for (let i = 0; i < this.#pastNames.length; i++) {
       feeds[this.#pastNames[i]!] = new ort.Tensor(dtype, input.past[i]!, pastShape);

@@ -50,7 +50,8 @@ export function usableCpus(quota = cgroupCpuLimit(), cores = availableParallelis
 /** Bytes of the model's weights on disk: the graph file and its external data files. */
 export function modelWeightBytes(onnxPath: string): number {
   const dir = dirname(onnxPath);
-  return scanOnnxFile(onnxPath).externalData.reduce((sum, location) => sum + statSync(resolve(dir, location)).size, statSync(onnxPath).size);
+  const scan = scanOnnxFile(onnxPath);
+  return scan.externalData.reduce((sum, location) => sum + statSync(resolve(dir, location)).size, scan.bytes);
 }
 
 export interface ThreadPlan {

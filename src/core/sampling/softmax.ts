@@ -36,7 +36,7 @@ export function softmaxWeights(src: Float32Array, max: number, invT: number, out
       w = 0;
     } else {
       // NaN, or a logit above `max` (not a caller of this module's): the exact function.
-      w = Math.fround(Math.exp(y / (LOG2E * STEPS)));
+      w = Math.fround(Math.exp((src[i]! - max) * invT));
     }
     out[i] = w;
     sum += w;

@@ -68,6 +68,8 @@ export interface OnnxFileScan {
   outputs: string[];
   /** The `location` of every externally stored tensor, as written (relative to the file's directory), sorted. */
   externalData: string[];
+  /** Size of the file itself (its inline weights included). */
+  bytes: number;
 }
 
 interface Found {
@@ -109,7 +111,7 @@ export function scanOnnxFile(onnxPath: string): OnnxFileScan {
     const reader = new FileReader(fd);
     const found: Found = { external: new Set(), nodes: [], outputs: [] };
     walk(reader, 'model', 0, reader.size, found);
-    return { nodes: found.nodes, outputs: found.outputs, externalData: [...found.external].sort() };
+    return { nodes: found.nodes, outputs: found.outputs, externalData: [...found.external].sort(), bytes: reader.size };
   } finally {
     closeSync(fd);
   }

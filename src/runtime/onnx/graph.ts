@@ -1,7 +1,7 @@
 // An ONNX ModelProto read straight from the protobuf wire format (no ONNX library): the
 // graph's nodes, its inputs and outputs, and its constant tensors (initializers and Constant
 // nodes' values), whose bytes stay views into the model's buffer.
-import { type Field, fields, int64s, messageField, readVarint, text } from './proto.js';
+import { type Field, encode, fields, int64s, messageField, readVarint, text } from './proto.js';
 
 /** onnx.proto's field numbers that kvserve's readers and rewriters use. */
 export const ONNX_FIELD = {
@@ -171,4 +171,15 @@ export function withoutShape(info: readonly Field[]): Field[] {
           ),
         ),
   );
+}
+
+/** `model` (a serialized ModelProto) with `edits` applied in turn to its graph's fields, encoded once. */
+export function editGraph(model: Uint8Array, ...edits: ReadonlyArray<(graph: Field[]) => Field[]>): Uint8Array {
+  const modelFields = fields(model);
+  const graphIndex = modelFields.findIndex((f) => f.no === ONNX_FIELD.modelGraph);
+  if (graphIndex < 0) throw new Error('ONNX model has no graph');
+  let graph = fields(modelFields[graphIndex]!.data);
+  for (const edit of edits) graph = edit(graph);
+  modelFields[graphIndex] = messageField(ONNX_FIELD.modelGraph, graph);
+  return encode(modelFields);
 }

@@ -1,6 +1,6 @@
 // A prompt chunk needs the logits of its last position only (ForwardInput.lastLogitsOnly), but
 // a decoder graph runs its output projection for every position it is given: at SmolLM2's
-// 49,152-token vocabulary that was ~30 % of a 64-token int4 chunk, plus 12 MiB of logits copied
+// 49,152-token vocabulary that was ~20 % of a 64-token int4 chunk, plus 12 MiB of logits copied
 // into JavaScript. At load time the graph gets one more input, which slices the hidden state
 // along the sequence axis before the projection:
 //
@@ -9,8 +9,8 @@
 // The engine feeds [-1] (the last position) or [0] (all of them). Graphs whose logits do not
 // come from one such product are served as they are, and so are graph files over 64 MiB (large
 // weights inline) that need no other rewrite: see servedModel (new-tokens-only.ts).
-import { ONNX_FIELD, type OnnxNode } from './graph.js';
-import { type Field, encode, fields, messageField, stringField, text, varintField } from './proto.js';
+import { ONNX_FIELD, type OnnxNode, editGraph } from './graph.js';
+import { type Field, fields, messageField, stringField, text, varintField } from './proto.js';
 
 /** The input the rewrite adds: int64 [1], the first sequence position whose logits are computed. */
 export const LOGITS_FROM = 'kvserve_logits_from';
@@ -32,8 +32,7 @@ export function logitsProjection(graph: { nodes: readonly OnnxNode[] }): { outpu
   for (const node of graph.nodes) for (const out of node.outputs) producer.set(out, node);
   let node = producer.get('logits');
   while (node && PER_POSITION.has(node.opType)) node = producer.get(node.inputs[0]!);
-  if (!node || !PRODUCTS.has(node.opType) || !node.inputs[0]) return undefined;
-  if (!node.outputs[0]) return undefined;
+  if (!node || !PRODUCTS.has(node.opType) || !node.inputs[0] || !node.outputs[0]) return undefined;
   return { output: node.outputs[0], hidden: node.inputs[0] };
 }
 
@@ -66,51 +65,55 @@ function symbolicSequence(info: readonly Field[]): Field[] {
 
 /** `model` (a serialized ModelProto) with the LOGITS_FROM input slicing `projection`'s hidden state. */
 export function withLogitsFrom(model: Uint8Array, projection: { output: string; hidden: string }): Uint8Array {
-  const sliced = `${projection.hidden}.kvserve_logits`;
-  const modelFields = fields(model);
-  const graphIndex = modelFields.findIndex((f) => f.no === F.modelGraph);
-  const graph: Field[] = fields(modelFields[graphIndex]!.data).map((f) => {
-    if (f.no === F.graphNode) {
-      const node = fields(f.data);
-      const firstOut = node.find((g) => g.no === F.nodeOutput);
-      if (!firstOut || text(firstOut) !== projection.output) return f;
-      let first = true;
-      return messageField(
-        F.graphNode,
-        node.map((g) => {
-          if (g.no !== F.nodeInput || !first) return g;
-          first = false;
-          return stringField(F.nodeInput, sliced);
-        }),
-      );
-    }
-    if (f.no === F.graphOutput) {
-      const info = fields(f.data);
-      return text(info.find((g) => g.no === F.valueInfoName)!) === 'logits' ? messageField(F.graphOutput, symbolicSequence(info)) : f;
-    }
-    return f;
-  });
-  const ends = `${LOGITS_FROM}.ends`;
-  const axes = `${LOGITS_FROM}.axes`;
-  graph.push(
-    messageField(F.graphInitializer, int64Tensor(ends, [2n ** 62n])),
-    messageField(F.graphInitializer, int64Tensor(axes, [1n])),
-    messageField(F.graphInput, [
-      stringField(F.valueInfoName, LOGITS_FROM),
-      messageField(F.valueInfoType, [
-        messageField(F.typeTensor, [varintField(1, ONNX_INT64), messageField(F.tensorTypeShape, [messageField(1, [varintField(1, 1)])])]),
+  return editGraph(model, logitsFromEdit(projection));
+}
+
+/** withLogitsFrom as an edit of the graph's fields. */
+export function logitsFromEdit(projection: { output: string; hidden: string }): (graphFields: Field[]) => Field[] {
+  return (graphFields) => {
+    const sliced = `${projection.hidden}.kvserve_logits`;
+    const graph: Field[] = graphFields.map((f) => {
+      if (f.no === F.graphNode) {
+        const node = fields(f.data);
+        const firstOut = node.find((g) => g.no === F.nodeOutput);
+        if (!firstOut || text(firstOut) !== projection.output) return f;
+        let first = true;
+        return messageField(
+          F.graphNode,
+          node.map((g) => {
+            if (g.no !== F.nodeInput || !first) return g;
+            first = false;
+            return stringField(F.nodeInput, sliced);
+          }),
+        );
+      }
+      if (f.no === F.graphOutput) {
+        const info = fields(f.data);
+        return text(info.find((g) => g.no === F.valueInfoName)!) === 'logits' ? messageField(F.graphOutput, symbolicSequence(info)) : f;
+      }
+      return f;
+    });
+    const ends = `${LOGITS_FROM}.ends`;
+    const axes = `${LOGITS_FROM}.axes`;
+    graph.push(
+      messageField(F.graphInitializer, int64Tensor(ends, [2n ** 62n])),
+      messageField(F.graphInitializer, int64Tensor(axes, [1n])),
+      messageField(F.graphInput, [
+        stringField(F.valueInfoName, LOGITS_FROM),
+        messageField(F.valueInfoType, [
+          messageField(F.typeTensor, [varintField(1, ONNX_INT64), messageField(F.tensorTypeShape, [messageField(1, [varintField(1, 1)])])]),
+        ]),
       ]),
-    ]),
-    messageField(F.graphNode, [
-      stringField(F.nodeInput, projection.hidden),
-      stringField(F.nodeInput, LOGITS_FROM),
-      stringField(F.nodeInput, ends),
-      stringField(F.nodeInput, axes),
-      stringField(F.nodeOutput, sliced),
-      stringField(F.nodeName, LOGITS_FROM),
-      stringField(F.nodeOpType, 'Slice'),
-    ]),
-  );
-  modelFields[graphIndex] = messageField(F.modelGraph, graph);
-  return encode(modelFields);
+      messageField(F.graphNode, [
+        stringField(F.nodeInput, projection.hidden),
+        stringField(F.nodeInput, LOGITS_FROM),
+        stringField(F.nodeInput, ends),
+        stringField(F.nodeInput, axes),
+        stringField(F.nodeOutput, sliced),
+        stringField(F.nodeName, LOGITS_FROM),
+        stringField(F.nodeOpType, 'Slice'),
+      ]),
+    );
+    return graph;
+  };
 }

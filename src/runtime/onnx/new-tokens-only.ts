@@ -7,12 +7,12 @@
 //   past_key_values.i.key ─┐                                ┌─▶ (attention …)
 //   new key ───────────────┴─▶ Concat ─▶ present.i.key.all ─┘   (removed if nothing reads it)
 //   new key ─▶ Identity ─▶ present.i.key                       (the graph output)
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { scanOnnxFile } from './file-scan.js';
-import { ONNX_FIELD, type OnnxNode, readOnnxGraph, withoutShape } from './graph.js';
-import { logitsProjection, withLogitsFrom } from './last-logits.js';
-import { type Field, encode, fields, messageField, stringField, text } from './proto.js';
+import { ONNX_FIELD, type OnnxNode, editGraph, readOnnxGraph, withoutShape } from './graph.js';
+import { logitsFromEdit, logitsProjection } from './last-logits.js';
+import { type Field, fields, messageField, stringField, text } from './proto.js';
 
 const PRESENT = /^present\.(\d+)\.(key|value)$/;
 /** Graph files (with any inline weights) up to this size get the logits cut (last-logits.ts). */
@@ -41,54 +41,56 @@ export function concatSources(graph: { nodes: readonly OnnxNode[]; outputs: read
  * undefined when the graph is not in Optimum's Concat form (then it is served as it is).
  */
 export function newTokensOnly(model: Uint8Array, sources = concatSources(readOnnxGraph(model))): Uint8Array | undefined {
-  if (!sources) return undefined;
-  const renamed = (name: string) => (sources.has(name) ? `${name}.all` : name);
-  const modelFields = fields(model);
-  const graphIndex = modelFields.findIndex((f) => f.no === F.modelGraph);
-  const graphFields = fields(modelFields[graphIndex]!.data);
-  // present.* read inside the graph (attention over past + new): its Concat stays. Otherwise
-  // the Concat only fed the output and goes too: kept, onnxruntime would still run it,
-  // copying the whole cache every step.
-  const read = new Set<string>();
-  for (const f of graphFields) {
-    if (f.no !== F.graphNode) continue;
-    for (const g of fields(f.data)) if (g.no === F.nodeInput && sources.has(text(g))) read.add(text(g));
-  }
-  const graph: Field[] = graphFields.flatMap((f): Field[] => {
-    if (f.no === F.graphNode) {
-      const node = fields(f.data);
-      const produces = node.filter((g) => g.no === F.nodeOutput).map(text);
-      if (produces.length === 1 && sources.has(produces[0]!) && !read.has(produces[0]!)) return [];
-      const touches = node.some((g) => (g.no === F.nodeInput || g.no === F.nodeOutput) && sources.has(text(g)));
-      if (!touches) return [f];
-      return [
-        messageField(
-          F.graphNode,
-          node.map((g) => (g.no === F.nodeInput || g.no === F.nodeOutput ? stringField(g.no, renamed(text(g))) : g)),
-        ),
-      ];
+  return sources ? editGraph(model, newTokensOnlyEdit(sources)) : undefined;
+}
+
+/** newTokensOnly as an edit of the graph's fields. */
+function newTokensOnlyEdit(sources: ReadonlyMap<string, string>): (graphFields: Field[]) => Field[] {
+  return (graphFields) => {
+    const renamed = (name: string) => (sources.has(name) ? `${name}.all` : name);
+    // present.* read inside the graph (attention over past + new): its Concat stays. Otherwise
+    // the Concat only fed the output and goes too: kept, onnxruntime would still run it,
+    // copying the whole cache every step.
+    const read = new Set<string>();
+    for (const f of graphFields) {
+      if (f.no !== F.graphNode) continue;
+      for (const g of fields(f.data)) if (g.no === F.nodeInput && sources.has(text(g))) read.add(text(g));
     }
-    if (f.no === F.graphOutput) {
-      const info = fields(f.data);
-      const name = text(info.find((g) => g.no === F.valueInfoName)!);
-      // Its sequence axis is now the new tokens', not past + new: the declared shape goes.
-      if (!sources.has(name)) return [f];
-      return [messageField(F.graphOutput, withoutShape(info))];
+    const graph: Field[] = graphFields.flatMap((f): Field[] => {
+      if (f.no === F.graphNode) {
+        const node = fields(f.data);
+        const produces = node.filter((g) => g.no === F.nodeOutput).map(text);
+        if (produces.length === 1 && sources.has(produces[0]!) && !read.has(produces[0]!)) return [];
+        const touches = node.some((g) => (g.no === F.nodeInput || g.no === F.nodeOutput) && sources.has(text(g)));
+        if (!touches) return [f];
+        return [
+          messageField(
+            F.graphNode,
+            node.map((g) => (g.no === F.nodeInput || g.no === F.nodeOutput ? stringField(g.no, renamed(text(g))) : g)),
+          ),
+        ];
+      }
+      if (f.no === F.graphOutput) {
+        const info = fields(f.data);
+        const name = text(info.find((g) => g.no === F.valueInfoName)!);
+        // Its sequence axis is now the new tokens', not past + new: the declared shape goes.
+        if (!sources.has(name)) return [f];
+        return [messageField(F.graphOutput, withoutShape(info))];
+      }
+      return [f];
+    });
+    for (const [output, source] of sources) {
+      graph.push(
+        messageField(F.graphNode, [
+          stringField(F.nodeInput, source),
+          stringField(F.nodeOutput, output),
+          stringField(F.nodeName, `kvserve_new_tokens_${output}`),
+          stringField(F.nodeOpType, 'Identity'),
+        ]),
+      );
     }
-    return [f];
-  });
-  for (const [output, source] of sources) {
-    graph.push(
-      messageField(F.graphNode, [
-        stringField(F.nodeInput, source),
-        stringField(F.nodeOutput, output),
-        stringField(F.nodeName, `kvserve_new_tokens_${output}`),
-        stringField(F.nodeOpType, 'Identity'),
-      ]),
-    );
-  }
-  modelFields[graphIndex] = messageField(F.modelGraph, graph);
-  return encode(modelFields);
+    return graph;
+  };
 }
 
 /**
@@ -115,11 +117,10 @@ export function servedModel(
   // A rewrite holds the file in memory while onnxruntime parses its copy: with weights inline
   // in a large graph file that tripled the peak at load (a 652 MB float32 file: 2.9 GB against
   // 1.0), so the logits cut alone does not justify it there — only the O(N)-per-step copies do.
-  const projection = sources || statSync(file).size <= logitsRewriteMaxFileBytes ? logitsProjection(scan) : undefined;
+  const projection = sources || scan.bytes <= logitsRewriteMaxFileBytes ? logitsProjection(scan) : undefined;
   if (!sources && !projection) return { model: file, externalDataDir: undefined, rewritten: false, needsPrepack, logitsFrom: false };
-  let model: Uint8Array = readFileSync(file);
-  if (sources) model = newTokensOnly(model, sources)!;
-  if (projection) model = withLogitsFrom(model, projection);
+  const edits = [...(sources ? [newTokensOnlyEdit(sources)] : []), ...(projection ? [logitsFromEdit(projection)] : [])];
+  const model = editGraph(readFileSync(file), ...edits);
   return {
     model,
     externalDataDir: scan.externalData.length > 0 ? dirname(file) : undefined,
