@@ -186,7 +186,6 @@ export class OnnxDecoder implements DecoderModel {
     const prepack = (options.prepack ?? true) || served.needsPrepack;
     const open = (threadCount: number) => {
       const opts = sessionOptions(threadCount, prepack);
-      if (typeof model === 'string') return ort.InferenceSession.create(model, opts);
       const folder = externalDataDir ? { model_external_initializers_file_folder_path: externalDataDir } : {};
       const extra = opts.extra as { session: Record<string, unknown> };
       return ort.InferenceSession.create(model, { ...opts, extra: { ...extra, session: { ...extra.session, ...folder } } });

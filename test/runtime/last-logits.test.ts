@@ -13,7 +13,6 @@ import { KvCache } from '../../src/core/kv/kv-cache.js';
 import type { DecoderModel } from '../../src/core/model.js';
 import { type OnnxNode, readOnnxGraph } from '../../src/runtime/onnx/graph.js';
 import { LOGITS_FROM, logitsProjection, withLogitsFrom } from '../../src/runtime/onnx/last-logits.js';
-import { servedModel } from '../../src/runtime/onnx/new-tokens-only.js';
 import { OnnxDecoder, sessionOptions } from '../../src/runtime/onnx-decoder.js';
 import { externalizeOnnx } from '../helpers/onnx-external-data.js';
 import { FP16_FILE, MODEL_DIR } from '../helpers/model.js';
@@ -135,13 +134,4 @@ t.test('which graphs are cut: logits from a product, possibly cast; nothing else
   );
   t.equal(logitsProjection({ nodes: [node('Gemm', ['h', 'W'], ['logits'])] }), undefined, 'another operator: not cut');
   t.equal(logitsProjection({ nodes: [] }), undefined, 'no logits: not cut');
-});
-
-t.test('a large graph file with inline weights is cut only when it is rewritten anyway', async (t) => {
-  const shipped = join(MODEL_DIR, 'onnx/model.onnx');
-  t.equal(servedModel(shipped).logitsFrom, true, 'the shipped file (13 MB) is cut');
-  const asLarge = servedModel(shipped, 1024);
-  t.equal(asLarge.logitsFrom, false, 'over the limit: not cut');
-  t.equal(asLarge.model, shipped, 'and opened from its file, not from a copy in memory');
-  t.equal(servedModel(join(FIXTURE, 'concat/onnx/model.onnx'), 1024).logitsFrom, true, 'an Optimum-form graph is rewritten anyway, so it is cut too');
 });

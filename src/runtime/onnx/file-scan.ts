@@ -5,8 +5,9 @@
 // The loader checks the graph's form (new-tokens-only.ts); the fingerprint must cover the
 // external files, or a changed .data file would pass for the old model.
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { type OnnxNode, readNode } from './graph.js';
-import { fields, text } from './proto.js';
+import { basename } from 'node:path';
+import { ONNX_FIELD, type OnnxNode, readNode } from './graph.js';
+import { encode, fields, messageField, stringField, text, varint, varintField } from './proto.js';
 
 // (message, field number) → the message type a length-delimited field holds, on every path
 // from ModelProto to a TensorProto (subgraphs, functions, sparse and attribute tensors).
@@ -43,9 +44,20 @@ class FileReader {
     return this.#buf[pos - this.#start]!;
   }
 
+  /** A copy of `length` bytes at `pos`: from the window when it holds them, else one read. */
   bytes(pos: number, length: number): Buffer {
+    if (pos + length > this.size) throw new Error(`protobuf runs past the end of the file at ${pos + length}`);
+    if (length <= WINDOW && (pos < this.#start || pos + length > this.#end)) {
+      this.#start = pos;
+      this.#end = pos + readSync(this.#fd, this.#buf, 0, WINDOW, pos);
+    }
+    if (pos >= this.#start && pos + length <= this.#end) return Buffer.from(this.#buf.subarray(pos - this.#start, pos + length - this.#start));
     const out = Buffer.alloc(length);
-    for (let i = 0; i < length; i++) out[i] = this.byte(pos + i);
+    for (let at = 0; at < length; ) {
+      const n = readSync(this.#fd, out, at, length - at, pos + at);
+      if (n === 0) throw new Error(`protobuf runs past the end of the file at ${pos + at}`);
+      at += n;
+    }
     return out;
   }
 
@@ -120,4 +132,94 @@ export function scanOnnxFile(onnxPath: string): OnnxFileScan {
 /** The `location` of every externally stored tensor, as written in the graph (relative to its directory), sorted. */
 export function externalDataLocations(onnxPath: string): string[] {
   return scanOnnxFile(onnxPath).externalData;
+}
+
+/** A field as it lies in the file: where it starts (its tag), and where its payload starts and ends. */
+interface Located {
+  no: number;
+  wireType: number;
+  from: number;
+  start: number;
+  end: number;
+}
+
+function locate(r: FileReader, start: number, end: number): Located[] {
+  const out: Located[] = [];
+  for (let pos = start; pos < end; ) {
+    const [tag, p] = r.varint(pos);
+    const no = Math.floor(tag / 8);
+    const wireType = tag % 8;
+    let from = p;
+    let to: number;
+    if (wireType === 0) to = r.varint(p)[1];
+    else if (wireType === 1) to = p + 8;
+    else if (wireType === 5) to = p + 4;
+    else if (wireType === 2) {
+      const [length, after] = r.varint(p);
+      from = after;
+      to = after + length;
+    } else throw new Error(`unsupported protobuf wire type ${wireType}`);
+    if (to > end) throw new Error(`field ${no} runs past its message`);
+    out.push({ no, wireType, from: pos, start: from, end: to });
+    pos = to;
+  }
+  return out;
+}
+
+function concat(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+const lengthDelimited = (no: number, payload: Uint8Array): Uint8Array => concat([Uint8Array.from([...varint(no * 8 + 2), ...varint(payload.length)]), payload]);
+const entry = (key: string, value: string) => messageField(13, [stringField(1, key), stringField(2, value)]);
+
+/**
+ * The ModelProto in `onnxPath` with the bytes of every main-graph initializer of at least
+ * `minBytes` left in the file: such a tensor becomes an external-data reference to the file
+ * itself (location = its name, offset and length of the bytes). onnxruntime reads them from
+ * there when given the file's directory (`session.model_external_initializers_file_folder_path`),
+ * so a graph rewritten in memory costs the graph's size, not a second copy of the weights.
+ */
+export function modelByReference(onnxPath: string, minBytes = 64 * 1024): { model: Uint8Array; referencedBytes: number } {
+  const fd = openSync(onnxPath, 'r');
+  try {
+    const r = new FileReader(fd);
+    const raw = (f: Located) => r.bytes(f.from, f.end - f.from);
+    const location = basename(onnxPath);
+    let referencedBytes = 0;
+    const tensor = (f: Located): Uint8Array => {
+      const parts = locate(r, f.start, f.end);
+      const typeField = parts.find((p) => p.no === 2 && p.wireType === 0);
+      const dataType = typeField ? r.varint(typeField.start)[0] : 0;
+      // raw_data, or packed float_data (FLOAT) / double_data (DOUBLE): on the wire these are
+      // already the little-endian bytes external data holds.
+      const data = parts.find((p) => p.wireType === 2 && (p.no === 9 || (p.no === 4 && dataType === 1) || (p.no === 10 && dataType === 11)));
+      // Already external (field 13 entries, data_location 14), or small: copied as it is.
+      if (!data || data.end - data.start < minBytes || parts.some((p) => p.no === 13 || p.no === 14)) return raw(f);
+      referencedBytes += data.end - data.start;
+      const reference = encode([
+        varintField(14, 1),
+        entry('location', location),
+        entry('offset', String(data.start)),
+        entry('length', String(data.end - data.start)),
+      ]);
+      return lengthDelimited(f.no, concat([...parts.filter((p) => p !== data).map(raw), reference]));
+    };
+    const model = concat(
+      locate(r, 0, r.size).map((f) => {
+        if (f.no !== ONNX_FIELD.modelGraph || f.wireType !== 2) return raw(f);
+        const graph = locate(r, f.start, f.end).map((g) => (g.no === ONNX_FIELD.graphInitializer && g.wireType === 2 ? tensor(g) : raw(g)));
+        return lengthDelimited(f.no, concat(graph));
+      }),
+    );
+    return { model, referencedBytes };
+  } finally {
+    closeSync(fd);
+  }
 }

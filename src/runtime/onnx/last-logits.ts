@@ -7,8 +7,7 @@
 //   hidden ─▶ Slice(starts = kvserve_logits_from, ends = max, axes = [1]) ─▶ MatMul ─▶ (Cast) ─▶ logits
 //
 // The engine feeds [-1] (the last position) or [0] (all of them). Graphs whose logits do not
-// come from one such product are served as they are, and so are graph files over 64 MiB (large
-// weights inline) that need no other rewrite: see servedModel (new-tokens-only.ts).
+// come from one such product are served without it (servedModel, new-tokens-only.ts).
 import { ONNX_FIELD, type OnnxNode, editGraph } from './graph.js';
 import { type Field, fields, messageField, stringField, text, varintField } from './proto.js';
 

@@ -7,16 +7,13 @@
 //   past_key_values.i.key ─┐                                ┌─▶ (attention …)
 //   new key ───────────────┴─▶ Concat ─▶ present.i.key.all ─┘   (removed if nothing reads it)
 //   new key ─▶ Identity ─▶ present.i.key                       (the graph output)
-import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { scanOnnxFile } from './file-scan.js';
+import { modelByReference, scanOnnxFile } from './file-scan.js';
 import { ONNX_FIELD, type OnnxNode, editGraph, readOnnxGraph, withoutShape } from './graph.js';
 import { logitsFromEdit, logitsProjection } from './last-logits.js';
 import { type Field, fields, messageField, stringField, text } from './proto.js';
 
 const PRESENT = /^present\.(\d+)\.(key|value)$/;
-/** Graph files (with any inline weights) up to this size get the logits cut (last-logits.ts). */
-export const LOGITS_REWRITE_MAX_FILE_BYTES = 64 * 2 ** 20;
 const F = ONNX_FIELD;
 
 /** For each present.* output, the tensor holding only the new tokens' part, if the graph is in Optimum's form. */
@@ -94,39 +91,35 @@ function newTokensOnlyEdit(sources: ReadonlyMap<string, string>): (graphFields: 
 }
 
 /**
- * What to open for the decoder at `file`: the file itself, or — for an Optimum-form graph, or
- * one whose logits can be cut to the positions read (last-logits.ts) — the rewritten model's
- * bytes, with the directory its external weight files (if any) are
- * found in: onnxruntime resolves their locations against it
- * (`session.model_external_initializers_file_folder_path`).
+ * What to open for the decoder at `file`: the model's bytes with its inline weights left in the
+ * file by reference (file-scan.ts modelByReference), rewritten if it is in Optimum's form and
+ * given the logits cut (last-logits.ts) where its logits allow, and the directory onnxruntime
+ * resolves external weights against (`session.model_external_initializers_file_folder_path`).
+ * Opening by reference also beats opening the file: onnxruntime parsed a 652 MB float32 graph
+ * with its weights into 955 MiB resident (1,062 at peak) against 645 (753) by reference.
  */
-export function servedModel(
-  file: string,
-  logitsRewriteMaxFileBytes = LOGITS_REWRITE_MAX_FILE_BYTES,
-): {
-  model: string | Uint8Array;
+export function servedModel(file: string): {
+  model: Uint8Array;
   externalDataDir: string | undefined;
   rewritten: boolean;
   needsPrepack: boolean;
   /** The graph takes LOGITS_FROM (last-logits.ts). */
   logitsFrom: boolean;
+  /** Bytes of inline weights onnxruntime reads from the file itself. */
+  referencedBytes: number;
 } {
   const scan = scanOnnxFile(file);
-  const needsPrepack = needsPrepacking(scan.nodes);
   const sources = concatSources(scan);
-  // A rewrite holds the file in memory while onnxruntime parses its copy: with weights inline
-  // in a large graph file that tripled the peak at load (a 652 MB float32 file: 2.9 GB against
-  // 1.0), so the logits cut alone does not justify it there — only the O(N)-per-step copies do.
-  const projection = sources || scan.bytes <= logitsRewriteMaxFileBytes ? logitsProjection(scan) : undefined;
-  if (!sources && !projection) return { model: file, externalDataDir: undefined, rewritten: false, needsPrepack, logitsFrom: false };
+  const projection = logitsProjection(scan);
   const edits = [...(sources ? [newTokensOnlyEdit(sources)] : []), ...(projection ? [logitsFromEdit(projection)] : [])];
-  const model = editGraph(readFileSync(file), ...edits);
+  const { model, referencedBytes } = modelByReference(file);
   return {
-    model,
-    externalDataDir: scan.externalData.length > 0 ? dirname(file) : undefined,
+    model: edits.length > 0 ? editGraph(model, ...edits) : model,
+    externalDataDir: scan.externalData.length > 0 || referencedBytes > 0 ? dirname(file) : undefined,
     rewritten: sources !== undefined,
-    needsPrepack,
+    needsPrepack: needsPrepacking(scan.nodes),
     logitsFrom: projection !== undefined,
+    referencedBytes,
   };
 }
 
