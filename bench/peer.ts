@@ -118,7 +118,8 @@ for (let r = 0; r < ROUNDS; r++) {
   };
   const put = (path: string, p: Pair): void => {
     round.set(path, p);
-    log(`  round ${r + 1}: ${path.padEnd(30)} kvserve ${p.kvserve.toFixed(2).padStart(9)}   node-llama-cpp ${p.node_llama_cpp.toFixed(2).padStart(9)}`);
+    const fmt = (x: number | null): string => (Number.isFinite(x) ? x!.toFixed(2) : 'none').padStart(9);
+    log(`  round ${r + 1}: ${path.padEnd(30)} kvserve ${fmt(p.kvserve)}   node-llama-cpp ${fmt(p.node_llama_cpp)}`);
   };
   const pick = <T>(x: Record<Side, T>, f: (t: T) => number): Pair => ({ kvserve: f(x.kvserve), node_llama_cpp: f(x.node_llama_cpp) });
   try {

@@ -25,11 +25,14 @@ export function summarize(rounds: Round[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   const paths = [...new Set(rounds.flatMap((r) => [...r.keys()]))];
   for (const path of paths) {
-    const pairs = rounds.map((r) => r.get(path)).filter((p): p is Pair => p !== undefined);
+    // A round where a side got no value (no first token inside the load window: the load runs in
+    // another process, whose JSON turns NaN into null) is left out of this figure's medians.
+    const pairs = rounds.map((r) => r.get(path)).filter((p): p is Pair => p !== undefined && Number.isFinite(p.kvserve) && Number.isFinite(p.node_llama_cpp));
+    const med = (xs: number[]): number => (xs.length > 0 ? median(xs) : Number.NaN);
     const figure: Figure = {
-      kvserve: round(median(pairs.map((p) => p.kvserve)), 2),
-      node_llama_cpp: round(median(pairs.map((p) => p.node_llama_cpp)), 2),
-      ratio: round(median(pairs.map((p) => ratioOf(path, p))), 3),
+      kvserve: round(med(pairs.map((p) => p.kvserve)), 2),
+      node_llama_cpp: round(med(pairs.map((p) => p.node_llama_cpp)), 2),
+      ratio: round(med(pairs.map((p) => ratioOf(path, p))), 3),
     };
     const keys = path.split('.');
     let node = out;
