@@ -105,9 +105,12 @@ export async function scanDir(dir: string, fingerprint: Uint8Array): Promise<Sca
 
 /**
  * Writes `data` as the file `name`: into a temp file, then renamed into place, so a reader or a
- * restart sees the whole entry or none of it. `shards` remembers the directories made.
+ * restart sees the whole entry or none of it. With `reuse` (the name of an evicted entry's
+ * file), that file is renamed to the temp name and overwritten rather than a new one created;
+ * if it is gone, a new one is. `shards` remembers the directories made. Resolves true when it
+ * took over `reuse`.
  */
-export async function writeAtomic(dir: string, name: string, data: Uint8Array, fsync: boolean, shards: Set<string>): Promise<void> {
+export async function writeAtomic(dir: string, name: string, data: Uint8Array, fsync: boolean, shards: Set<string>, reuse?: string): Promise<boolean> {
   const shard = name.slice(0, 2);
   const tmp = join(dir, TMP_DIR, `${randomBytes(12).toString('hex')}.tmp`);
   try {
@@ -115,14 +118,27 @@ export async function writeAtomic(dir: string, name: string, data: Uint8Array, f
       await mkdir(join(dir, shard), { recursive: true });
       shards.add(shard);
     }
-    const fh = await open(tmp, 'wx');
+    let fh: FileHandle | undefined;
+    if (reuse !== undefined) {
+      try {
+        await rename(filePath(dir, reuse), tmp);
+        fh = await open(tmp, 'r+');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
+    const reused = fh !== undefined;
+    fh ??= await open(tmp, 'wx');
     try {
+      // A fresh descriptor writes from offset 0; what the old entry had beyond this one is cut.
       await fh.writeFile(data);
+      if (reused) await fh.truncate(data.byteLength);
       if (fsync) await fh.sync();
     } finally {
       await fh.close();
     }
     await rename(tmp, filePath(dir, name));
+    return reused;
   } catch (err) {
     await unlink(tmp).catch(() => {});
     throw err;

@@ -30,6 +30,8 @@ export interface DiskStoreStats {
   pendingWrites: number;
   pendingBytes: number;
   writes: number;
+  /** Of those, the writes that took over an evicted entry's file instead of creating one. */
+  reusedFiles: number;
   hits: number;
   misses: number;
   evictions: number;

@@ -1,6 +1,9 @@
 // Child process of disk-crash.test.ts: writes entries to a DiskStore as fast as it can until
 // it is killed. After each flush it prints the keys whose writes (or deletes) have completed:
 // those must survive the kill; anything else may be lost, but nothing may come back corrupt.
+// Some writes replace a held key with a larger entry, which overwrites the key's own file
+// (renamed aside, rewritten, renamed back): announced first with "r key", as a kill during it
+// may lose the key.
 import { DiskStore } from '../../../../src/core/kv/tiers/disk-store.js';
 import { FP, fixtureBytes } from './entry-fixture.js';
 
@@ -15,14 +18,19 @@ const rand = (n: number) => {
 const store = await DiskStore.open(dir!, { maxBytes: 2 ** 40, fingerprint: FP });
 process.stdout.write('ready\n');
 const written: string[] = [];
+const tokens = new Map<string, number>();
 for (let i = 0; ; ) {
   const lines: string[] = [];
   for (let b = 1 + rand(6); b > 0; b--) {
-    const key = `p-${seedArg}-${i++}`;
+    const replace = written.length > 10 && rand(3) === 0;
+    const key = replace ? written[rand(written.length)]! : `p-${seedArg}-${i++}`;
     // Up to ~2 MiB, so that a kill often lands inside a write.
-    store.put(key, fixtureBytes(key, 1 + rand(4000)));
+    const n = (tokens.get(key) ?? 0) + 1 + rand(4000);
+    tokens.set(key, n);
+    if (replace) process.stdout.write(`r ${key}\n`);
+    store.put(key, fixtureBytes(key, n));
     lines.push(`w ${key}`);
-    written.push(key);
+    if (!replace) written.push(key);
   }
   if (written.length > 10 && rand(3) === 0) {
     const key = written.splice(rand(written.length), 1)[0]!;

@@ -40,12 +40,15 @@ t.test('SIGKILL mid-write never loses a completed write and never serves a corru
   const live = new Set<string>();
   const deleted = new Set<string>();
   let unfinished = 0;
+  let replaced = 0;
   for (let round = 0; round < ROUNDS; round++) {
     const afterMs = 150 + Math.floor(Math.random() * 600);
     const lines = await runAndKill(dir, round, afterMs);
     for (const line of lines) {
       const [op, key] = line.split(' ') as [string, string];
       if (op === 'w') live.add(key);
+      // Being replaced when killed: it may be gone, or hold either entry (checked below).
+      else if (op === 'r') live.delete(key);
       else {
         live.delete(key);
         deleted.add(key);
@@ -54,6 +57,7 @@ t.test('SIGKILL mid-write never loses a completed write and never serves a corru
     const store = await DiskStore.open(dir, { maxBytes: 2 ** 40, fingerprint: FP });
     const { rejected } = store.stats();
     unfinished += rejected.truncated;
+    replaced += lines.filter((l) => l.startsWith('r ')).length;
     t.same(
       { ...rejected, truncated: 0 },
       { fingerprint: 0, checksum: 0, truncated: 0, io: 0 },
@@ -78,5 +82,6 @@ t.test('SIGKILL mid-write never loses a completed write and never serves a corru
     t.same(await readdir(path.join(dir, 'tmp')), [], 'no temp file left after open');
     await store.close();
   }
+  t.ok(replaced > 0, `${replaced} entries were replaced in place`);
   t.comment(`unfinished writes found and removed across ${ROUNDS} kills: ${unfinished}`);
 });

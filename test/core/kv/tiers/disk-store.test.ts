@@ -285,3 +285,97 @@ t.test('what a read returns is the caller’s: handing it to another thread does
   t.equal(back?.length, size, 'the whole entry was written');
   t.ok(back && isFixture('p-queued', back), 'and reads back exactly');
 });
+
+/** The inode of every entry file (temp files left out). */
+function entryInodes(dir: string): Set<number> {
+  return new Set(
+    filesOn(dir)
+      .filter((f) => !f.file.startsWith('tmp'))
+      .map((f) => statSync(path.join(dir, f.file)).ino),
+  );
+}
+
+t.test('at a full budget a write takes over the file of the entry it evicts: no new inode, none left behind', async (t) => {
+  const dir = await tmpDir(t);
+  const one = fixtureBytes('p0', 16).length;
+  const store = await DiskStore.open(dir, { maxBytes: 8 * one, fingerprint: FP });
+  for (let i = 0; i < 8; i++) {
+    store.put(`p${i}`, fixtureBytes(`p${i}`, 16));
+    await store.flush();
+  }
+  const first = entryInodes(dir);
+  t.equal(first.size, 8, 'eight files for eight entries');
+  for (let i = 8; i < 40; i++) {
+    t.ok(store.put(`p${i}`, fixtureBytes(`p${i}`, 16)));
+    await store.flush();
+  }
+  const keys = Array.from({ length: 8 }, (_, i) => `p${32 + i}`);
+  t.same(store.keys(), keys, 'the newest eight are held');
+  const now = entryInodes(dir);
+  t.equal(now.size, 8, 'still eight files');
+  t.same(
+    [...now].filter((ino) => !first.has(ino)),
+    [],
+    'each of them one of the first eight, taken over',
+  );
+  for (const key of keys) t.ok(isFixture(key, (await store.get(key))!), `${key} reads back exactly`);
+  t.equal(store.stats().evictions, 32);
+  t.equal(store.stats().reusedFiles, 32, 'every write after the first eight took over a file');
+  // A larger entry is written to a new file: overwriting a smaller one in place would exceed the budget.
+  t.ok(store.put('p-big', fixtureBytes('p-big', 40)));
+  await store.flush();
+  t.ok(isFixture('p-big', (await store.get('p-big'))!), 'the larger entry reads back exactly');
+  t.ok(filesOn(dir).reduce((a, f) => a + f.size, 0) <= 8 * one, 'within the budget on disk');
+  t.same(readdirSync(path.join(dir, 'tmp')), [], 'no temp file left');
+  await store.close();
+  const reopened = await DiskStore.open(dir, { maxBytes: 8 * one, fingerprint: FP });
+  t.same(reopened.stats().rejected, { fingerprint: 0, checksum: 0, truncated: 0, io: 0 }, 'no file found damaged after a restart');
+  t.equal(reopened.entries, store.entries, 'every entry indexed again');
+  await reopened.close();
+});
+
+t.test('a put of a held key with a larger entry overwrites its own file', async (t) => {
+  const dir = await tmpDir(t);
+  const store = await DiskStore.open(dir, { maxBytes: 1 << 20, fingerprint: FP });
+  store.put('p-a', fixtureBytes('p-a', 4));
+  await store.flush();
+  const ino = statSync(fileOf(dir, 'p-a')).ino;
+  store.put('p-a', fixtureBytes('p-a', 30));
+  await store.flush();
+  t.equal(statSync(fileOf(dir, 'p-a')).ino, ino, 'the same inode');
+  t.equal(store.stats().reusedFiles, 1, 'taken over');
+  t.equal(statSync(fileOf(dir, 'p-a')).size, fixtureBytes('p-a', 30).length, 'at the new size');
+  t.ok(isFixture('p-a', (await store.get('p-a'))!), 'holding the new entry');
+  await store.close();
+});
+
+t.test('a file to take over that has gone is created afresh; a dropped takeover removes the file it was to take', async (t) => {
+  const dir = await tmpDir(t);
+  const one = fixtureBytes('p0', 16).length;
+  const store = await DiskStore.open(dir, { maxBytes: 2 * one, fingerprint: FP });
+  for (const k of ['p0', 'p1']) {
+    store.put(k, fixtureBytes(k, 16));
+    await store.flush();
+  }
+  await rm(fileOf(dir, 'p0'));
+  t.ok(store.put('p2', fixtureBytes('p2', 16)), 'p2 evicts p0, whose file is gone');
+  await store.flush();
+  t.ok(isFixture('p2', (await store.get('p2'))!), 'p2 written to a new file');
+  t.equal(store.stats().reusedFiles, 0, 'nothing taken over');
+  t.equal(store.stats().rejected.io, 0, 'not an error');
+
+  // p3 evicts p1 and p4 evicts p2, each to take over the evicted file; p4 waits in the queue
+  // (behind p3, or the read's touch) until a delete drops it: p2's file must go all the same.
+  store.put('p3', fixtureBytes('p3', 16));
+  store.put('p4', fixtureBytes('p4', 16));
+  t.ok(store.stats().pendingWrites >= 1, 'p4 queued');
+  t.ok(store.delete('p4'));
+  await store.flush();
+  t.same(store.keys(), ['p3']);
+  t.same(
+    filesOn(dir).map((f) => f.file),
+    [path.join(fileName('p3').slice(0, 2), fileName('p3'))],
+    'one file on disk, p3’s',
+  );
+  await store.close();
+});
