@@ -10,13 +10,20 @@
 //                    computed: top-1 agreement and mean KL of the next-token distributions
 //   step_p99_ratio   inter-token latency p99 of 8 streams while the disk tier writes every
 //                    evicted cache vs without disk writes: the default configuration (the
-//                    compressed tier on, no KV_CACHE_DIR) — goal ≤ 1.1. Also measured, and
-//                    reported as step_p99_ratio_vs_no_tiers: the same against no tier below
-//                    RAM at all (KV_CACHE_COMPRESSED_DTYPE=off), what both lower tiers cost.
-//                    The three configurations run in turn, the order rotating between rounds;
+//                    compressed tier on, no KV_CACHE_DIR) — goal ≤ 1.1. The disk tier runs as a
+//                    service spends its life, its budget full (KV_CACHE_DISK_MAX_BYTES 64 MiB:
+//                    full within ~3 s of the 15 s window), so each write also evicts. Reported
+//                    beside it: step_p99_ratio_filling, the default 1 GiB budget, which the
+//                    window never fills (every write a new file), and step_p99_ratio_vs_no_tiers,
+//                    steady state against no tier below RAM at all (KV_CACHE_COMPRESSED_DTYPE=off).
+//                    The four configurations run in turn, the order rotating between rounds;
 //                    5 rounds by default (TIERS_STEP_ROUNDS): one round's ratio varies ±0.08.
 // Every KV_CACHE_DIR is a fresh directory under os.tmpdir(): TMPDIR=/dev/shm puts the disk tier
 // on tmpfs, which separates what the writes cost kvserve from what the filesystem charges.
+// They are all removed at the end, not as each is done with: removing thousands of files
+// makes the next minutes' file creations on ext4 without a journal several times dearer
+// (it skips recently freed inodes), which would charge the bench's cleanup to whichever
+// configuration ran next.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,7 +37,17 @@ import { measureFidelity, viaEntry } from './tiers-fidelity.js';
 const TEXT = readFileSync(join(ROOT, 'test/fixtures/shakespeare-20k.txt'), 'utf8');
 const QUICK = process.argv.includes('--quick');
 const BYTES_PER_TOKEN = 4096; // the shipped model, float32
-const fresh = () => mkdtempSync(join(tmpdir(), 'kvserve-bench-tiers-'));
+/** The step figure's disk budget: ~1,000 block files, full within seconds of the window. */
+const STEADY_DISK_BYTES = 64 * 2 ** 20;
+const dirs: string[] = [];
+const fresh = (): string => {
+  const dir = mkdtempSync(join(tmpdir(), 'kvserve-bench-tiers-'));
+  dirs.push(dir);
+  return dir;
+};
+process.on('exit', () => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
 
 /** Time to the first streamed text of `prompt` (a few tokens, greedy). */
 async function ttft(url: string, prompt: string): Promise<{ ms: number; cached: number }> {
@@ -68,7 +85,6 @@ async function restart() {
     await complete(server.url, { ...warmUp, prompt: `${warmUp.prompt.slice(0, 512)}!` });
     const w = await ttft(server.url, prompt);
     await server.stop();
-    rmSync(dir, { recursive: true, force: true });
     if (w.cached < 1008) throw new Error(`after the restart only ${w.cached} tokens were cached`);
     cold.push(c.ms);
     warm.push(w.ms);
@@ -114,7 +130,6 @@ async function capacity() {
   const ramOnly = await replay({ KV_CACHE_COMPRESSED_DTYPE: 'off' });
   // The compressed tier gets the RAM budget too; the disk tier the rest.
   const tiered = await replay({ KV_CACHE_DIR: dir, KV_CACHE_COMPRESSED_MAX_BYTES: String(ramBytes) });
-  rmSync(dir, { recursive: true, force: true });
   log(`capacity: RAM only ${(ramOnly * 100).toFixed(1)} %, tiered ${(tiered * 100).toFixed(1)} % of prompt tokens from cache`);
   return {
     ram_only_hit_rate: round2(ramOnly),
@@ -167,30 +182,44 @@ async function itlP99(env: Record<string, string>, seconds: number): Promise<num
 async function stepP99() {
   const rounds = QUICK ? 1 : envInt('TIERS_STEP_ROUNDS', 5);
   const seconds = QUICK ? 5 : 15;
-  const configs = { none: { KV_CACHE_COMPRESSED_DTYPE: 'off' }, compressed: {}, disk: {} } as Record<string, Record<string, string>>;
+  const configs: Record<string, () => Record<string, string>> = {
+    none: () => ({ KV_CACHE_COMPRESSED_DTYPE: 'off' }),
+    compressed: () => ({}),
+    disk: () => ({ KV_CACHE_DIR: fresh(), KV_CACHE_DISK_MAX_BYTES: String(STEADY_DISK_BYTES) }),
+    filling: () => ({ KV_CACHE_DIR: fresh() }),
+  };
   const names = Object.keys(configs);
   const rows: Array<Record<string, number>> = [];
   for (let r = 0; r < rounds; r++) {
-    const dir = fresh();
     const p99: Record<string, number> = {};
     for (const side of [...names.slice(r % names.length), ...names.slice(0, r % names.length)]) {
-      p99[side] = await itlP99(side === 'disk' ? { KV_CACHE_DIR: dir } : configs[side]!, seconds);
+      p99[side] = await itlP99(configs[side]!(), seconds);
     }
-    rmSync(dir, { recursive: true, force: true });
-    rows.push({ no_tiers_ms: round2(p99.none!), compressed_ms: round2(p99.compressed!), disk_ms: round2(p99.disk!) });
+    rows.push({ no_tiers_ms: round2(p99.none!), compressed_ms: round2(p99.compressed!), disk_ms: round2(p99.disk!), disk_filling_ms: round2(p99.filling!) });
     log(
-      `step round ${r + 1}: ITL p99 no lower tiers ${p99.none!.toFixed(2)} ms, compressed tier (default) ${p99.compressed!.toFixed(2)} ms, with disk writes ${p99.disk!.toFixed(2)} ms`,
+      `step round ${r + 1}: ITL p99 no lower tiers ${p99.none!.toFixed(2)} ms, compressed tier (default) ${p99.compressed!.toFixed(2)} ms, ` +
+        `disk tier full ${p99.disk!.toFixed(2)} ms, disk tier filling ${p99.filling!.toFixed(2)} ms`,
     );
   }
   const ratio = (a: string, b: string) => round2(median(rows.map((x) => x[a]! / x[b]!)));
-  return { ratio: ratio('disk_ms', 'compressed_ms'), vsNoTiers: ratio('disk_ms', 'no_tiers_ms'), rounds: rows };
+  return {
+    ratio: ratio('disk_ms', 'compressed_ms'),
+    filling: ratio('disk_filling_ms', 'compressed_ms'),
+    vsNoTiers: ratio('disk_ms', 'no_tiers_ms'),
+    rounds: rows,
+  };
 }
 
 const result = {
   restart: await restart(),
   capacity: await capacity(),
   fidelity: await fidelity(),
-  ...(await stepP99().then((s) => ({ step_p99_ratio: s.ratio, step_p99_ratio_vs_no_tiers: s.vsNoTiers, step_p99_rounds: s.rounds }))),
+  ...(await stepP99().then((s) => ({
+    step_p99_ratio: s.ratio,
+    step_p99_ratio_filling: s.filling,
+    step_p99_ratio_vs_no_tiers: s.vsNoTiers,
+    step_p99_rounds: s.rounds,
+  }))),
   goals: { restart_ratio: '≥ 5', capacity_ratio: '≥ 3', int8_top1_agreement: '≥ 0.995', step_p99_ratio: '≤ 1.1' },
   quick: QUICK,
   ...benchMeta(),
@@ -203,6 +232,7 @@ log(
       capacity: result.capacity,
       fidelity: result.fidelity,
       step_p99_ratio: result.step_p99_ratio,
+      step_p99_ratio_filling: result.step_p99_ratio_filling,
       step_p99_ratio_vs_no_tiers: result.step_p99_ratio_vs_no_tiers,
     },
     null,
