@@ -76,6 +76,9 @@ if (needs(t, 'redis-server', 'haproxy')) {
     const t1 = await turn('survivor', prompt);
     t.equal(t1.status, 200);
     prompt = `${prompt}${t1.text}\nJULIET:\n`;
+    const sent = async (url: string) => (await scrape(url)).get('kvserve_kv_cache_remote_bytes_total{direction="sent"}') ?? 0;
+    const owner = fleet.replicas.find((r) => r.name === t1.instance)!;
+    const sentBefore = await sent(owner.url);
     const t2 = await turn('survivor', prompt);
     t.equal(t2.status, 200);
     t.equal(t2.instance, t1.instance, 'both turns went to the same replica (consistent hashing on session_id)');
@@ -83,6 +86,15 @@ if (needs(t, 'redis-server', 'haproxy')) {
     const context = t2.usage.prompt_tokens + t2.usage.completion_tokens - 1;
 
     const victim = fleet.replicas.find((r) => r.name === t2.instance)!;
+    // The tier thread publishes the turn to Redis after the response. A kill before that may
+    // lose it, as the design allows; this checks that what was published carries the session,
+    // so the kill waits until the replica's acknowledged sends have grown and then held.
+    for (let i = 0, last = -1; i < 200; i++) {
+      const now = await sent(victim.url);
+      if (now > sentBefore && now === last) break;
+      last = now;
+      await sleep(50);
+    }
     process.kill(victim.server.pid, 'SIGKILL');
     const t3 = await turn('survivor', prompt);
     t.equal(t3.status, 200, 'the next turn succeeds');

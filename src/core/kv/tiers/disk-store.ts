@@ -2,39 +2,17 @@
 // never waits: one background writer takes a FIFO of writes (temp file, rename into place)
 // and unlinks, so a kill -9 leaves at worst a temp file, removed at the next open, and an
 // unlink that makes room always lands before the write it made room for.
-//
-// A write that evicts takes over the evicted entry's file (renamed to a temp name, then
-// overwritten) instead of unlinking it and creating another: once the budget is full the
-// tier allocates no inodes. Creating a file costs the filesystem far more than rewriting one:
-// on ext4 without a journal each create scans past every inode freed in the last minutes, and
-// at steady state (a create and an unlink per write) that was 550–860 µs of kernel time a
-// 64 KiB file against ~60 µs recycled (docs/benchmarks.md, KV tiers).
+// A write that evicts takes over the evicted entry's file instead of unlinking it and creating
+// one: at a full budget a create and an unlink per write cost ext4 550–860 µs of kernel time
+// a 64 KiB file, a takeover ~60 µs (docs/benchmarks.md, KV tiers).
 import { unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type Entry, type EntryKind, decodeEntry, inspectHeader, isRejected } from '../entry/format.js';
+import { type Entry, decodeEntry, inspectHeader, isRejected } from '../entry/format.js';
 import { type DiskRejectReason, diskReason, fileName, filePath, readEntryFile, scanDir, writeAtomic } from './disk-files.js';
-
-import type { DiskEntryInfo, DiskStoreOptions, DiskStoreStats } from './disk-types.js';
+import type { DiskEntryInfo, DiskStoreOptions, DiskStoreStats, Item, Op } from './disk-types.js';
 
 export type { DiskRejectReason } from './disk-files.js';
 export type { DiskEntryInfo, DiskStoreOptions, DiskStoreStats } from './disk-types.js';
-
-type State = 'pending' | 'writing' | 'stored' | 'gone';
-
-interface Item {
-  readonly key: string;
-  readonly name: string;
-  readonly bytes: number;
-  readonly kind: EntryKind;
-  readonly tokens: number;
-  readonly createdMs: number;
-  state: State;
-  /** The entry while it waits for (or is in) its write. */
-  data: Uint8Array | undefined;
-}
-
-/** A write's `reuse`: the file of an entry it evicted, which the write takes over. */
-type Op = { kind: 'write'; item: Item; reuse?: string } | { kind: 'unlink'; name: string } | { kind: 'touch'; name: string; at: Date };
 
 export class DiskStore {
   readonly dir: string;
@@ -151,8 +129,7 @@ export class DiskStore {
     const old = this.#items.get(key);
     let reuse: string | undefined;
     if (old) {
-      // Only a file no larger than the new entry: overwriting a larger one in place would hold
-      // more bytes on disk, for a moment, than the budget counts.
+      // Only a file no larger than the entry: a larger one would, for a moment, exceed the budget.
       if (old.state === 'stored' && old.bytes <= bytes.byteLength) reuse = old.name;
       this.#discard(old, reuse !== undefined);
     }
@@ -294,10 +271,7 @@ export class DiskStore {
     return taken;
   }
 
-  /**
-   * Takes an item out of the index; its file goes through the writer's queue, after anything
-   * queued before it — unless `keepFile`: then a write queued next takes the file over.
-   */
+  /** Takes an item out of the index; its file is unlinked by the writer, in queue order — or, with `keepFile`, taken over by the next write. */
   #discard(item: Item, keepFile = false): void {
     if (this.#items.get(item.key) === item) {
       this.#items.delete(item.key);

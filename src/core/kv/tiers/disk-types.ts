@@ -1,4 +1,4 @@
-// The disk tier's options, figures and index rows (the store itself is disk-store.ts).
+// The disk tier's options, figures, index rows and the store's internal records (the store itself is disk-store.ts).
 import type { EntryKind } from '../entry/format.js';
 import type { DiskRejectReason } from './disk-files.js';
 
@@ -49,3 +49,21 @@ export interface DiskEntryInfo {
   createdMs: number;
   bytes: number;
 }
+
+type State = 'pending' | 'writing' | 'stored' | 'gone';
+
+/** DiskStore's index entry. */
+export interface Item {
+  readonly key: string;
+  readonly name: string;
+  readonly bytes: number;
+  readonly kind: EntryKind;
+  readonly tokens: number;
+  readonly createdMs: number;
+  state: State;
+  /** The entry while it waits for (or is in) its write. */
+  data: Uint8Array | undefined;
+}
+
+/** An operation of DiskStore's writer; a write's `reuse` is the file of an entry it evicted, which it takes over. */
+export type Op = { kind: 'write'; item: Item; reuse?: string } | { kind: 'unlink'; name: string } | { kind: 'touch'; name: string; at: Date };
