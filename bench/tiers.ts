@@ -17,7 +17,7 @@
 //                    window never fills (every write a new file), and step_p99_ratio_vs_no_tiers,
 //                    steady state against no tier below RAM at all (KV_CACHE_COMPRESSED_DTYPE=off).
 //                    The four configurations run in turn, the order rotating between rounds;
-//                    5 rounds by default (TIERS_STEP_ROUNDS): one round's ratio varies ±0.08.
+//                    10 rounds by default (TIERS_STEP_ROUNDS): one round's ratio varies ±0.1.
 // Every KV_CACHE_DIR is a fresh directory under os.tmpdir(): TMPDIR=/dev/shm puts the disk tier
 // on tmpfs, which separates what the writes cost kvserve from what the filesystem charges.
 // They are all removed at the end, not as each is done with: removing thousands of files
@@ -180,7 +180,7 @@ async function itlP99(env: Record<string, string>, seconds: number): Promise<num
 }
 
 async function stepP99() {
-  const rounds = QUICK ? 1 : envInt('TIERS_STEP_ROUNDS', 5);
+  const rounds = QUICK ? 1 : envInt('TIERS_STEP_ROUNDS', 10);
   const seconds = QUICK ? 5 : 15;
   const configs: Record<string, () => Record<string, string>> = {
     none: () => ({ KV_CACHE_COMPRESSED_DTYPE: 'off' }),
