@@ -7,7 +7,7 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { basename } from 'node:path';
 import { ONNX_FIELD, type OnnxNode, readNode } from './graph.js';
-import { encode, fields, messageField, stringField, text, varint, varintField } from './proto.js';
+import { encode, fields, messageField, stringField, text, varintField } from './proto.js';
 
 // (message, field number) → the message type a length-delimited field holds, on every path
 // from ModelProto to a TensorProto (subgraphs, functions, sparse and attribute tensors).
@@ -90,28 +90,51 @@ interface Found {
   outputs: string[];
 }
 
+/** A field as it lies in the file: where it starts (its tag), and where its payload starts and ends. */
+interface Located {
+  no: number;
+  wireType: number;
+  from: number;
+  start: number;
+  end: number;
+}
+
+/** The fields of the message at [start, end) of a `type` (named in errors). */
+function locate(r: FileReader, start: number, end: number, type = 'message'): Located[] {
+  const out: Located[] = [];
+  for (let pos = start; pos < end; ) {
+    const [tag, p] = r.varint(pos);
+    const no = Math.floor(tag / 8);
+    const wireType = tag % 8;
+    let from = p;
+    let to: number;
+    if (wireType === 0) to = r.varint(p)[1];
+    else if (wireType === 1) to = p + 8;
+    else if (wireType === 5) to = p + 4;
+    else if (wireType === 2) {
+      const [length, after] = r.varint(p);
+      from = after;
+      to = after + length;
+    } else throw new Error(`unsupported protobuf wire type ${wireType} in a ${type}`);
+    if (to > end) throw new Error(`field ${no} of a ${type} runs past its message`);
+    out.push({ no, wireType, from: pos, start: from, end: to });
+    pos = to;
+  }
+  return out;
+}
+
 function walk(r: FileReader, type: string, start: number, end: number, found: Found, top = false): void {
-  let pos = start;
   let key: string | undefined;
   let value: string | undefined;
-  while (pos < end) {
-    const [tag, p] = r.varint(pos);
-    const field = Math.floor(tag / 8);
-    const wire = tag % 8;
-    if (wire === 0) pos = r.varint(p)[1];
-    else if (wire === 1) pos = p + 8;
-    else if (wire === 5) pos = p + 4;
-    else if (wire === 2) {
-      const [length, from] = r.varint(p);
-      pos = from + length;
-      if (pos > end) throw new Error(`field ${field} of a ${type} runs past its message`);
-      const child = CHILDREN[type]?.[field];
-      if (child) walk(r, child, from, pos, found, type === 'model' && child === 'graph');
-      if (top && field === 1) found.nodes.push(readNode(r.bytes(from, length)));
-      if (top && field === 12) found.outputs.push(text(fields(r.bytes(from, length)).find((f) => f.no === 1)!));
-      if (type === 'entry' && field === 1) key = r.bytes(from, length).toString('utf8');
-      if (type === 'entry' && field === 2) value = r.bytes(from, length).toString('utf8');
-    } else throw new Error(`unsupported protobuf wire type ${wire} in a ${type}`);
+  for (const f of locate(r, start, end, type)) {
+    if (f.wireType !== 2) continue;
+    const child = CHILDREN[type]?.[f.no];
+    if (child) walk(r, child, f.start, f.end, found, type === 'model' && child === 'graph');
+    const payload = () => r.bytes(f.start, f.end - f.start);
+    if (top && f.no === 1) found.nodes.push(readNode(payload()));
+    if (top && f.no === 12) found.outputs.push(text(fields(payload()).find((g) => g.no === 1)!));
+    if (type === 'entry' && f.no === 1) key = payload().toString('utf8');
+    if (type === 'entry' && f.no === 2) value = payload().toString('utf8');
   }
   if (type === 'entry' && key === 'location' && value !== undefined) found.external.add(value);
 }
@@ -134,49 +157,6 @@ export function externalDataLocations(onnxPath: string): string[] {
   return scanOnnxFile(onnxPath).externalData;
 }
 
-/** A field as it lies in the file: where it starts (its tag), and where its payload starts and ends. */
-interface Located {
-  no: number;
-  wireType: number;
-  from: number;
-  start: number;
-  end: number;
-}
-
-function locate(r: FileReader, start: number, end: number): Located[] {
-  const out: Located[] = [];
-  for (let pos = start; pos < end; ) {
-    const [tag, p] = r.varint(pos);
-    const no = Math.floor(tag / 8);
-    const wireType = tag % 8;
-    let from = p;
-    let to: number;
-    if (wireType === 0) to = r.varint(p)[1];
-    else if (wireType === 1) to = p + 8;
-    else if (wireType === 5) to = p + 4;
-    else if (wireType === 2) {
-      const [length, after] = r.varint(p);
-      from = after;
-      to = after + length;
-    } else throw new Error(`unsupported protobuf wire type ${wireType}`);
-    if (to > end) throw new Error(`field ${no} runs past its message`);
-    out.push({ no, wireType, from: pos, start: from, end: to });
-    pos = to;
-  }
-  return out;
-}
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
-const lengthDelimited = (no: number, payload: Uint8Array): Uint8Array => concat([Uint8Array.from([...varint(no * 8 + 2), ...varint(payload.length)]), payload]);
 const entry = (key: string, value: string) => messageField(13, [stringField(1, key), stringField(2, value)]);
 
 /**
@@ -194,7 +174,7 @@ export function modelByReference(onnxPath: string, minBytes = 64 * 1024): { mode
     const location = basename(onnxPath);
     let referencedBytes = 0;
     const tensor = (f: Located): Uint8Array => {
-      const parts = locate(r, f.start, f.end);
+      const parts = locate(r, f.start, f.end, 'tensor');
       const typeField = parts.find((p) => p.no === 2 && p.wireType === 0);
       const dataType = typeField ? r.varint(typeField.start)[0] : 0;
       // raw_data, or packed float_data (FLOAT) / double_data (DOUBLE): on the wire these are
@@ -209,13 +189,13 @@ export function modelByReference(onnxPath: string, minBytes = 64 * 1024): { mode
         entry('offset', String(data.start)),
         entry('length', String(data.end - data.start)),
       ]);
-      return lengthDelimited(f.no, concat([...parts.filter((p) => p !== data).map(raw), reference]));
+      return encode([{ no: f.no, wireType: 2, value: 0, data: Buffer.concat([...parts.filter((p) => p !== data).map(raw), reference]) }]);
     };
-    const model = concat(
-      locate(r, 0, r.size).map((f) => {
+    const model = Buffer.concat(
+      locate(r, 0, r.size, 'model').map((f) => {
         if (f.no !== ONNX_FIELD.modelGraph || f.wireType !== 2) return raw(f);
-        const graph = locate(r, f.start, f.end).map((g) => (g.no === ONNX_FIELD.graphInitializer && g.wireType === 2 ? tensor(g) : raw(g)));
-        return lengthDelimited(f.no, concat(graph));
+        const graph = locate(r, f.start, f.end, 'graph').map((g) => (g.no === ONNX_FIELD.graphInitializer && g.wireType === 2 ? tensor(g) : raw(g)));
+        return encode([{ no: f.no, wireType: 2, value: 0, data: Buffer.concat(graph) }]);
       }),
     );
     return { model, referencedBytes };

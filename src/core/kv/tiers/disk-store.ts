@@ -2,9 +2,8 @@
 // never waits: one background writer takes a FIFO of writes (temp file, rename into place)
 // and unlinks, so a kill -9 leaves at worst a temp file, removed at the next open, and an
 // unlink that makes room always lands before the write it made room for.
-// A write that evicts takes over the evicted entry's file instead of unlinking it and creating
-// one: at a full budget a create and an unlink per write cost ext4 550–860 µs of kernel time
-// a 64 KiB file, a takeover ~60 µs (docs/benchmarks.md, KV tiers).
+// A write that evicts takes over the evicted entry's file rather than unlink it and create one:
+// at a full budget, ext4's kernel time per 64 KiB file fell from 550–860 µs to ~60 (docs/benchmarks.md).
 import { unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Entry, decodeEntry, inspectHeader, isRejected } from '../entry/format.js';
@@ -13,6 +12,9 @@ import type { DiskEntryInfo, DiskStoreOptions, DiskStoreStats, Item, Op } from '
 
 export type { DiskRejectReason } from './disk-files.js';
 export type { DiskEntryInfo, DiskStoreOptions, DiskStoreStats } from './disk-types.js';
+
+/** Whether a write of `bytes` may take over `item`'s file: one on disk, no larger (a larger one would, for a moment, exceed the budget). */
+const takeable = (item: Item, bytes: number): boolean => item.state === 'stored' && item.bytes <= bytes;
 
 export class DiskStore {
   readonly dir: string;
@@ -129,8 +131,7 @@ export class DiskStore {
     const old = this.#items.get(key);
     let reuse: string | undefined;
     if (old) {
-      // Only a file no larger than the entry: a larger one would, for a moment, exceed the budget.
-      if (old.state === 'stored' && old.bytes <= bytes.byteLength) reuse = old.name;
+      if (takeable(old, bytes.byteLength)) reuse = old.name;
       this.#discard(old, reuse !== undefined);
     }
     const evicted = this.#makeRoom(bytes.byteLength, reuse === undefined);
@@ -264,7 +265,7 @@ export class DiskStore {
       if (this.#bytes + bytes <= this.maxBytes) break;
       this.#stats.evictions++;
       this.#stats.evictedBytes += item.bytes;
-      const take = takeFile && taken === undefined && item.state === 'stored' && item.bytes <= bytes;
+      const take = takeFile && taken === undefined && takeable(item, bytes);
       this.#discard(item, take);
       if (take) taken = item.name;
     }
