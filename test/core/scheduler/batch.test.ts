@@ -157,3 +157,38 @@ t.test('a row read in place, then owned, survives the batch moving on', async (t
   t.equal(checkCache(owned, 1, 6), undefined, 'the owned copy keeps its tokens');
   t.not(checkCache(view, 0, 5), undefined, 'a view kept past a change reads whatever is there now (why the pool owns what it keeps)');
 });
+
+t.test('slots grow in place while the buffers have room, every row intact', async (t) => {
+  const batch = new DecodeBatch<number>(layout);
+  const lengths = [200, 150, 10];
+  for (const [row, n] of lengths.entries()) batch.add(row, cacheOf(row, n));
+  const { kvHeads, headDim } = layout;
+  const slots = batch.slots;
+  const buffer = batch.past()[0]!.buffer;
+  // Appends until the longest row needs more slots: the buffers were made with 25% headroom.
+  while (batch.slots === slots) {
+    const newKv = Array.from({ length: TENSORS }, (_, i) => {
+      const out = new Float32Array(batch.size * kvHeads * headDim);
+      for (const [b, row] of batch.items.entries()) {
+        for (let h = 0; h < kvHeads; h++) for (let d = 0; d < headDim; d++) out[(b * kvHeads + h) * headDim + d] = value(row, lengths[row]!, i, h, d);
+      }
+      return out;
+    });
+    batch.append(newKv);
+    for (const row of batch.items) lengths[row]!++;
+  }
+  t.equal(batch.slots, slots + SLOT_ROUND, 'one growth');
+  t.equal(batch.past()[0]!.buffer, buffer, 'in the same buffers');
+  for (const [row, n] of lengths.entries()) t.equal(checkCache(batch.view(row), row, n), undefined, `row ${row} holds its ${n} tokens`);
+  const past = batch.past();
+  let stray = 0;
+  for (const [b, row] of batch.items.entries()) {
+    for (let i = 0; i < TENSORS; i++) {
+      for (let h = 0; h < kvHeads; h++) {
+        const from = ((b * kvHeads + h) * batch.slots + lengths[row]!) * headDim;
+        for (let j = from; j < (b * kvHeads + h + 1) * batch.slots * headDim; j++) if (past[i]![j] !== 0) stray++;
+      }
+    }
+  }
+  t.equal(stray, 0, 'unused slots hold zeros');
+});
