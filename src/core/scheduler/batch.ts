@@ -227,8 +227,12 @@ export class DecodeBatch<T> {
       this.#spare = keep ? old : [];
     } else {
       const spare = this.#spare;
-      // 25% headroom, so that the two sets settle at a size both fit and slots can grow in place.
-      this.#buffers = spare.length === old.length && spare[0]!.length >= need ? spare : old.map(() => allocKv(dtype, Math.ceil(need * 1.25)));
+      // Headroom: 25% when rows come or go, so that the two sets settle at a size both fit; twice
+      // the need when rows outgrow their slots, so that the next growths happen in place (pages
+      // never written are not resident). With 25% a 256-token answer re-laid into fresh pages
+      // three times instead of once, each a 10–20 ms step at SmolLM2-135M size.
+      const headroom = rows === this.#rowCapacity && slots > oldSlots ? 2 : 1.25;
+      this.#buffers = spare.length === old.length && spare[0]!.length >= need ? spare : old.map(() => allocKv(dtype, Math.ceil(need * headroom)));
       this.#spare = old;
     }
     this.#rowCapacity = rows;

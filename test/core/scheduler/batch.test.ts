@@ -192,3 +192,31 @@ t.test('slots grow in place while the buffers have room, every row intact', asyn
   }
   t.equal(stray, 0, 'unused slots hold zeros');
 });
+
+t.test('a row that outgrows its buffers gets room to double its slots in place', async (t) => {
+  const batch = new DecodeBatch<number>(layout);
+  let length = 200;
+  batch.add(0, cacheOf(0, length));
+  const { kvHeads, headDim } = layout;
+  const buffers: ArrayBufferLike[] = [batch.past()[0]!.buffer];
+  const slots: number[] = [];
+  while (batch.slots < 4 * 200) {
+    const newKv = Array.from({ length: TENSORS }, (_, i) => {
+      const out = new Float32Array(kvHeads * headDim);
+      for (let h = 0; h < kvHeads; h++) for (let d = 0; d < headDim; d++) out[h * headDim + d] = value(0, length, i, h, d);
+      return out;
+    });
+    const before = batch.slots;
+    batch.append(newKv);
+    length++;
+    if (batch.slots !== before) {
+      slots.push(batch.slots);
+      buffers.push(batch.past()[0]!.buffer);
+    }
+  }
+  // New buffer sets at the growths that did not fit: one per doubling, not one per growth.
+  const fresh = slots.filter((_, i) => buffers[i + 1] !== buffers[i]);
+  t.ok(slots.length >= 18, `${slots.length} growths from 224 to ${batch.slots} slots`);
+  t.ok(fresh.length <= 2, `new buffers at ${fresh.join(', ')} slots only`);
+  t.equal(checkCache(batch.view(0), 0, length), undefined, `the row holds its ${length} tokens`);
+});
