@@ -215,7 +215,8 @@ export class DecodeBatch<T> {
     const old = this.#buffers;
     const oldSlots = this.#slots;
     const need = rows * this.#rowElements(slots);
-    if (need > 0 && rows === this.#rowCapacity && slots > oldSlots && need <= old[0]!.length) {
+    const growing = need > 0 && rows === this.#rowCapacity && slots > oldSlots;
+    if (growing && need <= old[0]!.length) {
       this.#growInPlace(slots);
       return;
     }
@@ -231,7 +232,7 @@ export class DecodeBatch<T> {
       // the need when rows outgrow their slots, so that the next growths happen in place (pages
       // never written are not resident). With 25% a 256-token answer re-laid into fresh pages
       // three times instead of once, each a 10–20 ms step at SmolLM2-135M size.
-      const headroom = rows === this.#rowCapacity && slots > oldSlots ? 2 : 1.25;
+      const headroom = growing ? 2 : 1.25;
       this.#buffers = spare.length === old.length && spare[0]!.length >= need ? spare : old.map(() => allocKv(dtype, Math.ceil(need * headroom)));
       this.#spare = old;
     }
